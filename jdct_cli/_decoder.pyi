@@ -1,0 +1,94 @@
+"""Type stub and documentation of the C boundary ``jdct_cli._decoder`` (built from ``_decoder.pyx``).
+
+Bytes in, arrays and facts out; no policy. Every function releases the GIL around libjpeg work,
+frees its libjpeg objects on every path, and raises :class:`jdct_cli.errors.JpegError` (a
+``ValueError``) carrying libjpeg's own message. libjpeg never prints and never calls ``exit()``.
+
+Conventions:
+- Coefficient arrays are int16 ``(blocks_high, blocks_wide, 64)``, the 64 coefficients of a block
+  in natural (row-major) order: index ``8*v + u``, ``v`` the vertical and ``u`` the horizontal
+  frequency. ``blocks_high``/``blocks_wide`` are the component's padded block counts
+  (``height_in_blocks`` rounded up to whole MCUs, as libjpeg stores them).
+- Quantization tables are uint16 ``(n_components, 64)`` in natural order, row ``i`` being the table
+  used by component ``i``.
+- ``warnings`` counts libjpeg warnings (for example "Premature end of JPEG file" on truncated data);
+  with ``strict=True`` the first warning raises ``JpegError`` instead.
+- ``max_pixels``: images whose header declares more than this many pixels (width*height) raise
+  ``ImageTooLargeError`` right after the header is read, before any coefficient/pixel allocation.
+"""
+from typing import Optional, TypedDict
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS: int  # 100_000_000
+
+class ComponentInfo(TypedDict):
+    id: int            # component identifier from the SOF marker (1, 2, 3 for typical YCbCr)
+    h: int             # horizontal sampling factor (1..4)
+    v: int             # vertical sampling factor (1..4)
+    quant_table: int   # quantization table slot (0..3)
+    blocks_high: int   # rows of 8x8 blocks stored for this component (padded to whole MCUs)
+    blocks_wide: int   # columns of 8x8 blocks stored for this component
+
+class HeaderInfo(TypedDict):
+    width: int
+    height: int
+    precision: int            # bits per sample (8; 12 for 12-bit files)
+    num_components: int
+    color_space: str          # "GRAYSCALE", "YCbCr", "RGB", "CMYK", "YCCK" or "UNKNOWN" (libjpeg's guess)
+    adobe_transform: Optional[int]  # Adobe APP14 transform flag, None without an Adobe marker
+    jfif: bool                # a JFIF APP0 marker was seen
+    progressive: bool
+    arithmetic: bool
+    restart_interval: int     # in MCUs, 0 when none
+    components: list[ComponentInfo]
+    exif: Optional[bytes]     # the raw APP1 "Exif\0\0" payload (TIFF header onwards), None when absent
+
+def libjpeg_version() -> str:
+    """libjpeg-turbo's version as compiled against, e.g. "2.1.5 (libjpeg API 62)"."""
+
+def read_header(data: bytes, *, max_pixels: int = ...) -> HeaderInfo:
+    """Parse the markers up to the first SOS; allocates nothing proportional to the image."""
+
+def read_coefficients(
+    data: bytes, *, max_pixels: int = ..., strict: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Quantized DCT coefficients of every component without an inverse DCT.
+
+    Returns ``(components, quant, warnings)``: ``components[i]`` int16 ``(bh, bw, 64)`` natural
+    order; ``quant`` uint16 ``(n_components, 64)`` natural order; ``warnings`` an int.
+    Works for baseline, progressive, arithmetic-coded and restart-marker files.
+    """
+
+def decode(
+    data: bytes,
+    *,
+    scale: int = 1,
+    roi: Optional[tuple[int, int, int, int]] = None,
+    max_pixels: int = ...,
+    strict: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Decode to RGB pixels with libjpeg's islow IDCT and fancy upsampling.
+
+    ``scale``: 1, 2, 4 or 8, the output is ``ceil(W/scale) x ceil(H/scale)`` (libjpeg's DCT scaling).
+    ``roi``: ``(x, y, width, height)`` in *output* (scaled) pixels; only the needed rows/columns are
+    decoded (jpeg_crop_scanline / jpeg_skip_scanlines) and exactly that region is returned.
+    Grayscale, CMYK and YCCK come out as RGB (CMYK as libjpeg's Adobe-inverted convention).
+    Returns ``(rgb, warnings)``, ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
+    """
+
+def encode(rgb: np.ndarray, quality: int = 100, subsampling: str = "4:2:0") -> bytes:
+    """Baseline JPEG bytes of uint8 ``(H, W, 3)`` RGB with libjpeg-turbo (islow DCT,
+    ``jpeg_set_quality(quality, force_baseline=TRUE)``, optimized Huffman off).
+    ``subsampling``: "4:2:0", "4:2:2", "4:4:4" or "4:4:0"."""
+
+def forward_dct(rgb: np.ndarray, quality: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The coefficients libjpeg-turbo's encoder would store for ``rgb`` at 4:2:0, computed without
+    entropy coding: RGB->YCbCr (jccolor), h2v2 downsampling (jcsample, alternating bias), islow
+    integer DCT (jfdctint) and quantization (jcdctmgr), bit-identical to
+    ``read_coefficients(encode(rgb, quality, "4:2:0"))``.
+
+    ``rgb``: uint8 ``(H, W, 3)`` with H and W multiples of 16.
+    Returns ``(y, cb, cr, quant)``: int16 ``(H/8, W/8, 64)``, ``(H/16, W/16, 64)`` twice, natural
+    order, and uint16 ``(3, 64)`` (luma table, chroma table, chroma table). Releases the GIL.
+    """

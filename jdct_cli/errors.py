@@ -1,0 +1,92 @@
+"""The one error hierarchy of jdct.
+
+Every error carries its data as attributes (``path``, ``reason``...) and subclasses the builtin a
+caller would naturally catch (``ValueError``, ``FileNotFoundError``, ``OSError``). The CLI maps any
+:class:`JdctError` to a one-line ``Error: <path>: <reason>`` message.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+class JdctError(Exception):
+    """Base of every jdct error. ``path`` (may be None) names the file, ``reason`` says why."""
+
+    def __init__(self, reason: str, path: Optional[os.PathLike | str] = None):
+        self.reason = str(reason)
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(self.reason if self.path is None else f"{self.path}: {self.reason}")
+
+    def with_path(self, path):
+        """The same error (same class and reason) naming ``path``; returns a new instance."""
+        err = self.__class__.__new__(self.__class__)
+        JdctError.__init__(err, self.reason, path)
+        for key, value in vars(self).items():
+            if key not in ("reason", "path"):
+                setattr(err, key, value)
+        return err
+
+
+class JpegError(JdctError, ValueError):
+    """libjpeg refused the data (corrupt, truncated in strict mode...); ``reason`` is libjpeg's message."""
+
+
+class NotAJpegError(JpegError):
+    """The bytes are another format (``detected_format``: "PNG", "GIF", "WebP", "BMP", "text"...) or empty."""
+
+    def __init__(self, reason, path=None, detected_format: Optional[str] = None):
+        super().__init__(reason, path)
+        self.detected_format = detected_format
+
+
+class UnsupportedJpegError(JpegError):
+    """A valid JPEG jdct does not handle (12-bit, lossless, more than 4 components...)."""
+
+
+class ImageTooLargeError(JpegError):
+    """The header declares more pixels than the budget; refused before any allocation."""
+
+    def __init__(self, reason, path=None, pixels: Optional[int] = None, max_pixels: Optional[int] = None):
+        super().__init__(reason, path)
+        self.pixels = pixels
+        self.max_pixels = max_pixels
+
+
+class StoreError(JdctError, ValueError):
+    """A Zarr store that jdct cannot use: not a jdct store, wrong split, damaged data."""
+
+
+class IncompleteStoreError(StoreError):
+    """The store lacks its metadata (attrs["jdct"]): its conversion was interrupted; resume it."""
+
+
+class StoreVersionError(StoreError):
+    """The store's ``format_version`` is not one this jdct reads."""
+
+
+class StoreCorruptionError(StoreError):
+    """A chunk failed its checksum or an array disagrees with the metadata."""
+
+
+class SourceError(JdctError, ValueError):
+    """The conversion source tree is unusable (no images, no classes, bad --labels file)."""
+
+
+class SourceNotFoundError(JdctError, FileNotFoundError):
+    """A file or folder given by the user does not exist."""
+
+
+class CheckpointError(JdctError, ValueError):
+    """A checkpoint that cannot be used: incomplete, other format version, other architecture."""
+
+
+class ConfigError(JdctError, ValueError):
+    """Invalid options or config file for a command."""
+
+
+class UnknownModelError(JdctError, KeyError):
+    """No model registered under that name; ``reason`` lists the known ones."""
+
+    def __str__(self):  # KeyError would repr() the message
+        return Exception.__str__(self)
