@@ -12,6 +12,24 @@ Layout (format ``jdct-dct-store``, ``FORMAT_VERSION`` 1; schema ``schemas/store.
 V is the number of augmented views (val always has 1), N the number of samples of the split,
 S the crop size in pixels. Samples are chunked ``chunk_samples`` at a time inside shards of
 ``shard_samples``.
+
+attrs["jdct"] (the contract between convert, loader, verify and training; schema is authoritative)::
+
+    format: "jdct-dct-store"          format_version: 1
+    jdct_version, libjpeg_version: str
+    size: int (S)   quality: int   subsampling: "4:2:0"   coefficient_order: "natural"
+    quant_tables: {"luma": [64 ints], "chroma": [64 ints]}     natural order; dequantized = coef * table
+    classes: [str]                     label i is classes[i] (sorted folder names)
+    chunk_samples: int   shard_samples: int   codec: {...description of the zarr codecs...}
+    seed: int
+    transform: {"train": {...RandomResizedCrop params...}, "val": {...}, "exif": "ignore"|"apply",
+                "exact_decode": bool}
+    splits: {<split>: {"views": V, "num_samples": N, "files": [paths relative to SRC],
+                       "file_labels": [int per file], "failures": [{"file": str, "reason": str}],
+                       "counts": {"files": int, "converted": int, "failed": int}}}
+    stats: {"split": "train", "y"|"cb"|"cr": {"mean": [64 floats], "std": [64 floats]}}
+           per-channel statistics of the *dequantized* coefficients (coef * quant table) over
+           every sample of every view of the split named in "split" (train when present).
 """
 from __future__ import annotations
 
