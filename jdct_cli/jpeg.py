@@ -1,0 +1,562 @@
+"""The Python JPEG layer: policy and facts around the C boundary ``jdct_cli._decoder``.
+
+Everything that reads a JPEG in jdct goes through here, so that every caller gets the same
+behaviour:
+
+- the bytes are *sniffed* first: a PNG/GIF/WebP/BMP/TIFF/text file named ``.jpg`` raises
+  :class:`~jdct_cli.errors.NotAJpegError` naming the real format, an empty file says "empty file";
+- 12-bit and lossless (SOF3/7/11/15) JPEGs raise :class:`~jdct_cli.errors.UnsupportedJpegError`,
+  detected from the SOF marker before libjpeg sees the data (and from libjpeg's message as a
+  fallback);
+- every :class:`~jdct_cli.errors.JpegError` leaves with ``path`` set when the caller gave one.
+
+Pure-Python helpers (no extension needed): :func:`sniff_format`, :func:`exif_orientation`,
+:func:`apply_orientation`, :func:`estimate_quality`, :func:`sampling_name`.
+
+Array conventions (same as the extension): coefficients are int16 ``(blocks_high, blocks_wide, 64)``
+in natural order (index ``8*v + u``, ``v`` vertical frequency); quantization tables are uint16
+``(n_components, 64)`` natural order; RGB is uint8 ``(H, W, 3)``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from .errors import (
+    JdctError,
+    JpegError,
+    NotAJpegError,
+    SourceError,
+    SourceNotFoundError,
+    UnsupportedJpegError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Coefficients",
+    "Decoded",
+    "sniff_format",
+    "read_bytes",
+    "read_header",
+    "read_coefficients",
+    "decode",
+    "exif_orientation",
+    "apply_orientation",
+    "estimate_quality",
+    "quality_fit",
+    "sampling_name",
+    "libjpeg_version",
+    "STD_LUMA_QTABLE",
+    "STD_CHROMA_QTABLE",
+]
+
+#: Images whose header declares more pixels (width * height) are refused before any allocation.
+#: Same value as ``jdct_cli._decoder.DEFAULT_MAX_PIXELS``; defined here so that this module imports
+#: (and sniffs, parses EXIF...) without the compiled extension.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class Coefficients(NamedTuple):
+    """What :func:`read_coefficients` returns (unpacks like the extension's 3-tuple).
+
+    ``components[i]``: int16 ``(blocks_high, blocks_wide, 64)`` natural order;
+    ``quant``: uint16 ``(n_components, 64)`` natural order, row i = component i's table;
+    ``warnings``: number of libjpeg warnings (e.g. 1 for "Premature end of JPEG file").
+    """
+
+    components: list
+    quant: np.ndarray
+    warnings: int
+
+
+class Decoded(NamedTuple):
+    """What :func:`decode` returns: ``rgb`` uint8 C-contiguous ``(H, W, 3)``, ``warnings`` an int."""
+
+    rgb: np.ndarray
+    warnings: int
+
+
+# --------------------------------------------------------------------------------------------
+# Sniffing
+# --------------------------------------------------------------------------------------------
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """True when ``head`` (the first bytes of a file) is plausibly UTF-8/ASCII text."""
+    if b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut by the sample window is still text
+        if exc.start < len(head) - 3:
+            return False
+        text = head[: exc.start].decode("utf-8")
+    if not text:
+        return False
+    printable = sum(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
+    return printable >= 0.95 * len(text)
+
+
+def sniff_format(data: bytes) -> Optional[str]:
+    """Name the format of ``data`` from its first bytes.
+
+    Returns "JPEG" (starts with the SOI marker ``FF D8``), the real format of a disguised file
+    ("PNG", "GIF", "WebP", "BMP", "TIFF", "JPEG 2000", "JPEG XL", "HEIF", "AVIF", "PDF", "PSD",
+    "ICO", "ZIP", "gzip"), "text" (UTF-8/ASCII text such as an HTML error page), "empty" for zero
+    bytes, or None when it cannot tell (libjpeg then gets the data and says what it thinks).
+    """
+    data = bytes(data[:1024]) if not isinstance(data, bytes) else data
+    if len(data) == 0:
+        return "empty"
+    if data[:2] == b"\xff\xd8":
+        return "JPEG"
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:2] == b"BM" and len(data) >= 14:
+        # BITMAPFILEHEADER: the declared file size is little-endian at offset 2; a BMP's pixel
+        # offset (offset 10) lies after the 14-byte header. Both checks keep "BM..." text out.
+        pixel_offset = int.from_bytes(data[10:14], "little")
+        if 14 <= pixel_offset < (1 << 26):
+            return "BMP"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIF"
+    if _looks_like_text(data[:1024]):
+        return "text"
+    return None
+
+
+def _refuse_non_jpeg(data: bytes, path) -> None:
+    """Raise NotAJpegError when the sniffed format is known and not JPEG."""
+    fmt = sniff_format(data)
+    if fmt is None or fmt == "JPEG":
+        return
+    if fmt == "empty":
+        raise NotAJpegError("empty file (0 bytes)", path, detected_format="empty")
+    if fmt == "text":
+        raise NotAJpegError("not a JPEG: this is a text file", path, detected_format="text")
+    raise NotAJpegError(f"not a JPEG: this is a {fmt} file", path, detected_format=fmt)
+
+
+# --------------------------------------------------------------------------------------------
+# SOF check (12-bit / lossless) done on the raw markers, before libjpeg
+# --------------------------------------------------------------------------------------------
+
+# SOF markers that carry a frame header: C0-C3, C5-C7, C9-CB, CD-CF (C4 = DHT, C8 = JPG, CC = DAC).
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
+_HIERARCHICAL_SOF = {0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF}
+
+
+def _find_sof(data: bytes) -> Optional[tuple[int, int]]:
+    """``(sof_marker, precision)`` of the first frame header, or None if the markers can't be walked.
+
+    Walks the marker segments from SOI up to the first SOF/SOS/EOI. Bytes between segments that
+    are not a marker are skipped the way libjpeg does (it warns "extraneous bytes"), so files with
+    junk between markers are handled; anything inconsistent just returns None (libjpeg decides).
+    """
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos = 2
+    while pos < n:
+        if data[pos] != 0xFF:
+            nxt = data.find(b"\xff", pos)
+            if nxt < 0:
+                return None
+            pos = nxt
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            return None
+        marker = data[pos]
+        pos += 1
+        if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            continue  # stuffed byte, RSTn or TEM: no length
+        if marker in (0xD9, 0xDA):  # EOI / SOS before any SOF
+            return None
+        if pos + 2 > n:
+            return None
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if pos + 3 > n:
+                return None
+            return marker, data[pos + 2]
+        pos += length
+    return None
+
+
+def _check_supported(data: bytes, path) -> None:
+    """Raise UnsupportedJpegError for lossless, hierarchical and non-8-bit frames."""
+    found = _find_sof(data)
+    if found is None:
+        return
+    marker, precision = found
+    if marker in _LOSSLESS_SOF:
+        raise UnsupportedJpegError(
+            f"lossless JPEG (SOF{marker - 0xC0}, {precision}-bit) is not supported: jdct needs DCT-based JPEG",
+            path,
+        )
+    if marker in _HIERARCHICAL_SOF:
+        raise UnsupportedJpegError(f"hierarchical JPEG (SOF{marker - 0xC0}) is not supported", path)
+    if precision != 8:
+        raise UnsupportedJpegError(
+            f"{precision}-bit JPEG is not supported: jdct reads 8-bit samples only", path
+        )
+
+
+# libjpeg messages that mean "valid but unsupported" rather than "broken".
+_UNSUPPORTED_MESSAGES = (
+    "Unsupported JPEG data precision",
+    "Unsupported JPEG process",
+    "Requested features are incompatible",
+)
+
+
+def _rethrow(exc: JpegError, path) -> JpegError:
+    """The error to raise for ``exc``: unsupported-ness recognised from libjpeg's text, path set."""
+    if type(exc) is JpegError:
+        if any(msg in exc.reason for msg in _UNSUPPORTED_MESSAGES):
+            exc = UnsupportedJpegError(exc.reason)
+        elif exc.reason.startswith("Not a JPEG file"):
+            exc = NotAJpegError(exc.reason, detected_format=None)
+    return exc.with_path(path) if path is not None else exc
+
+
+def _prepare(data, path) -> bytes:
+    """Common prologue: bytes-like in, refuse non-JPEGs and unsupported frames."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    _refuse_non_jpeg(data, path)
+    _check_supported(data, path)
+    return data
+
+
+def _decoder():
+    # Imported lazily so that sniffing/EXIF helpers work without the compiled extension.
+    from . import _decoder
+
+    return _decoder
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_bytes(path: os.PathLike | str) -> bytes:
+    """The whole content of the file at ``path``.
+
+    Raises SourceNotFoundError (no such file) or SourceError (a directory, permission denied,
+    any other OS error), each naming the path and the reason.
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise SourceNotFoundError("no such file", path) from None
+    except IsADirectoryError:
+        raise SourceError("is a directory, not a file", path) from None
+    except PermissionError:
+        raise SourceError("permission denied", path) from None
+    except OSError as exc:
+        raise SourceError(f"cannot read: {exc.strerror or exc}", path) from None
+
+
+def read_header(data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+    """Header facts of a JPEG (see ``jdct_cli._decoder.HeaderInfo``): width, height, precision,
+    num_components, color_space, adobe_transform, jfif, progressive, arithmetic, restart_interval,
+    components [{id, h, v, quant_table, blocks_high, blocks_wide}], exif (raw TIFF bytes or None).
+
+    ``path`` only names the file in errors. Raises NotAJpegError, UnsupportedJpegError,
+    ImageTooLargeError (more than ``max_pixels`` declared) or JpegError.
+    """
+    data = _prepare(data, path)
+    try:
+        return _decoder().read_header(data, max_pixels=max_pixels)
+    except JpegError as exc:
+        raise _rethrow(exc, path) from None
+
+
+def read_coefficients(
+    data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False
+) -> Coefficients:
+    """Quantized DCT coefficients of every component, without inverse DCT.
+
+    Returns :class:`Coefficients` ``(components, quant, warnings)``: ``components[i]`` int16
+    ``(blocks_high, blocks_wide, 64)`` natural order (padded to whole MCUs), ``quant`` uint16
+    ``(n_components, 64)`` natural order. Dequantized coefficient = ``components[i] * quant[i]``.
+    ``strict=True`` turns libjpeg warnings (truncated data...) into JpegError.
+    """
+    data = _prepare(data, path)
+    try:
+        comps, quant, warnings = _decoder().read_coefficients(data, max_pixels=max_pixels, strict=strict)
+    except JpegError as exc:
+        raise _rethrow(exc, path) from None
+    return Coefficients(list(comps), quant, int(warnings))
+
+
+def decode(
+    data: bytes,
+    *,
+    path=None,
+    scale: int = 1,
+    roi: Optional[tuple[int, int, int, int]] = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    strict: bool = False,
+) -> Decoded:
+    """Decode to RGB with libjpeg (islow IDCT, fancy upsampling); EXIF orientation NOT applied.
+
+    ``scale`` 1, 2, 4 or 8 (libjpeg DCT scaling, output ``ceil(W/scale) x ceil(H/scale)``);
+    ``roi`` ``(x, y, width, height)`` in output pixels decodes only that region.
+    Returns :class:`Decoded` ``(rgb, warnings)``, ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
+    """
+    data = _prepare(data, path)
+    try:
+        rgb, warnings = _decoder().decode(data, scale=scale, roi=roi, max_pixels=max_pixels, strict=strict)
+    except JpegError as exc:
+        raise _rethrow(exc, path) from None
+    return Decoded(rgb, int(warnings))
+
+
+def libjpeg_version() -> Optional[str]:
+    """libjpeg-turbo's version string, or None when the extension is not built."""
+    try:
+        return _decoder().libjpeg_version()
+    except ImportError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# EXIF orientation
+# --------------------------------------------------------------------------------------------
+
+
+def exif_orientation(exif_payload: Optional[bytes]) -> Optional[int]:
+    """The EXIF Orientation (tag 0x0112 of IFD0) as an int 1..8, or None.
+
+    ``exif_payload``: the APP1 payload from the TIFF header on (a leading ``b"Exif\\0\\0"`` is
+    tolerated). Both byte orders ("II" little-endian, "MM" big-endian) are handled. Never raises
+    on malformed data: absent, truncated, garbage or out-of-range (0, 9...) values give None.
+    """
+    if not exif_payload:
+        return None
+    try:
+        buf = bytes(exif_payload)
+        if buf.startswith(b"Exif\x00\x00"):
+            buf = buf[6:]
+        if len(buf) < 8:
+            return None
+        if buf[:2] == b"II":
+            order = "little"
+        elif buf[:2] == b"MM":
+            order = "big"
+        else:
+            return None
+
+        def u16(off: int) -> int:
+            return int.from_bytes(buf[off : off + 2], order)
+
+        def u32(off: int) -> int:
+            return int.from_bytes(buf[off : off + 4], order)
+
+        if u16(2) != 42:
+            return None
+        ifd = u32(4)
+        if ifd < 8 or ifd + 2 > len(buf):
+            return None
+        count = u16(ifd)
+        for i in range(count):
+            entry = ifd + 2 + 12 * i
+            if entry + 12 > len(buf):
+                return None
+            if u16(entry) != 0x0112:
+                continue
+            kind, n = u16(entry + 2), u32(entry + 4)
+            if n < 1:
+                return None
+            if kind == 3:  # SHORT: stored left-justified in the 4-byte value field
+                value = u16(entry + 8)
+            elif kind == 4:  # LONG: not standard, seen in the wild
+                value = u32(entry + 8)
+            elif kind in (1, 7):  # BYTE / UNDEFINED
+                value = buf[entry + 8]
+            else:
+                return None
+            return value if 1 <= value <= 8 else None
+        return None
+    except Exception:  # noqa: BLE001 - EXIF is untrusted; garbage must never break reading pixels
+        return None
+
+
+def apply_orientation(rgb: np.ndarray, orientation: Optional[int]) -> np.ndarray:
+    """``rgb`` (``(H, W)`` or ``(H, W, C)``, any dtype) turned upright for EXIF ``orientation``.
+
+    1/None: unchanged; 2: mirror left-right; 3: rotate 180; 4: mirror top-bottom; 5: transpose;
+    6: rotate 90 clockwise; 7: transverse; 8: rotate 90 counter-clockwise (the same result as
+    Pillow's ``ImageOps.exif_transpose``). Orientations 5-8 swap height and width.
+    Returns a new C-contiguous array (``rgb`` itself when nothing is to be done).
+    """
+    if orientation in (None, 1):
+        return rgb
+    if orientation == 2:
+        out = rgb[:, ::-1]
+    elif orientation == 3:
+        out = rgb[::-1, ::-1]
+    elif orientation == 4:
+        out = rgb[::-1]
+    elif orientation == 5:
+        out = np.swapaxes(rgb, 0, 1)
+    elif orientation == 6:
+        out = np.rot90(rgb, k=-1)
+    elif orientation == 7:
+        out = np.swapaxes(rgb, 0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        out = np.rot90(rgb, k=1)
+    else:
+        raise ValueError(f"EXIF orientation must be 1..8 or None, got {orientation!r}")
+    return np.ascontiguousarray(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization tables: IJG quality estimate
+# --------------------------------------------------------------------------------------------
+
+# ITU-T T.81 Annex K tables K.1 (luminance) and K.2 (chrominance), natural (row-major) order.
+STD_LUMA_QTABLE = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61,
+     12, 12, 14, 19, 26, 58, 60, 55,
+     14, 13, 16, 24, 40, 57, 69, 56,
+     14, 17, 22, 29, 51, 87, 80, 62,
+     18, 22, 37, 56, 68, 109, 103, 77,
+     24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101,
+     72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=np.int64,
+)  # fmt: skip
+STD_CHROMA_QTABLE = np.array(
+    [17, 18, 24, 47, 99, 99, 99, 99,
+     18, 21, 26, 66, 99, 99, 99, 99,
+     24, 26, 56, 99, 99, 99, 99, 99,
+     47, 66, 99, 99, 99, 99, 99, 99,
+     99, 99, 99, 99, 99, 99, 99, 99,
+     99, 99, 99, 99, 99, 99, 99, 99,
+     99, 99, 99, 99, 99, 99, 99, 99,
+     99, 99, 99, 99, 99, 99, 99, 99],
+    dtype=np.int64,
+)  # fmt: skip
+
+
+def _ijg_tables(base: np.ndarray) -> np.ndarray:
+    """int64 ``(100, 2, 64)``: IJG tables for quality 1..100, [:, 0] baseline-clamped (<= 255)
+    and [:, 1] clamped to 32767 (jpeg_quality_scaling + jpeg_add_quant_table)."""
+    q = np.arange(1, 101)
+    scale = np.where(q < 50, 5000 // q, 200 - 2 * q)
+    t = (base[None, :] * scale[:, None] + 50) // 100
+    t = np.maximum(t, 1)
+    return np.stack([np.minimum(t, 255), np.minimum(t, 32767)], axis=1)
+
+
+_IJG = {False: _ijg_tables(STD_LUMA_QTABLE), True: _ijg_tables(STD_CHROMA_QTABLE)}
+
+
+def quality_fit(quant_table_64_natural: Sequence[int], *, chroma: bool = False) -> Optional[tuple[int, float]]:
+    """``(quality, mean_abs_error)``: the IJG quality 1..100 whose scaled Annex K table is closest
+    (least total absolute difference) to the given table, and the mean absolute difference per
+    entry (0.0 = the table is exactly IJG's for that quality). None for an invalid table.
+    """
+    try:
+        table = np.asarray(quant_table_64_natural, dtype=np.int64).reshape(64)
+    except (ValueError, TypeError):
+        return None
+    if (table < 1).any():
+        return None
+    err = np.abs(_IJG[bool(chroma)] - table[None, None, :]).sum(axis=2).min(axis=1)  # (100,)
+    best = err.min()
+    # on ties prefer the highest quality (identical tables at the top end; encoders round up)
+    q = int(np.flatnonzero(err == best)[-1]) + 1
+    return q, float(best) / 64.0
+
+
+def estimate_quality(quant_table_64_natural: Sequence[int], *, chroma: bool = False) -> Optional[int]:
+    """Estimated IJG (libjpeg ``-quality``) setting 1..100 that produced this table.
+
+    ``quant_table_64_natural``: 64 ints in natural order; ``chroma`` compares with Annex K.2
+    instead of K.1. Exact for tables written by libjpeg/Pillow/cjpeg; for other encoders
+    (Photoshop, cameras) the nearest IJG quality (see :func:`quality_fit` for the distance).
+    None when the table is invalid (wrong size, zero entries).
+    """
+    fit = quality_fit(quant_table_64_natural, chroma=chroma)
+    return None if fit is None else fit[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling names
+# --------------------------------------------------------------------------------------------
+
+_RATIO_NAMES = {
+    (1, 1): "4:4:4",
+    (2, 1): "4:2:2",
+    (2, 2): "4:2:0",
+    (1, 2): "4:4:0",
+    (4, 1): "4:1:1",
+    (4, 2): "4:1:0",
+}
+
+
+def sampling_name(components: Sequence[Any], color_space: Optional[str] = None) -> str:
+    """The chroma subsampling as users name it.
+
+    ``components``: per-component dicts with ``h`` and ``v`` (as in ``read_header()``), or
+    ``(h, v)`` pairs. Returns "grayscale" (one component), "CMYK", "YCCK", "4:4:4", "4:2:2",
+    "4:2:0", "4:4:0", "4:1:1", "4:1:0" for three components whose two chroma components share
+    factors dividing the first one's, else e.g. "other (2x2,1x1,1x2)".
+    """
+    factors = []
+    for comp in components:
+        if isinstance(comp, dict):
+            factors.append((int(comp["h"]), int(comp["v"])))
+        else:
+            h, v = comp
+            factors.append((int(h), int(v)))
+    space = (color_space or "").upper()
+    if len(factors) == 1 or space == "GRAYSCALE":
+        return "grayscale"
+    if space in ("CMYK", "YCCK"):
+        return space
+    if len(factors) == 3 and factors[1] == factors[2]:
+        (yh, yv), (ch, cv) = factors[0], factors[1]
+        if yh % ch == 0 and yv % cv == 0:
+            name = _RATIO_NAMES.get((yh // ch, yv // cv))
+            if name is not None:
+                return name
+    return "other (" + ",".join(f"{h}x{v}" for h, v in factors) + ")"
