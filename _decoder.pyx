@@ -1,0 +1,567 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""jdct_cli._decoder: the C boundary over libjpeg-turbo (see jdct_cli/_decoder.pyi for the contract).
+
+Design: every libjpeg call that may fail goes through a tiny C wrapper (verbatim block below) that
+does its own ``setjmp``; our ``error_exit`` formats libjpeg's message and ``longjmp``s back into that
+wrapper, which returns -1. Cython code therefore never sees a longjmp crossing its frames (which
+would skip Python reference counting), and every caller runs ``jd_dec_close``/``jd_enc_close`` on
+every path, so libjpeg's memory is always released.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, int16_t, uint16_t, int32_t, int64_t
+from libc.string cimport memcpy
+from jpeglib cimport *
+
+from jdct_cli.errors import ImageTooLargeError, JpegError
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include <setjmp.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #include <jpeglib.h>
+    #include <jerror.h>
+
+    #define JD_STR2(x) #x
+    #define JD_STR(x) JD_STR2(x)
+    #ifdef LIBJPEG_TURBO_VERSION
+    #define JD_VERSION JD_STR(LIBJPEG_TURBO_VERSION) " (libjpeg API " JD_STR(JPEG_LIB_VERSION) ")"
+    #else
+    #define JD_VERSION "libjpeg API " JD_STR(JPEG_LIB_VERSION)
+    #endif
+
+    typedef struct {
+        struct jpeg_error_mgr pub;
+        jmp_buf jb;
+        int strict;        /* first warning becomes an error */
+        int warnings;      /* warnings seen (emit_message level -1) */
+        char msg[JMSG_LENGTH_MAX];
+    } jd_err;
+
+    static void jd_error_exit(j_common_ptr cinfo) {
+        jd_err *e = (jd_err *)cinfo->err;
+        (*cinfo->err->format_message)(cinfo, e->msg);
+        longjmp(e->jb, 1);
+    }
+
+    /* libjpeg must never print: messages are only counted (warnings) or discarded (trace). */
+    static void jd_output_message(j_common_ptr cinfo) { (void)cinfo; }
+
+    static void jd_emit_message(j_common_ptr cinfo, int msg_level) {
+        jd_err *e = (jd_err *)cinfo->err;
+        if (msg_level < 0) {
+            e->warnings++;
+            cinfo->err->num_warnings++;
+            if (e->strict) {
+                (*cinfo->err->format_message)(cinfo, e->msg);
+                longjmp(e->jb, 1);
+            }
+        }
+    }
+
+    static void jd_err_init(jd_err *e, int strict) {
+        jpeg_std_error(&e->pub);
+        e->pub.error_exit = jd_error_exit;
+        e->pub.output_message = jd_output_message;
+        e->pub.emit_message = jd_emit_message;
+        e->strict = strict;
+        e->warnings = 0;
+        e->msg[0] = 0;
+    }
+
+    /* ---------------- decompression ---------------- */
+    typedef struct {
+        struct jpeg_decompress_struct d;
+        jd_err e;
+        int created;
+        jvirt_barray_ptr *coefs;
+        JSAMPLE *scratch;
+    } jd_dec;
+
+    /* Create the decompressor, attach the memory source and read the header. */
+    static int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int save_exif) {
+        memset(&c->d, 0, sizeof(c->d));
+        c->created = 0;
+        c->coefs = NULL;
+        c->scratch = NULL;
+        jd_err_init(&c->e, strict);
+        c->d.err = &c->e.pub;
+        if (setjmp(c->e.jb)) return -1;
+        jpeg_create_decompress(&c->d);
+        c->created = 1;
+        jpeg_mem_src(&c->d, buf, (unsigned long)len);
+        if (save_exif) jpeg_save_markers(&c->d, JPEG_APP0 + 1, 0xFFFF);
+        jpeg_read_header(&c->d, TRUE);
+        return 0;
+    }
+
+    static void jd_dec_close(jd_dec *c) {
+        if (c->created) jpeg_destroy_decompress(&c->d);
+        c->created = 0;
+        free(c->scratch);
+        c->scratch = NULL;
+    }
+
+    static int jd_dec_read_coefficients(jd_dec *c) {
+        if (setjmp(c->e.jb)) return -1;
+        c->coefs = jpeg_read_coefficients(&c->d);
+        return 0;
+    }
+
+    /* Copy component ci's virtual block array into dst (bh*bw*64 JCOEFs, row-major). */
+    static int jd_dec_copy_component(jd_dec *c, int ci, JCOEF *dst, JDIMENSION bh, JDIMENSION bw) {
+        JDIMENSION r;
+        if (setjmp(c->e.jb)) return -1;
+        for (r = 0; r < bh; r++) {
+            JBLOCKARRAY rows = (*c->d.mem->access_virt_barray)(
+                (j_common_ptr)&c->d, c->coefs[ci], r, 1, FALSE);
+            memcpy(dst + (size_t)r * bw * DCTSIZE2, rows[0], (size_t)bw * sizeof(JBLOCK));
+        }
+        return 0;
+    }
+
+    static int jd_dec_start(jd_dec *c) {
+        if (setjmp(c->e.jb)) return -1;
+        jpeg_start_decompress(&c->d);
+        return 0;
+    }
+
+    static int jd_dec_crop(jd_dec *c, JDIMENSION *xoffset, JDIMENSION *width) {
+        if (setjmp(c->e.jb)) return -1;
+        jpeg_crop_scanline(&c->d, xoffset, width);
+        return 0;
+    }
+
+    static int jd_dec_skip(jd_dec *c, JDIMENSION n) {
+        if (setjmp(c->e.jb)) return -1;
+        while (n > 0) {
+            JDIMENSION done = jpeg_skip_scanlines(&c->d, n);
+            if (done == 0) break;
+            n -= done;
+        }
+        return 0;
+    }
+
+    /* Adobe CMYK is stored inverted (255 = no ink): with libjpeg's values C,K the RGB red is
+       C*K/255; rounded like Pillow's MULDIV255 so both agree exactly. */
+    static inline JSAMPLE jd_muldiv255(unsigned a, unsigned b) {
+        unsigned t = a * b + 128;
+        return (JSAMPLE)(((t >> 8) + t) >> 8);
+    }
+
+    /* Read nrows output rows into dst (RGB, dst_stride bytes per row), dropping the first xskip
+       output pixels of each scanline and keeping outw; CMYK scanlines are converted to RGB. */
+    static int jd_dec_read_rgb(jd_dec *c, JSAMPLE *dst, size_t dst_stride, JDIMENSION nrows,
+                               JDIMENSION xskip, JDIMENSION outw, int cmyk) {
+        JSAMPROW rowptrs[32];
+        JDIMENSION done = 0, got, i, x;
+        int nc = c->d.output_components;
+        int direct = (!cmyk && xskip == 0 && outw == c->d.output_width);
+        int batch = c->d.rec_outbuf_height > 0 ? c->d.rec_outbuf_height : 1;
+        if (batch > 32) batch = 32;
+        if (setjmp(c->e.jb)) return -1;
+        if (!direct && c->scratch == NULL) {
+            c->scratch = (JSAMPLE *)malloc((size_t)c->d.output_width * nc * batch);
+            if (c->scratch == NULL) {
+                strcpy(c->e.msg, "out of memory for a scanline buffer");
+                return -1;
+            }
+        }
+        while (done < nrows) {
+            JDIMENSION want = nrows - done;
+            if (want > (JDIMENSION)batch) want = batch;
+            for (i = 0; i < want; i++)
+                rowptrs[i] = direct ? dst + (size_t)(done + i) * dst_stride
+                                    : c->scratch + (size_t)i * c->d.output_width * nc;
+            got = jpeg_read_scanlines(&c->d, rowptrs, want);
+            if (got == 0) {
+                strcpy(c->e.msg, "libjpeg returned no scanlines");
+                return -1;
+            }
+            if (!direct) {
+                for (i = 0; i < got; i++) {
+                    const JSAMPLE *src = rowptrs[i] + (size_t)xskip * nc;
+                    JSAMPLE *out = dst + (size_t)(done + i) * dst_stride;
+                    if (cmyk) {
+                        for (x = 0; x < outw; x++) {
+                            unsigned k = src[4 * x + 3];
+                            out[3 * x] = jd_muldiv255(src[4 * x], k);
+                            out[3 * x + 1] = jd_muldiv255(src[4 * x + 1], k);
+                            out[3 * x + 2] = jd_muldiv255(src[4 * x + 2], k);
+                        }
+                    } else {
+                        memcpy(out, src, (size_t)outw * 3);
+                    }
+                }
+            }
+            done += got;
+        }
+        return 0;
+    }
+
+    /* ---------------- compression (the reference path) ---------------- */
+    typedef struct {
+        struct jpeg_compress_struct c;
+        jd_err e;
+        int created;
+        unsigned char *out;
+        unsigned long outsize;
+    } jd_enc;
+
+    static int jd_encode(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSION h, size_t stride,
+                         int quality, int h0, int v0) {
+        JSAMPROW rowptrs[16];
+        JDIMENSION i, n;
+        memset(&s->c, 0, sizeof(s->c));
+        s->created = 0;
+        s->out = NULL;
+        s->outsize = 0;
+        jd_err_init(&s->e, 0);
+        s->c.err = &s->e.pub;
+        if (setjmp(s->e.jb)) return -1;
+        jpeg_create_compress(&s->c);
+        s->created = 1;
+        jpeg_mem_dest(&s->c, &s->out, &s->outsize);
+        s->c.image_width = w;
+        s->c.image_height = h;
+        s->c.input_components = 3;
+        s->c.in_color_space = JCS_RGB;
+        jpeg_set_defaults(&s->c);
+        jpeg_set_quality(&s->c, quality, TRUE);
+        s->c.dct_method = JDCT_ISLOW;
+        s->c.optimize_coding = FALSE;
+        s->c.comp_info[0].h_samp_factor = h0;
+        s->c.comp_info[0].v_samp_factor = v0;
+        s->c.comp_info[1].h_samp_factor = 1;
+        s->c.comp_info[1].v_samp_factor = 1;
+        s->c.comp_info[2].h_samp_factor = 1;
+        s->c.comp_info[2].v_samp_factor = 1;
+        jpeg_start_compress(&s->c, TRUE);
+        while (s->c.next_scanline < h) {
+            n = h - s->c.next_scanline;
+            if (n > 16) n = 16;
+            for (i = 0; i < n; i++)
+                rowptrs[i] = (JSAMPROW)(rgb + (size_t)(s->c.next_scanline + i) * stride);
+            jpeg_write_scanlines(&s->c, rowptrs, n);
+        }
+        jpeg_finish_compress(&s->c);
+        return 0;
+    }
+
+    static void jd_enc_close(jd_enc *s) {
+        if (s->created) jpeg_destroy_compress(&s->c);
+        s->created = 0;
+        free(s->out);
+        s->out = NULL;
+    }
+
+    static const char *jd_version(void) { return JD_VERSION; }
+    """
+    ctypedef struct jd_err:
+        int strict
+        int warnings
+        char msg[200]
+
+    ctypedef struct jd_dec:
+        jpeg_decompress_struct d
+        jd_err e
+
+    ctypedef struct jd_enc:
+        jd_err e
+        unsigned char *out
+        unsigned long outsize
+
+    int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int save_exif) nogil
+    void jd_dec_close(jd_dec *c) nogil
+    int jd_dec_read_coefficients(jd_dec *c) nogil
+    int jd_dec_copy_component(jd_dec *c, int ci, JCOEF *dst, JDIMENSION bh, JDIMENSION bw) nogil
+    int jd_dec_start(jd_dec *c) nogil
+    int jd_dec_crop(jd_dec *c, JDIMENSION *xoffset, JDIMENSION *width) nogil
+    int jd_dec_skip(jd_dec *c, JDIMENSION n) nogil
+    int jd_dec_read_rgb(jd_dec *c, JSAMPLE *dst, size_t dst_stride, JDIMENSION nrows,
+                        JDIMENSION xskip, JDIMENSION outw, int cmyk) nogil
+    int jd_encode(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSION h, size_t stride,
+                  int quality, int h0, int v0) nogil
+    void jd_enc_close(jd_enc *s) nogil
+    const char *jd_version() nogil
+
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# Coefficient memory guard: a conforming image stores at most a few padded full-resolution planes
+# (one per component, 4 components at most for the colour spaces jdct handles); the slack covers
+# MCU padding of tiny images with large sampling factors.
+_COEF_SLACK = 1 << 22
+
+_COLOR_SPACES = {JCS_UNKNOWN: "UNKNOWN", JCS_GRAYSCALE: "GRAYSCALE", JCS_RGB: "RGB",
+                 JCS_YCbCr: "YCbCr", JCS_CMYK: "CMYK", JCS_YCCK: "YCCK"}
+
+_SUBSAMPLING = {"4:2:0": (2, 2), "4:2:2": (2, 1), "4:4:4": (1, 1), "4:4:0": (1, 2)}
+
+
+def libjpeg_version():
+    """libjpeg-turbo's version as compiled against, e.g. "2.1.5 (libjpeg API 62)"."""
+    return jd_version().decode("ascii")
+
+
+cdef str _message(jd_err *e):
+    return (<bytes>e.msg).decode("latin-1") if e.msg[0] != 0 else "libjpeg failed without a message"
+
+
+cdef object _header_failure(jd_dec *c, int64_t max_pixels):
+    """The exception for a failed header read: the pixel budget wins when the SOF was parsed and
+    declares too many pixels (libjpeg refuses > 65500 itself, but the budget is the real reason)."""
+    cdef int64_t pixels = <int64_t>c.d.image_width * <int64_t>c.d.image_height
+    msg = _message(&c.e)
+    if pixels > max_pixels:
+        return ImageTooLargeError(
+            f"image declares {c.d.image_width}x{c.d.image_height} = {pixels} pixels, more than the "
+            f"budget of {max_pixels} (libjpeg: {msg})", pixels=pixels, max_pixels=max_pixels)
+    return JpegError(msg)
+
+
+cdef object _check_budget(jd_dec *c, int64_t max_pixels):
+    """None when the declared image fits the pixel and coefficient budgets, else the exception."""
+    cdef int64_t pixels = <int64_t>c.d.image_width * <int64_t>c.d.image_height
+    cdef int64_t coefs = 0
+    cdef int ci
+    if pixels > max_pixels:
+        return ImageTooLargeError(
+            f"image declares {c.d.image_width}x{c.d.image_height} = {pixels} pixels, more than the "
+            f"budget of {max_pixels}", pixels=pixels, max_pixels=max_pixels)
+    for ci in range(c.d.num_components):
+        coefs += <int64_t>_padded(c.d.comp_info[ci].height_in_blocks, c.d.comp_info[ci].v_samp_factor) * \
+            _padded(c.d.comp_info[ci].width_in_blocks, c.d.comp_info[ci].h_samp_factor) * 64
+    if coefs > 4 * max_pixels + _COEF_SLACK:
+        return ImageTooLargeError(
+            f"image would need {coefs} DCT coefficients ({c.d.num_components} components), more than "
+            f"the budget allows for {max_pixels} pixels", pixels=pixels, max_pixels=max_pixels)
+    return None
+
+
+cdef inline int64_t _padded(JDIMENSION n, int factor) noexcept nogil:
+    # libjpeg's coefficient buffers are rounded up to whole MCUs (jdcoefct.c: jround_up).
+    return ((<int64_t>n + factor - 1) // factor) * factor
+
+
+cdef const unsigned char *_ptr(const unsigned char[::1] buf) noexcept:
+    return &buf[0] if buf.shape[0] > 0 else NULL
+
+
+def read_header(data, *, int64_t max_pixels=DEFAULT_MAX_PIXELS):
+    """Parse the markers up to the first SOS (see the .pyi); allocates nothing proportional to the image.
+
+    Returns a dict: width, height (pixels), precision (bits), num_components, color_space (str),
+    adobe_transform (int or None), jfif, progressive, arithmetic (bool), restart_interval (MCUs),
+    components (list of dicts id/h/v/quant_table/blocks_high/blocks_wide), exif (bytes or None).
+    """
+    cdef const unsigned char[::1] buf = data
+    cdef const unsigned char *p = _ptr(buf)
+    cdef size_t n = buf.shape[0]
+    cdef jd_dec c
+    cdef int rc, ci
+    cdef jpeg_saved_marker_ptr m
+    cdef jpeg_component_info *comp
+    try:
+        with nogil:
+            rc = jd_dec_open(&c, p, n, 0, 1)
+        if rc != 0:
+            raise _header_failure(&c, max_pixels)
+        err = _check_budget(&c, max_pixels)
+        if err is not None:
+            raise err
+        components = []
+        for ci in range(c.d.num_components):
+            comp = &c.d.comp_info[ci]
+            components.append({
+                "id": comp.component_id, "h": comp.h_samp_factor, "v": comp.v_samp_factor,
+                "quant_table": comp.quant_tbl_no,
+                "blocks_high": _padded(comp.height_in_blocks, comp.v_samp_factor),
+                "blocks_wide": _padded(comp.width_in_blocks, comp.h_samp_factor),
+            })
+        exif = None
+        m = c.d.marker_list
+        while m != NULL:
+            if m.marker == JPEG_APP0 + 1 and m.data_length >= 6 and \
+                    (<bytes>m.data[:6]) == b"Exif\x00\x00" and exif is None:
+                exif = <bytes>m.data[6:m.data_length]
+            m = m.next
+        return {
+            "width": c.d.image_width,
+            "height": c.d.image_height,
+            "precision": c.d.data_precision,
+            "num_components": c.d.num_components,
+            "color_space": _COLOR_SPACES.get(c.d.jpeg_color_space, "UNKNOWN"),
+            "adobe_transform": int(c.d.Adobe_transform) if c.d.saw_Adobe_marker else None,
+            "jfif": bool(c.d.saw_JFIF_marker),
+            "progressive": bool(c.d.progressive_mode),
+            "arithmetic": bool(c.d.arith_code),
+            "restart_interval": c.d.restart_interval,
+            "components": components,
+            "exif": exif,
+        }
+    finally:
+        jd_dec_close(&c)
+
+
+def read_coefficients(data, *, int64_t max_pixels=DEFAULT_MAX_PIXELS, bint strict=False):
+    """Quantized DCT coefficients of every component, without an inverse DCT.
+
+    Returns ``(components, quant, warnings)``: ``components[i]`` int16 ``(bh, bw, 64)`` natural
+    order (padded to whole MCUs); ``quant`` uint16 ``(n_components, 64)`` natural order (the table
+    each component was quantized with); ``warnings`` the number of libjpeg warnings.
+    """
+    cdef const unsigned char[::1] buf = data
+    cdef const unsigned char *p = _ptr(buf)
+    cdef size_t n = buf.shape[0]
+    cdef jd_dec c
+    cdef int rc, ci, k, nc
+    cdef JDIMENSION bh, bw
+    cdef cnp.ndarray arr
+    cdef uint16_t[:, ::1] qv
+    cdef JQUANT_TBL *tbl
+    try:
+        with nogil:
+            rc = jd_dec_open(&c, p, n, strict, 0)
+        if rc != 0:
+            raise _header_failure(&c, max_pixels)
+        err = _check_budget(&c, max_pixels)
+        if err is not None:
+            raise err
+        with nogil:
+            rc = jd_dec_read_coefficients(&c)
+        if rc != 0:
+            raise JpegError(_message(&c.e))
+        nc = c.d.num_components
+        components = []
+        for ci in range(nc):
+            bh = <JDIMENSION>_padded(c.d.comp_info[ci].height_in_blocks, c.d.comp_info[ci].v_samp_factor)
+            bw = <JDIMENSION>_padded(c.d.comp_info[ci].width_in_blocks, c.d.comp_info[ci].h_samp_factor)
+            arr = np.empty((bh, bw, 64), dtype=np.int16)
+            with nogil:
+                rc = jd_dec_copy_component(&c, ci, <JCOEF *>cnp.PyArray_DATA(arr), bh, bw)
+            if rc != 0:
+                raise JpegError(_message(&c.e))
+            components.append(arr)
+        quant = np.zeros((nc, 64), dtype=np.uint16)
+        qv = quant
+        for ci in range(nc):
+            # quant_table is latched when the component's first scan starts; a component that
+            # never appears in a scan falls back to its slot's table (or stays zero).
+            tbl = c.d.comp_info[ci].quant_table
+            if tbl == NULL and 0 <= c.d.comp_info[ci].quant_tbl_no < 4:
+                tbl = c.d.quant_tbl_ptrs[c.d.comp_info[ci].quant_tbl_no]
+            if tbl != NULL:
+                for k in range(64):
+                    qv[ci, k] = tbl.quantval[k]
+        return components, quant, c.e.warnings
+    finally:
+        jd_dec_close(&c)
+
+
+def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS, bint strict=False):
+    """Decode to RGB with libjpeg's islow IDCT and fancy upsampling (see the .pyi).
+
+    ``scale`` 1, 2, 4 or 8 (output ``ceil(W/scale) x ceil(H/scale)``); ``roi`` ``(x, y, w, h)`` in
+    output pixels. Returns ``(rgb, warnings)``: ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
+    """
+    cdef const unsigned char[::1] buf = data
+    cdef const unsigned char *p = _ptr(buf)
+    cdef size_t n = buf.shape[0]
+    cdef jd_dec c
+    cdef int rc, cmyk = 0
+    cdef JDIMENSION rx, ry, rw, rh, xoff, cropw
+    cdef cnp.ndarray out
+    if scale not in (1, 2, 4, 8):
+        raise ValueError(f"scale must be 1, 2, 4 or 8, not {scale}")
+    try:
+        with nogil:
+            rc = jd_dec_open(&c, p, n, strict, 0)
+        if rc != 0:
+            raise _header_failure(&c, max_pixels)
+        err = _check_budget(&c, max_pixels)
+        if err is not None:
+            raise err
+        if c.d.jpeg_color_space == JCS_CMYK or c.d.jpeg_color_space == JCS_YCCK:
+            c.d.out_color_space = JCS_CMYK
+            cmyk = 1
+        else:
+            c.d.out_color_space = JCS_RGB
+        c.d.dct_method = JDCT_ISLOW
+        c.d.do_fancy_upsampling = 1
+        c.d.scale_num = 1
+        c.d.scale_denom = scale
+        with nogil:
+            rc = jd_dec_start(&c)
+        if rc != 0:
+            raise JpegError(_message(&c.e))
+        if roi is None:
+            rx, ry, rw, rh = 0, 0, c.d.output_width, c.d.output_height
+        else:
+            x, y, w, h = (int(v) for v in roi)
+            if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > c.d.output_width or y + h > c.d.output_height:
+                raise ValueError(
+                    f"roi {tuple(roi)} (x, y, width, height) is not inside the "
+                    f"{c.d.output_width}x{c.d.output_height} output image")
+            rx, ry, rw, rh = x, y, w, h
+        out = np.empty((rh, rw, 3), dtype=np.uint8)
+        xoff = 0
+        if rx != 0 or rw != c.d.output_width:
+            # crop_scanline widens the span to iMCU boundaries; we drop the extra columns.
+            xoff = rx
+            cropw = rw
+            with nogil:
+                rc = jd_dec_crop(&c, &xoff, &cropw)
+            if rc != 0:
+                raise JpegError(_message(&c.e))
+        with nogil:
+            rc = 0
+            if ry > 0:
+                rc = jd_dec_skip(&c, ry)
+            if rc == 0:
+                rc = jd_dec_read_rgb(&c, <JSAMPLE *>cnp.PyArray_DATA(out), rw * 3, rh, rx - xoff, rw, cmyk)
+        if rc != 0:
+            raise JpegError(_message(&c.e))
+        return out, c.e.warnings
+    finally:
+        jd_dec_close(&c)
+
+
+def encode(rgb, int quality=100, str subsampling="4:2:0"):
+    """Baseline JPEG bytes of uint8 ``(H, W, 3)`` RGB with libjpeg-turbo (islow DCT,
+    ``jpeg_set_quality(quality, TRUE)``, default Huffman tables). ``subsampling`` "4:2:0",
+    "4:2:2", "4:4:4" or "4:4:0"."""
+    if subsampling not in _SUBSAMPLING:
+        raise ValueError(f"subsampling must be one of {', '.join(_SUBSAMPLING)}, not {subsampling!r}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, not {quality}")
+    arr = np.ascontiguousarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"encode needs a uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}")
+    cdef const uint8_t[:, :, ::1] px = arr
+    cdef JDIMENSION h = px.shape[0], w = px.shape[1]
+    cdef int h0 = _SUBSAMPLING[subsampling][0], v0 = _SUBSAMPLING[subsampling][1]
+    cdef jd_enc s
+    cdef int rc
+    try:
+        with nogil:
+            rc = jd_encode(&s, &px[0, 0, 0], w, h, <size_t>w * 3, quality, h0, v0)
+        if rc != 0:
+            raise JpegError(_message(&s.e))
+        return (<char *>s.out)[:s.outsize]
+    finally:
+        jd_enc_close(&s)
+
+
+def forward_dct(rgb, int quality=100):
+    """Placeholder until the Cython forward DCT lands: encode + read_coefficients (same result)."""
+    arr = np.ascontiguousarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] % 16 or arr.shape[1] % 16 \
+            or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"forward_dct needs a uint8 (H, W, 3) array with H and W multiples of 16, "
+                         f"got {arr.dtype} {arr.shape}")
+    comps, quant, _ = read_coefficients(encode(arr, quality, "4:2:0"))
+    return comps[0], comps[1], comps[2], quant
