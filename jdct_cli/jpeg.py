@@ -46,6 +46,8 @@ __all__ = [
     "apply_orientation",
     "estimate_quality",
     "quality_fit",
+    "read_quant_tables",
+    "ZIGZAG",
     "sampling_name",
     "libjpeg_version",
     "STD_LUMA_QTABLE",
@@ -174,44 +176,93 @@ _LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
 _HIERARCHICAL_SOF = {0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF}
 
 
-def _find_sof(data: bytes) -> Optional[tuple[int, int]]:
-    """``(sof_marker, precision)`` of the first frame header, or None if the markers can't be walked.
+def _segments(data: bytes):
+    """Yield ``(marker, payload_offset, payload_length)`` for each marker segment from SOI up to
+    and including the first SOS (or EOI); stops silently where the structure is broken.
 
-    Walks the marker segments from SOI up to the first SOF/SOS/EOI. Bytes between segments that
-    are not a marker are skipped the way libjpeg does (it warns "extraneous bytes"), so files with
-    junk between markers are handled; anything inconsistent just returns None (libjpeg decides).
+    Bytes between segments that are not a marker are skipped the way libjpeg does (it warns
+    "extraneous bytes"), so files with junk between markers still walk; anything inconsistent
+    just ends the walk (libjpeg, which sees the data next, decides what is wrong).
     """
     n = len(data)
     if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
+        return
     pos = 2
     while pos < n:
         if data[pos] != 0xFF:
             nxt = data.find(b"\xff", pos)
             if nxt < 0:
-                return None
+                return
             pos = nxt
         while pos < n and data[pos] == 0xFF:  # fill bytes
             pos += 1
         if pos >= n:
-            return None
+            return
         marker = data[pos]
         pos += 1
         if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker == 0x01:
             continue  # stuffed byte, RSTn or TEM: no length
-        if marker in (0xD9, 0xDA):  # EOI / SOS before any SOF
-            return None
+        if marker == 0xD9:  # EOI
+            yield marker, pos, 0
+            return
         if pos + 2 > n:
-            return None
+            return
         length = (data[pos] << 8) | data[pos + 1]
         if length < 2:
-            return None
-        if marker in _SOF_MARKERS:
-            if pos + 3 > n:
-                return None
-            return marker, data[pos + 2]
+            return
+        yield marker, pos + 2, min(length - 2, n - pos - 2)
+        if marker == 0xDA:  # SOS: entropy-coded data follows
+            return
         pos += length
+
+
+def _find_sof(data: bytes) -> Optional[tuple[int, int]]:
+    """``(sof_marker, precision)`` of the first frame header, or None if there is none before SOS."""
+    for marker, off, length in _segments(data):
+        if marker in _SOF_MARKERS:
+            return (marker, data[off]) if length >= 1 else None
+        if marker in (0xD9, 0xDA):
+            return None
     return None
+
+
+def _zigzag_to_natural() -> np.ndarray:
+    """int64 (64,): ``natural[k]`` is the natural (8*row+col) index of zigzag position k."""
+    order = []
+    for s in range(15):  # anti-diagonals row+col = s, alternating direction
+        rows = range(min(s, 7), max(0, s - 7) - 1, -1) if s % 2 == 0 else range(max(0, s - 7), min(s, 7) + 1)
+        order.extend(8 * r + (s - r) for r in rows)
+    return np.array(order, dtype=np.int64)
+
+
+#: ``ZIGZAG[k]`` = natural index of the k-th coefficient in zigzag (file) order.
+ZIGZAG = _zigzag_to_natural()
+
+
+def read_quant_tables(data: bytes) -> dict[int, np.ndarray]:
+    """The quantization tables defined before the first scan, parsed from the DQT markers.
+
+    Returns ``{slot: uint16 (64,) natural order}`` (slot 0..3; 8- and 16-bit precision tables),
+    later definitions of a slot replacing earlier ones. Pure Python, no libjpeg: cheap, and an
+    independent path to what ``read_coefficients`` returns. Malformed DQT segments are skipped.
+    """
+    data = bytes(data)
+    tables: dict[int, np.ndarray] = {}
+    for marker, off, length in _segments(data):
+        if marker != 0xDB:
+            continue
+        pos, end = off, off + length
+        while pos < end:
+            pq, tq = data[pos] >> 4, data[pos] & 15
+            size = 128 if pq else 64
+            if pq > 1 or tq > 3 or pos + 1 + size > end:
+                break
+            raw = np.frombuffer(data, dtype=">u2" if pq else "u1", count=64, offset=pos + 1)
+            table = np.zeros(64, dtype=np.uint16)
+            table[ZIGZAG] = raw
+            tables[tq] = table
+            pos += 1 + size
+    return tables
 
 
 def _check_supported(data: bytes, path) -> None:
