@@ -1,0 +1,257 @@
+"""Training configuration: defaults, ``--config`` files (YAML or JSON), flag overrides, resolution.
+
+A :class:`TrainConfig` is built in three layers, later layers winning:
+
+1. the defaults below (the paper's ResNet-50 recipe);
+2. a config file (``--config FILE``, YAML or JSON, a mapping of the field names below; dashes and
+   underscores are interchangeable, so ``batch-size`` and ``batch_size`` mean the same);
+3. the command-line flags the user actually gave (``None`` means "not given").
+
+:func:`resolve` then fills the fields that depend on the run (the world size): the learning rate
+(0.1 x global batch / 256 unless given), the warm-up length and the LR decay milestones. The
+resolved dict is what ``RUN_DIR/config.json`` and every checkpoint hold
+(schema ``schemas/checkpoint.v1.schema.json``, ``$defs/config``).
+
+This module does not import torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .errors import ConfigError, SourceNotFoundError
+
+#: Epoch fractions at which the LR is multiplied by 0.1 (30/60/80 of 90 epochs).
+DECAY_FRACTIONS = ((1, 3), (2, 3), (8, 9))
+DECAY_FACTOR = 0.1
+#: Linear warm-up length for a 90-epoch run whose global batch exceeds 256 (Goyal et al.).
+WARMUP_EPOCHS_AT_90 = 5.0
+REFERENCE_EPOCHS = 90
+LR_PER_256 = 0.1
+
+#: Fields that may differ when a run is resumed (they change where/how it runs, not what it learns).
+RESUME_OVERRIDABLE = ("device", "threads", "compile", "out", "data")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Units: epochs, images per process, learning rate."""
+
+    arch: Optional[str] = None
+    data: Optional[str] = None
+    out: Optional[str] = None  # RUN_DIR; default runs/<arch>
+    epochs: int = 90
+    batch_size: int = 64  # per process; global batch = batch_size * world_size
+    lr: Optional[float] = None  # None: 0.1 * global batch / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    warmup_epochs: Optional[float] = None  # None: automatic (see resolve)
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    threads: Optional[int] = None  # loader threads per process; None: the loader's default
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    train_split: str = "train"
+    val_split: str = "val"
+    # Filled by resolve():
+    world_size: Optional[int] = None
+    global_batch_size: Optional[int] = None
+    milestones: Optional[list] = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_RESOLVED_ONLY = ("world_size", "global_batch_size", "milestones")
+
+
+def _check_type(name: str, value: Any, source: str) -> Any:
+    """Coerce/validate one field value; ConfigError naming ``source`` when it does not fit."""
+    if value is None:
+        return None
+    default = _FIELDS[name].default
+    kind = type(default) if default is not None else None
+    if name in ("lr", "warmup_epochs"):
+        kind = float
+    elif name in ("arch", "data", "out"):
+        kind = str
+    elif name == "threads":
+        kind = int
+    elif name == "milestones":
+        kind = list
+    elif name in ("world_size", "global_batch_size"):
+        kind = int
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name!r} must be true or false, not {value!r}", source)
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name!r} must be an integer, not {value!r}", source)
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name!r} must be a number, not {value!r}", source)
+        return float(value)
+    if kind is str:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{name!r} must be a string, not {value!r}", source)
+        return os.fspath(value)
+    if kind is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name!r} must be a list, not {value!r}", source)
+        return value
+    return value
+
+
+def load_config_file(path: os.PathLike | str) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or JSON config file into a dict of known fields.
+
+    Raises SourceNotFoundError (missing file) or ConfigError (unparsable, not a mapping, unknown
+    keys, wrong types) naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError("no such config file", path)
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError("reading YAML needs PyYAML (pip install pyyaml); or use JSON", path) from None
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ConfigError:
+        raise
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: report, never a traceback
+        raise ConfigError(f"cannot parse config: {exc}", path) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must hold a mapping of option names to values", path)
+    # A RUN_DIR/config.json is a valid config file: its run-dependent fields are resolved again.
+    return _validated(data, os.fspath(path), drop_resolved=True)
+
+
+def _validated(values: Mapping[str, Any], source: str, drop_resolved: bool = False) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if drop_resolved and name in _RESOLVED_ONLY:
+            continue
+        if name not in _FIELDS or name in _RESOLVED_ONLY:
+            known = ", ".join(n for n in _FIELDS if n not in _RESOLVED_ONLY)
+            raise ConfigError(f"unknown option {key!r} (known: {known})", source)
+        out[name] = _check_type(name, value, source)
+    return out
+
+
+def build_config(config_file: Optional[os.PathLike | str] = None, **overrides: Any) -> TrainConfig:
+    """Defaults < config file < ``overrides`` (keyword arguments whose value is not None).
+
+    Returns an unresolved :class:`TrainConfig` (validated; call :func:`resolve` before training).
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(load_config_file(config_file))
+    values.update(_validated({k: v for k, v in overrides.items() if v is not None}, "command line"))
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Range checks of a (resolved or not) config; ConfigError on the first problem."""
+    src = "config"
+    if not cfg.arch:
+        raise ConfigError("no architecture given (--arch NAME; `jdct models` lists them)", src)
+    if not cfg.data:
+        raise ConfigError("no store given (--data STORE.zarr)", src)
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, not {cfg.epochs}", src)
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, not {cfg.batch_size}", src)
+    if cfg.lr is not None and cfg.lr < 0:
+        raise ConfigError(f"learning rate must be >= 0, not {cfg.lr}", src)
+    if not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), not {cfg.momentum}", src)
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight decay must be >= 0, not {cfg.weight_decay}", src)
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"label smoothing must be in [0, 1), not {cfg.label_smoothing}", src)
+    if cfg.warmup_epochs is not None and not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise ConfigError(f"warm-up epochs must be in [0, epochs], not {cfg.warmup_epochs}", src)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1, not {cfg.threads}", src)
+
+
+def default_milestones(epochs: int) -> list[int]:
+    """Epochs at whose start the LR is multiplied by 0.1: round(epochs * f) for f in 1/3, 2/3, 8/9.
+
+    [30, 60, 80] for 90 epochs; never before epoch 1 (a milestone equal to ``epochs`` is never
+    reached, so short runs simply decay fewer times).
+    """
+    return [max(1, (epochs * num * 2 + den) // (2 * den)) for num, den in DECAY_FRACTIONS]
+
+
+def default_warmup_epochs(epochs: int, global_batch: int) -> float:
+    """Linear warm-up length in epochs (may be fractional).
+
+    Large-batch SGD (Goyal et al. 2017) needs a warm-up when the global batch exceeds 256: 5 epochs
+    of a 90-epoch run. Shorter runs keep the same *fraction* of training (5/90 of the epochs), so
+    that the warm-up always ends well before the first decay at 1/3. No warm-up at batch <= 256.
+    """
+    if global_batch <= 256:
+        return 0.0
+    return WARMUP_EPOCHS_AT_90 * min(1.0, epochs / REFERENCE_EPOCHS)
+
+
+def resolve(cfg: TrainConfig, world_size: int) -> TrainConfig:
+    """A copy of ``cfg`` with the run-dependent fields filled in (idempotent for the same world size)."""
+    validate(cfg)
+    out = dataclasses.replace(cfg)
+    out.world_size = int(world_size)
+    out.global_batch_size = cfg.batch_size * out.world_size
+    if out.lr is None:
+        out.lr = LR_PER_256 * out.global_batch_size / 256
+    if out.warmup_epochs is None:
+        out.warmup_epochs = default_warmup_epochs(cfg.epochs, out.global_batch_size)
+    if out.milestones is None:
+        out.milestones = default_milestones(cfg.epochs)
+    if out.out is None:
+        out.out = os.path.join("runs", str(cfg.arch))
+    return out
+
+
+def from_dict(values: Mapping[str, Any], source: str = "checkpoint") -> TrainConfig:
+    """A TrainConfig from a resolved dict (``config.json`` or a checkpoint); ConfigError if malformed."""
+    unknown = [k for k in values if k not in _FIELDS]
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}", source)
+    cfg = TrainConfig(**{k: _check_type(k, v, source) for k, v in values.items()})
+    return cfg
+
+
+def lr_at(step: int, *, base_lr: float, steps_per_epoch: int, warmup_epochs: float, milestones: list[int]) -> float:
+    """The learning rate of optimizer step ``step`` (0-based, counted over the whole run).
+
+    Step decay: x0.1 for every milestone epoch <= the current epoch. Linear warm-up over the first
+    ``round(warmup_epochs * steps_per_epoch)`` steps, from base/W to base (W = warm-up steps).
+    A pure function of the step count, so a resumed run lands on exactly the same LR.
+    """
+    epoch = step // max(1, steps_per_epoch)
+    factor = DECAY_FACTOR ** sum(1 for m in milestones if epoch >= m)
+    warm = int(round(warmup_epochs * steps_per_epoch))
+    if step < warm:
+        factor *= (step + 1) / warm
+    return base_lr * factor
