@@ -20,6 +20,7 @@ cnp.import_array()
 cdef extern from *:
     """
     #include <setjmp.h>
+    #include <stdint.h>
     #include <stdlib.h>
     #include <string.h>
     #include <jpeglib.h>
@@ -258,6 +259,213 @@ cdef extern from *:
         s->out = NULL;
     }
 
+    /* ---------------- forward DCT: libjpeg-turbo's 4:2:0 encoder front end ----------------
+       Written from the algorithms of jccolor.c, jcsample.c, jfdctint.c, jcdctmgr.c, jcparam.c
+       (libjpeg-turbo 2.1.5); tests check bit-identity with encode() + read_coefficients(). */
+    #define JD_SCALEBITS 16
+    #define JD_ONE_HALF ((int32_t)1 << (JD_SCALEBITS - 1))
+    #define JD_CBCR_OFFSET ((int32_t)128 << JD_SCALEBITS)
+    #define JD_FIX16(x) ((int32_t)((x) * (1L << JD_SCALEBITS) + 0.5))
+
+    /* 8 tables of 256: R->Y, G->Y, B->Y, R->Cb, G->Cb, B->Cb (= R->Cr), G->Cr, B->Cr. The B->Cb
+       entry carries CBCR_OFFSET and rounding minus one so that Cb/Cr never reach 256. */
+    static int32_t jd_ycc_tab[8 * 256];
+    static int jd_ycc_ready = 0;
+
+    static void jd_ycc_init(void) {
+        int i;
+        if (jd_ycc_ready) return;
+        for (i = 0; i < 256; i++) {
+            jd_ycc_tab[i] = JD_FIX16(0.29900) * i;
+            jd_ycc_tab[i + 256] = JD_FIX16(0.58700) * i;
+            jd_ycc_tab[i + 512] = JD_FIX16(0.11400) * i + JD_ONE_HALF;
+            jd_ycc_tab[i + 768] = (-JD_FIX16(0.16874)) * i;
+            jd_ycc_tab[i + 1024] = (-JD_FIX16(0.33126)) * i;
+            jd_ycc_tab[i + 1280] = JD_FIX16(0.50000) * i + JD_CBCR_OFFSET + JD_ONE_HALF - 1;
+            jd_ycc_tab[i + 1536] = (-JD_FIX16(0.41869)) * i;
+            jd_ycc_tab[i + 1792] = (-JD_FIX16(0.08131)) * i;
+        }
+        jd_ycc_ready = 1;
+    }
+
+    /* jfdctint.c constants: CONST_BITS 13, PASS1_BITS 2, FIX(x) = round(x * 2^13). */
+    #define JD_CB 13
+    #define JD_P1 2
+    #define JD_DESCALE(x, n) (((x) + ((int32_t)1 << ((n) - 1))) >> (n))
+
+    /* Integer islow forward DCT of one block in place; input level-shifted samples, output
+       coefficients scaled up by 8 (as libjpeg's quantizer expects). */
+    static void jd_fdct_islow(int32_t *d) {
+        int32_t t0, t1, t2, t3, t4, t5, t6, t7, t10, t11, t12, t13, z1, z2, z3, z4, z5;
+        int i;
+        for (i = 0; i < 8; i++) {            /* rows: results scaled up by 2^PASS1_BITS */
+            int32_t *p = d + 8 * i;
+            t0 = p[0] + p[7]; t7 = p[0] - p[7];
+            t1 = p[1] + p[6]; t6 = p[1] - p[6];
+            t2 = p[2] + p[5]; t5 = p[2] - p[5];
+            t3 = p[3] + p[4]; t4 = p[3] - p[4];
+            t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
+            p[0] = (t10 + t11) * (1 << JD_P1);
+            p[4] = (t10 - t11) * (1 << JD_P1);
+            z1 = (t12 + t13) * 4433;
+            p[2] = JD_DESCALE(z1 + t13 * 6270, JD_CB - JD_P1);
+            p[6] = JD_DESCALE(z1 - t12 * 15137, JD_CB - JD_P1);
+            z1 = t4 + t7; z2 = t5 + t6; z3 = t4 + t6; z4 = t5 + t7;
+            z5 = (z3 + z4) * 9633;
+            t4 *= 2446; t5 *= 16819; t6 *= 25172; t7 *= 12299;
+            z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+            z3 += z5; z4 += z5;
+            p[7] = JD_DESCALE(t4 + z1 + z3, JD_CB - JD_P1);
+            p[5] = JD_DESCALE(t5 + z2 + z4, JD_CB - JD_P1);
+            p[3] = JD_DESCALE(t6 + z2 + z3, JD_CB - JD_P1);
+            p[1] = JD_DESCALE(t7 + z1 + z4, JD_CB - JD_P1);
+        }
+        for (i = 0; i < 8; i++) {            /* columns: remove PASS1_BITS, keep the factor 8 */
+            int32_t *p = d + i;
+            t0 = p[0] + p[56]; t7 = p[0] - p[56];
+            t1 = p[8] + p[48]; t6 = p[8] - p[48];
+            t2 = p[16] + p[40]; t5 = p[16] - p[40];
+            t3 = p[24] + p[32]; t4 = p[24] - p[32];
+            t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
+            p[0] = JD_DESCALE(t10 + t11, JD_P1);
+            p[32] = JD_DESCALE(t10 - t11, JD_P1);
+            z1 = (t12 + t13) * 4433;
+            p[16] = JD_DESCALE(z1 + t13 * 6270, JD_CB + JD_P1);
+            p[48] = JD_DESCALE(z1 - t12 * 15137, JD_CB + JD_P1);
+            z1 = t4 + t7; z2 = t5 + t6; z3 = t4 + t6; z4 = t5 + t7;
+            z5 = (z3 + z4) * 9633;
+            t4 *= 2446; t5 *= 16819; t6 *= 25172; t7 *= 12299;
+            z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+            z3 += z5; z4 += z5;
+            p[56] = JD_DESCALE(t4 + z1 + z3, JD_CB + JD_P1);
+            p[40] = JD_DESCALE(t5 + z2 + z4, JD_CB + JD_P1);
+            p[24] = JD_DESCALE(t6 + z2 + z3, JD_CB + JD_P1);
+            p[8] = JD_DESCALE(t7 + z1 + z4, JD_CB + JD_P1);
+        }
+    }
+
+    /* jcdctmgr.c quantizes by multiplying with a 16-bit reciprocal of (q << 3): for each entry a
+       reciprocal, a rounding correction and a total right shift, chosen so the result equals the
+       encoder's (its SIMD and C quantizers agree for divisors >= 8, which q << 3 always is). */
+    typedef struct { uint32_t recip[64]; uint32_t corr[64]; int shift[64]; } jd_divisors;
+
+    static void jd_divisors_init(jd_divisors *dv, const uint16_t *q) {
+        int i;
+        for (i = 0; i < 64; i++) {
+            uint32_t div = (uint32_t)q[i] << 3, fq, fr, c;
+            int b = 31 - __builtin_clz(div), r = 16 + b;
+            fq = ((uint32_t)1 << r) / div;
+            fr = ((uint32_t)1 << r) % div;
+            c = div / 2;
+            if (fr == 0) { fq >>= 1; r--; }          /* power of two: keep fq within 16 bits */
+            else if (fr <= div / 2) c++;
+            else fq++;
+            dv->recip[i] = fq & 0xFFFF;
+            dv->corr[i] = c & 0xFFFF;
+            dv->shift[i] = r;
+        }
+    }
+
+    static inline void jd_quantize(const int32_t *d, const jd_divisors *dv, int16_t *out) {
+        int i;
+        for (i = 0; i < 64; i++) {
+            int32_t x = d[i];
+            /* libjpeg keeps |x| + corr in an unsigned 16-bit DCTELEM */
+            uint32_t a = (uint32_t)((x < 0 ? -x : x) + dv->corr[i]) & 0xFFFF;
+            uint32_t v = (a * dv->recip[i]) >> dv->shift[i];
+            out[i] = (int16_t)(x < 0 ? -(int32_t)v : (int32_t)v);
+        }
+    }
+
+    /* jcparam.c: jpeg_set_quality(quality, force_baseline=TRUE) applied to the standard tables. */
+    static const uint16_t jd_std_luma[64] = {
+        16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+        14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+        18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+        49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99};
+    static const uint16_t jd_std_chroma[64] = {
+        17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+        24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+        99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
+        99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99};
+
+    static void jd_quality_tables(int quality, uint16_t *luma, uint16_t *chroma) {
+        long scale, t;
+        int i;
+        if (quality <= 0) quality = 1;
+        if (quality > 100) quality = 100;
+        scale = quality < 50 ? 5000L / quality : 200L - quality * 2L;
+        for (i = 0; i < 64; i++) {
+            t = ((long)jd_std_luma[i] * scale + 50L) / 100L;
+            luma[i] = (uint16_t)(t < 1 ? 1 : t > 255 ? 255 : t);
+            t = ((long)jd_std_chroma[i] * scale + 50L) / 100L;
+            chroma[i] = (uint16_t)(t < 1 ? 1 : t > 255 ? 255 : t);
+        }
+    }
+
+    /* rgb: H x W x 3 (row stride W*3), H and W multiples of 16. y: (H/8, W/8, 64); cb, cr:
+       (H/16, W/16, 64). Returns -1 when scratch memory cannot be allocated. */
+    static int jd_forward_dct(const uint8_t *rgb, int H, int W, const uint16_t *ql,
+                              const uint16_t *qc, int16_t *y, int16_t *cb, int16_t *cr) {
+        jd_divisors dl, dc;
+        int32_t blk[64];
+        int my, r, x, i, j, bx, by, cw = W / 2;
+        uint8_t *ybuf = (uint8_t *)malloc((size_t)16 * W * 3);
+        uint8_t *cbf, *crf;
+        if (ybuf == NULL) return -1;
+        cbf = ybuf + (size_t)16 * W;
+        crf = cbf + (size_t)16 * W;
+        jd_ycc_init();
+        jd_divisors_init(&dl, ql);
+        jd_divisors_init(&dc, qc);
+        for (my = 0; my < H / 16; my++) {
+            /* colour conversion of the 16-row strip (jccolext.c rgb_ycc_convert) */
+            for (r = 0; r < 16; r++) {
+                const uint8_t *p = rgb + ((size_t)my * 16 + r) * W * 3;
+                uint8_t *yo = ybuf + (size_t)r * W, *bo = cbf + (size_t)r * W, *ro = crf + (size_t)r * W;
+                for (x = 0; x < W; x++) {
+                    int R = p[3 * x], G = p[3 * x + 1], B = p[3 * x + 2];
+                    yo[x] = (uint8_t)((jd_ycc_tab[R] + jd_ycc_tab[G + 256] + jd_ycc_tab[B + 512]) >> JD_SCALEBITS);
+                    bo[x] = (uint8_t)((jd_ycc_tab[R + 768] + jd_ycc_tab[G + 1024] + jd_ycc_tab[B + 1280]) >> JD_SCALEBITS);
+                    ro[x] = (uint8_t)((jd_ycc_tab[R + 1280] + jd_ycc_tab[G + 1536] + jd_ycc_tab[B + 1792]) >> JD_SCALEBITS);
+                }
+            }
+            /* luma blocks: level shift (CENTERJSAMPLE), DCT, quantize */
+            for (by = 0; by < 2; by++)
+                for (bx = 0; bx < W / 8; bx++) {
+                    for (i = 0; i < 8; i++)
+                        for (j = 0; j < 8; j++)
+                            blk[8 * i + j] = (int32_t)ybuf[(size_t)(by * 8 + i) * W + bx * 8 + j] - 128;
+                    jd_fdct_islow(blk);
+                    jd_quantize(blk, &dl, y + (((size_t)my * 2 + by) * (W / 8) + bx) * 64);
+                }
+            /* chroma: h2v2 downsampling with the alternating 1,2,1,2 bias (jcsample.c), in place
+               into the first 8 rows of each full-resolution buffer, then DCT + quantize */
+            for (i = 0; i < 2; i++) {
+                uint8_t *c = i == 0 ? cbf : crf;
+                int16_t *out = i == 0 ? cb : cr;
+                for (r = 0; r < 8; r++) {
+                    const uint8_t *a = c + (size_t)(2 * r) * W, *b = a + W;
+                    uint8_t *o = c + (size_t)r * W;
+                    int bias = 1;
+                    for (x = 0; x < cw; x++) {
+                        o[x] = (uint8_t)((a[2 * x] + a[2 * x + 1] + b[2 * x] + b[2 * x + 1] + bias) >> 2);
+                        bias ^= 3;
+                    }
+                }
+                for (bx = 0; bx < W / 16; bx++) {
+                    for (r = 0; r < 8; r++)
+                        for (j = 0; j < 8; j++)
+                            blk[8 * r + j] = (int32_t)c[(size_t)r * W + bx * 8 + j] - 128;
+                    jd_fdct_islow(blk);
+                    jd_quantize(blk, &dc, out + ((size_t)my * (W / 16) + bx) * 64);
+                }
+            }
+        }
+        free(ybuf);
+        return 0;
+    }
+
     static const char *jd_version(void) { return JD_VERSION; }
     """
     ctypedef struct jd_err:
@@ -287,6 +495,9 @@ cdef extern from *:
                   int quality, int h0, int v0) nogil
     void jd_enc_close(jd_enc *s) nogil
     const char *jd_version() nogil
+    void jd_quality_tables(int quality, uint16_t *luma, uint16_t *chroma) nogil
+    int jd_forward_dct(const uint8_t *rgb, int H, int W, const uint16_t *ql, const uint16_t *qc,
+                       int16_t *y, int16_t *cb, int16_t *cr) nogil
 
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -557,11 +768,33 @@ def encode(rgb, int quality=100, str subsampling="4:2:0"):
 
 
 def forward_dct(rgb, int quality=100):
-    """Placeholder until the Cython forward DCT lands: encode + read_coefficients (same result)."""
+    """The coefficients libjpeg-turbo's 4:2:0 encoder stores for ``rgb``, without entropy coding.
+
+    ``rgb`` uint8 ``(H, W, 3)``, H and W multiples of 16; ``quality`` 1..100
+    (``jpeg_set_quality(quality, TRUE)`` tables). Returns ``(y, cb, cr, quant)``: int16
+    ``(H/8, W/8, 64)``, ``(H/16, W/16, 64)``, ``(H/16, W/16, 64)`` in natural order and uint16
+    ``(3, 64)``; bit-identical to ``read_coefficients(encode(rgb, quality, "4:2:0"))``.
+    """
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, not {quality}")
     arr = np.ascontiguousarray(rgb)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] % 16 or arr.shape[1] % 16 \
             or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"forward_dct needs a uint8 (H, W, 3) array with H and W multiples of 16, "
+        raise ValueError(f"forward_dct needs a uint8 (H, W, 3) array with H and W positive multiples of 16, "
                          f"got {arr.dtype} {arr.shape}")
-    comps, quant, _ = read_coefficients(encode(arr, quality, "4:2:0"))
-    return comps[0], comps[1], comps[2], quant
+    cdef const uint8_t[:, :, ::1] px = arr
+    cdef int H = px.shape[0], W = px.shape[1], rc, k
+    quant = np.empty((3, 64), dtype=np.uint16)
+    cdef uint16_t[:, ::1] q = quant
+    y = np.empty((H // 8, W // 8, 64), dtype=np.int16)
+    cb = np.empty((H // 16, W // 16, 64), dtype=np.int16)
+    cr = np.empty((H // 16, W // 16, 64), dtype=np.int16)
+    cdef int16_t[:, :, ::1] yv = y, cbv = cb, crv = cr
+    with nogil:
+        jd_quality_tables(quality, &q[0, 0], &q[1, 0])
+        for k in range(64):
+            q[2, k] = q[1, k]
+        rc = jd_forward_dct(&px[0, 0, 0], H, W, &q[0, 0], &q[1, 0], &yv[0, 0, 0], &cbv[0, 0, 0], &crv[0, 0, 0])
+    if rc != 0:
+        raise MemoryError("forward_dct: no memory for a 16-row scratch strip")
+    return y, cb, cr, quant
