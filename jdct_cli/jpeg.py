@@ -455,9 +455,9 @@ def exif_orientation(exif_payload: Optional[bytes]) -> Optional[int]:
             kind, n = u16(entry + 2), u32(entry + 4)
             if n < 1:
                 return None
-            if kind == 3:  # SHORT: stored left-justified in the 4-byte value field
+            if kind in (3, 8):  # (S)SHORT: stored left-justified in the 4-byte value field
                 value = u16(entry + 8)
-            elif kind == 4:  # LONG: not standard, seen in the wild
+            elif kind in (4, 9):  # (S)LONG: not standard, seen in the wild (Pillow accepts it)
                 value = u32(entry + 8)
             elif kind in (1, 7):  # BYTE / UNDEFINED
                 value = buf[entry + 8]
@@ -553,8 +553,10 @@ def quality_fit(quant_table_64_natural: Sequence[int], *, chroma: bool = False) 
         return None
     err = np.abs(_IJG[bool(chroma)] - table[None, None, :]).sum(axis=2).min(axis=1)  # (100,)
     best = err.min()
-    # on ties prefer the highest quality (identical tables at the top end; encoders round up)
-    q = int(np.flatnonzero(err == best)[-1]) + 1
+    # Several qualities can give the same table (chroma at q 1..3 is all 255 once clamped to
+    # baseline): take the middle one so that the answer is within 1 of any of them.
+    ties = np.flatnonzero(err == best)
+    q = int(ties[len(ties) // 2]) + 1
     return q, float(best) / 64.0
 
 
