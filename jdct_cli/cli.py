@@ -120,3 +120,191 @@ def inspect_command(paths, as_json, plot, dump, sample, no_coefficients):
         click.echo(json.dumps(docs[0] if len(paths) == 1 else docs, indent=2))
     if failed:
         raise SystemExit(1)
+
+
+# ---- jdct convert (owner: conversion) ----
+def _render_convert_summary(s: dict) -> str:
+    lines = [f"converted {s['converted']} of {s['images']} images into {s['out']}"]
+    for name, sp in s["splits"].items():
+        extra = f", {sp['failed_samples']} samples kept empty (label -1)" if sp.get("failed_samples") else ""
+        lines.append(f"  {name}: {sp['num_samples']} samples x {sp['views']} view(s), "
+                     f"{sp['failed']} failed{extra}")
+    if s["failures_by_kind"]:
+        lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures_by_kind"].items())
+                     + "  (details: jdct inspect OUT.zarr)")
+    lines.append(f"  on disk: {s['bytes_on_disk'] / 1e6:.1f} MB, {s['bytes_per_sample']:.0f} bytes/sample, "
+                 f"compression {s['compression_ratio']:.2f}x vs raw int16 coefficients")
+    speed = s["images_per_second"]
+    lines.append(f"  {s['seconds']:.1f} s" + (f", {speed:.0f} images/s" if speed == speed else "")
+                 + (f" (resumed: {s['resumed_shards']} shards were already done)" if s["resumed_shards"] else ""))
+    return "\n".join(lines)
+
+
+class _TqdmProgress:
+    """Library progress callback -> one tqdm bar per stage (hidden when quiet or not a terminal)."""
+
+    def __init__(self, quiet: bool):
+        self.disable = quiet or not sys.stderr.isatty()
+        self.bars = {}
+
+    def __call__(self, stage: str, done: int, total: int):
+        if self.disable:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            desc = {"plan": "reading headers", "convert": "converting"}.get(stage, stage)
+            # initial=done: a resumed conversion starts with its finished shards counted
+            self.bars[stage] = tqdm(total=total, initial=done, desc=desc, unit="img", dynamic_ncols=True,
+                                    smoothing=0.1)
+            return
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
+@main.command("convert")
+@click.argument("src", type=click.Path(file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--size", type=int, default=224, show_default=True, help="Crop side in pixels (a multiple of 16).")
+@click.option("--quality", type=click.IntRange(1, 100), default=100, show_default=True,
+              help="JPEG quality of the re-encoded crops (sets the quantization tables).")
+@click.option("--views", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independently augmented passes over the train images (epoch e reads view e mod V).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of every random draw (crops and sample order).")
+@click.option("--exif", type=click.Choice(["ignore", "apply"]), default="ignore", show_default=True,
+              help="EXIF orientation: ignore it (torchvision's ImageFolder) or turn images upright first.")
+@click.option("--exact-decode", is_flag=True,
+              help="Decode every image fully at full scale (no ROI decoding, no DCT scaling): slower, "
+                   "the reference.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="'filename,class' lines giving the classes of a flat folder (e.g. ImageNet's val/).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: all cores]; 1 converts in this process.")
+@click.option("--chunk-samples", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Samples per Zarr chunk (the unit a reader decompresses).")
+@click.option("--shard-samples", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Samples per shard file (a multiple of --chunk-samples; one task writes one shard).")
+@click.option("--on-error", type=click.Choice(["record", "fail"]), default="record", show_default=True,
+              help="record: note a failing image (not a JPEG, corrupt, truncated, too large, unsupported) "
+                   "with its reason and go on; fail: stop at the first one.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing store at OUT and convert again.")
+@click.option("--dask-scheduler", metavar="ADDRESS",
+              help="Run the shard tasks on this Dask distributed scheduler (OUT on a shared filesystem).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@library_errors
+def convert_command(src, out, size, quality, views, seed, exif, exact_decode, labels, workers,
+                    chunk_samples, shard_samples, on_error, overwrite, dask_scheduler, quiet):
+    """Convert JPEG folders SRC into a sharded Zarr v3 store OUT of DCT coefficients.
+
+    \b
+    SRC layouts: SRC/train/<class>/*.jpg and/or SRC/val/<class>/*.jpg (each a split), or
+    SRC/<class>/*.jpg (one split, "train"), or flat folders with --labels.
+    train samples: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3); val: resize the shorter
+    side to round(size/0.875) and centre-crop. Crops are resized with Pillow's antialiased
+    bilinear filter and stored as their quantized 4:2:0 coefficients at --quality.
+
+    \b
+    Interrupted (Ctrl-C, kill)? Run the same command again: finished shards are kept.
+
+    \b
+    Examples:
+      jdct convert ~/data/imagenette2 imagenette.zarr
+      jdct convert ~/imagenet in224.zarr --views 4 --workers 32
+      jdct convert ~/imagenet/val val.zarr --labels val_labels.csv --size 224
+      jdct convert tiny/ tiny.zarr --size 64 --shard-samples 256 --chunk-samples 32
+    """
+    from .convert import ConvertOptions, convert
+
+    opts = ConvertOptions(size=size, quality=quality, views=views, seed=seed, exif=exif,
+                          exact_decode=exact_decode, chunk_samples=chunk_samples, shard_samples=shard_samples)
+    bar = _TqdmProgress(quiet)
+    try:
+        summary = convert(src, out, options=opts, labels=labels, workers=workers, on_error=on_error,
+                          overwrite=overwrite, dask_scheduler=dask_scheduler, progress=bar)
+    finally:
+        bar.close()
+    if not quiet:
+        click.echo(_render_convert_summary(summary))
+
+
+# ---- jdct verify (owner: conversion) ----
+@main.command("verify")
+@click.argument("store", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; print only problems.")
+@library_errors
+def verify_command(store, as_json, quiet):
+    """Read every chunk of a jdct store and check it.
+
+    \b
+    Checks: every chunk's CRC32C checksum (and every shard index's), shard files present,
+    array shapes and dtypes against attrs["jdct"], labels and image indices in range, per-split
+    counts. An incomplete store (interrupted conversion) lists the shards still to do.
+    Exit code 0 when intact, 1 when anything is damaged or missing.
+
+    \b
+    Example:
+      jdct verify imagenette.zarr
+    """
+    import json
+
+    from .store_report import render_verify_text, verify_store
+
+    bar = _TqdmProgress(quiet)
+    try:
+        report = verify_store(store, progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif not (quiet and report["ok"]):
+        click.echo(render_verify_text(report))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
+# ---- jdct models (owner: model zoo) ----
+@main.command("models")
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (schemas/models.v1.schema.json) instead of a table.")
+@click.option("--size", type=int, default=224, show_default=True, metavar="PIXELS",
+              help="Input side at which GMACs are counted (a multiple of 16).")
+@click.option("--long", "-l", "descriptions", is_flag=True, help="Add a column describing each network.")
+@library_errors
+def models_command(names, as_json, size, descriptions):
+    """List the model zoo: input kind, parameters, GMACs and the paper's results.
+
+    \b
+    Every network registered in jdct_cli.models (or only NAME...): the input it takes
+    ("dct": Y, Cb, Cr coefficients; "rgb"/"ycbcr": pixels), its parameter count, its
+    multiply-accumulates per image counted by forward hooks over conv, transposed-conv and
+    linear layers, and the ImageNet top-1/top-5 error (%) and inference FPS (batch 1024, one
+    Pascal GPU) that Gueguen et al. 2018 report, "-" where they report none.
+
+    \b
+    Examples:
+      jdct models
+      jdct models --long late_concat_rfa_thinner upsampling_rfa
+      jdct models --json --size 256 > zoo.json
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from .models import list_models
+    from .models.cost import render_table, zoo_document
+
+    with tqdm(total=len(names) or len(list_models()), desc="counting", unit="model", leave=False, disable=None) as bar:
+        doc = zoo_document(size, list(names) or None, progress=lambda _name: bar.update(1))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(render_table(doc["models"], size, descriptions))

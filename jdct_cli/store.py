@@ -123,3 +123,102 @@ def read_metadata(path: os.PathLike | str) -> StoreInfo:
             path,
         )
     return StoreInfo(path=path, meta=meta)
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing (used by jdct convert; zarr is imported lazily so read_metadata stays zarr-free)
+# ------------------------------------------------------------------------------------------------
+
+#: Files of an unfinished conversion (plan and per-shard completion markers) live here, inside OUT.
+PROGRESS_DIR = ".jdct-progress"
+ARRAY_DTYPES = {"y": "int16", "cb": "int16", "cr": "int16", "label": "int32", "image": "int32", "box": "float32"}
+
+
+def codec_description() -> dict[str, Any]:
+    """How every array is encoded (stored verbatim in attrs["jdct"]["codec"])."""
+    return {
+        "sharding": "sharding_indexed",
+        "chunk_codecs": ["bytes(little)", "blosc(cname=zstd, clevel=1, shuffle=bitshuffle)", "crc32c"],
+        "index_codecs": ["bytes(little)", "crc32c"],
+    }
+
+
+def sample_shape(name: str, size: int) -> tuple[int, ...]:
+    """Per-sample shape of array ``name`` for crop side ``size`` (e.g. y: (64, S/8, S/8))."""
+    if name == "y":
+        return (64, size // 8, size // 8)
+    if name in ("cb", "cr"):
+        return (64, size // 16, size // 16)
+    if name == "box":
+        return (4,)
+    if name in ("label", "image"):
+        return ()
+    raise KeyError(name)
+
+
+def shard_ranges(num_samples: int, shard_samples: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` sample ranges of the shards along the sample axis (last may be short)."""
+    return [(s, min(s + shard_samples, num_samples)) for s in range(0, num_samples, shard_samples)]
+
+
+def shard_key(name: str, view: int, shard: int) -> str:
+    """Relative path of the shard file of array ``name`` (default v3 chunk keys, '/' separator)."""
+    trailing = {"y": 3, "cb": 3, "cr": 3, "box": 1, "label": 0, "image": 0}[name]
+    return "/".join(["c", str(view), str(shard)] + ["0"] * trailing)
+
+
+def write_bytes_atomic(path: os.PathLike | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: os.PathLike | str, obj: Any) -> None:
+    write_bytes_atomic(path, json.dumps(obj, indent=1, allow_nan=False).encode("utf-8"))
+
+
+def create_store(path: os.PathLike | str) -> None:
+    """An empty zarr v3 group at ``path`` (no attrs: a store stays 'incomplete' until the end)."""
+    import zarr
+
+    zarr.open_group(os.fspath(path), mode="w", zarr_format=3)
+
+
+def create_split_arrays(path: os.PathLike | str, split: str, views: int, num_samples: int, size: int,
+                        chunk_samples: int, shard_samples: int) -> None:
+    """Create the six arrays of ``split`` (shapes in the module docstring), chunked ``chunk_samples``
+    samples at a time inside shards of ``shard_samples``: Blosc zstd-1 bit-shuffle then a CRC32C
+    checksum on every chunk, CRC32C on every shard index. Empty chunks are written too, so every
+    shard is a file whose absence means 'not written'."""
+    import zarr
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    group = zarr.open_group(os.fspath(path), mode="r+", zarr_format=3)
+    sub = group.require_group(split)
+    for name in ALL_ARRAYS:
+        per = sample_shape(name, size)
+        fill = -1 if name == "label" else 0
+        sub.create_array(
+            name,
+            shape=(views, num_samples) + per,
+            chunks=(1, chunk_samples) + per,
+            shards=(1, shard_samples) + per,
+            dtype=ARRAY_DTYPES[name],
+            compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()],
+            fill_value=fill,
+            config={"write_empty_chunks": True},
+            overwrite=True,
+        )
+
+
+def write_metadata(path: os.PathLike | str, meta: dict[str, Any]) -> None:
+    """Set attrs["jdct"] = ``meta`` in the group's zarr.json, atomically (the last write of a conversion)."""
+    zarr_json = Path(path) / "zarr.json"
+    group_meta = json.loads(zarr_json.read_text())
+    group_meta.setdefault("attributes", {})[ATTRS_KEY] = meta
+    write_json_atomic(zarr_json, group_meta)

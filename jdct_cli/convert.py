@@ -1,0 +1,693 @@
+"""``jdct convert``: ImageNet-style JPEG folders into a sharded Zarr v3 store of DCT coefficients.
+
+Two phases:
+
+1. *plan* (parallel, cheap): list the source (:mod:`jdct_cli.sources`), sniff and read the header
+   of every file; files that are not JPEGs, unsupported or over the pixel budget are recorded as
+   failures and left out, so every split's sample count N is known before anything is written.
+   The arrays are then created and the plan (options + file lists) saved in
+   ``OUT/.jdct-progress/plan.json``.
+2. *convert* (parallel): one task per (split, view, shard). A task decodes its images (ROI + DCT
+   scaling), crops, resizes, takes the coefficients, writes the whole shard of each of the six
+   arrays in one write, then atomically writes its completion marker
+   ``OUT/.jdct-progress/<split>-v<view>-s<shard>.json`` holding its statistics partial sums and
+   failures. A file that fails here keeps its sample slot: label -1, box and coefficients zero.
+
+When every shard is done the per-split counts, failures and statistics are reduced in shard order
+(so they do not depend on scheduling) and attrs["jdct"] is written last; the progress folder is
+then removed. Re-running the same command on a partial OUT resumes (finished shards are skipped);
+any random draw comes from ``numpy.random.default_rng([seed, split_id, view, image_index])`` and
+the sample order of a view from ``default_rng([seed, split_id, view, PERMUTATION_KEY])``, so the
+arrays are byte-identical whatever the worker count, scheduler or interruptions.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from . import store as st
+from .errors import (
+    ConfigError,
+    IncompleteStoreError,
+    ImageTooLargeError,
+    JdctError,
+    NotAJpegError,
+    SourceError,
+    StoreError,
+    UnsupportedJpegError,
+)
+from .sources import SPLIT_IDS, discover
+
+#: Last word of the seed of a view's sample permutation (image indices are int32, never this).
+PERMUTATION_KEY = 0xFFFFFFFF
+#: Bytes read to parse a header in the plan phase (the whole file when the header is longer).
+HEADER_PREFIX_BYTES = 1 << 16
+HEADER_BATCH = 256
+
+#: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that determines a store's content (compared on resume). Sizes in pixels/samples."""
+
+    size: int = 224
+    quality: int = 100
+    views: int = 1
+    seed: int = 0
+    exif: str = "ignore"
+    exact_decode: bool = False
+    chunk_samples: int = st.DEFAULT_CHUNK_SAMPLES
+    shard_samples: int = st.DEFAULT_SHARD_SAMPLES
+    max_pixels: int = 100_000_000
+    fdct: str = "fdct"
+
+    def validate(self) -> None:
+        if self.size < 16 or self.size % 16:
+            raise ConfigError(f"--size must be a positive multiple of 16 (4:2:0 blocks), got {self.size}")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1..100, got {self.quality}")
+        if self.views < 1:
+            raise ConfigError(f"--views must be >= 1, got {self.views}")
+        if self.exif not in ("ignore", "apply"):
+            raise ConfigError(f"--exif must be 'ignore' or 'apply', got {self.exif!r}")
+        if self.chunk_samples < 1 or self.shard_samples < 1 or self.shard_samples % self.chunk_samples:
+            raise ConfigError(
+                f"--shard-samples ({self.shard_samples}) must be a positive multiple of --chunk-samples "
+                f"({self.chunk_samples})"
+            )
+        if self.fdct not in ("fdct", "encode"):
+            raise ConfigError(f"unknown DCT method {self.fdct!r} (fdct or encode)")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be 0..2**63-1, got {self.seed}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Failures
+# ------------------------------------------------------------------------------------------------
+
+def failure_kind(exc: BaseException) -> str:
+    """A short category for summaries: not-a-jpeg, too-large, unsupported, unreadable, corrupt."""
+    if isinstance(exc, NotAJpegError):
+        return "not-a-jpeg"
+    if isinstance(exc, ImageTooLargeError):
+        return "too-large"
+    if isinstance(exc, UnsupportedJpegError):
+        return "unsupported"
+    if isinstance(exc, SourceError) or isinstance(exc, OSError):
+        return "unreadable"
+    return "corrupt"
+
+
+def _failure(rel: str, exc: BaseException, stage: str, view: Optional[int] = None) -> dict[str, Any]:
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    rec = {"file": rel, "reason": reason, "kind": failure_kind(exc), "stage": stage}
+    if view is not None:
+        rec["view"] = view
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker functions (module level: picklable for process pools and Dask)
+# ------------------------------------------------------------------------------------------------
+
+def _ignore_sigint() -> None:
+    # Workers leave Ctrl-C to the parent, which stops them; a worker dying mid-task would only
+    # make the pool report a confusing BrokenProcessPool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def read_headers_task(task: dict[str, Any]) -> list[Optional[dict[str, Any]]]:
+    """Plan-phase task: for each relative path, None when its header is usable, else a failure record."""
+    from . import jpeg
+
+    root = Path(task["root"])
+    out: list[Optional[dict[str, Any]]] = []
+    for rel in task["files"]:
+        path = root / rel
+        try:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(HEADER_PREFIX_BYTES)
+                    rest = f.read(1)
+            except OSError as exc:
+                raise SourceError(f"cannot read: {exc.strerror or exc}", path) from None
+            try:
+                jpeg.read_header(data, path=path, max_pixels=task["max_pixels"])
+            except (NotAJpegError, UnsupportedJpegError, ImageTooLargeError):
+                raise
+            except JdctError:
+                if not rest:
+                    raise
+                # the header did not fit in the prefix (large EXIF/ICC): parse the whole file
+                jpeg.read_header(jpeg.read_bytes(path), path=path, max_pixels=task["max_pixels"])
+            out.append(None)
+        except JdctError as exc:
+            out.append(_failure(rel, exc, "plan"))
+    return out
+
+
+def image_rng(seed: int, split_id: int, view: int, image_index: int) -> np.random.Generator:
+    """The generator of every random draw made for one image in one view."""
+    return np.random.default_rng([seed, split_id, view, image_index])
+
+
+def sample_order(seed: int, split_id: int, view: int, num_samples: int) -> np.ndarray:
+    """int64 ``(N,)``: image index of each sample of the view (a seeded permutation)."""
+    return np.random.default_rng([seed, split_id, view, PERMUTATION_KEY]).permutation(num_samples)
+
+
+def sample_box(rng: np.random.Generator, train: bool, width: int, height: int, size: int):
+    """Crop box ``(x, y, w, h)`` (source pixels) of a train (random) or val (centre) sample."""
+    from .transforms import center_crop_box, random_resized_crop_box
+
+    if train:
+        return random_resized_crop_box(rng, width, height)
+    return center_crop_box(width, height, size)
+
+
+def convert_image(data: bytes, path, *, train: bool, rng: np.random.Generator, opts: ConvertOptions):
+    """One image to one sample: ``(y, cb, cr, box)`` in store layout (int16 planes, box float tuple)."""
+    from . import jpeg
+    from .dct import crop_coefficients
+    from .transforms import crop_to_rgb, oriented_size
+
+    header = jpeg.read_header(data, path=path, max_pixels=opts.max_pixels)
+    width, height = header["width"], header["height"]
+    orientation = 1
+    if opts.exif == "apply":
+        orientation = jpeg.exif_orientation(header.get("exif")) or 1
+    ow, oh = oriented_size(width, height, orientation)
+    box = sample_box(rng, train, ow, oh, opts.size)
+    rgb = crop_to_rgb(data, width, height, box, opts.size, exact=opts.exact_decode, orientation=orientation,
+                      max_pixels=opts.max_pixels, path=path)
+    y, cb, cr, _ = crop_coefficients(rgb, opts.quality, opts.fdct)
+    return y, cb, cr, box
+
+
+def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Convert-phase task: build and write one whole shard of every array of one split/view.
+
+    ``task``: out, root, split, split_id, view, shard, start, stop, options (dict), train (bool),
+    stats (bool), quant (luma, chroma lists), items [(image_index, relpath, label)] in sample order.
+    Returns the completion marker: sums / sums of squares (float64 lists, (3, 64)), block counts,
+    converted count and failures. Writes the marker file last.
+    """
+    import zarr
+
+    from . import jpeg
+
+    opts = ConvertOptions(**task["options"])
+    out, root, view = Path(task["out"]), Path(task["root"]), task["view"]
+    n = task["stop"] - task["start"]
+    s8, s16 = opts.size // 8, opts.size // 16
+    y = np.zeros((n, 64, s8, s8), np.int16)
+    cb = np.zeros((n, 64, s16, s16), np.int16)
+    cr = np.zeros((n, 64, s16, s16), np.int16)
+    label = np.full(n, -1, np.int32)
+    image = np.zeros(n, np.int32)
+    box = np.zeros((n, 4), np.float32)
+    q_luma = np.asarray(task["quant"][0], np.float64).reshape(64, 1, 1)
+    q_chroma = np.asarray(task["quant"][1], np.float64).reshape(64, 1, 1)
+    sums = np.zeros((3, 64), np.float64)
+    sumsq = np.zeros((3, 64), np.float64)
+    failures = []
+    converted = 0
+    for k, (image_index, rel, lab) in enumerate(task["items"]):
+        image[k] = image_index
+        path = root / rel
+        rng = image_rng(opts.seed, task["split_id"], view, image_index)
+        try:
+            data = jpeg.read_bytes(path)
+            yk, cbk, crk, bk = convert_image(data, path, train=task["train"], rng=rng, opts=opts)
+        except JdctError as exc:
+            failures.append(_failure(rel, exc, "convert", view))
+            if task.get("fail_fast"):
+                break
+            continue
+        y[k], cb[k], cr[k] = yk, cbk, crk
+        box[k] = bk
+        label[k] = lab
+        converted += 1
+        if task["stats"]:
+            for c, (plane, q) in enumerate(((yk, q_luma), (cbk, q_chroma), (crk, q_chroma))):
+                deq = plane.astype(np.float64) * q
+                sums[c] += deq.sum(axis=(1, 2))
+                sumsq[c] += np.square(deq).sum(axis=(1, 2))
+    result = {
+        "split": task["split"], "view": view, "shard": task["shard"], "start": task["start"],
+        "stop": task["stop"], "converted": converted, "failures": failures,
+        "sums": sums.tolist(), "sumsq": sumsq.tolist(),
+        "blocks": [converted * s8 * s8, converted * s16 * s16, converted * s16 * s16],
+    }
+    if task.get("fail_fast") and failures:
+        return result  # nothing written: the conversion stops
+    sl = (view, slice(task["start"], task["stop"]))
+    for name, block in (("y", y), ("cb", cb), ("cr", cr), ("label", label), ("image", image), ("box", box)):
+        arr = zarr.open_array(os.fspath(out / task["split"] / name), mode="r+")
+        arr[sl] = block
+    st.write_json_atomic(_marker_path(out, task["split"], view, task["shard"]), result)
+    return result
+
+
+def _marker_path(out: Path, split: str, view: int, shard: int) -> Path:
+    return out / st.PROGRESS_DIR / f"{split}-v{view}-s{shard}.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# Runners: in-process, process pool, Dask
+# ------------------------------------------------------------------------------------------------
+
+class _InProcess:
+    def map_unordered(self, fn, tasks: Iterable) -> Iterator:
+        for t in tasks:
+            yield fn(t)
+
+    def stop(self) -> None:
+        pass
+
+
+class _Pool:
+    def __init__(self, workers: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # forkserver/spawn, never fork: zarr runs an asyncio loop in a thread that fork would copy
+        # in an unusable state.
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method),
+                                            initializer=_ignore_sigint)
+
+    def map_unordered(self, fn, tasks: Iterable) -> Iterator:
+        from concurrent.futures import as_completed
+
+        futures = [self.executor.submit(fn, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            # Ctrl-C: unfinished shards have no marker and will be redone, so stop at once.
+            for proc in list(getattr(self.executor, "_processes", {}).values()):
+                proc.terminate()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class _Dask:
+    def __init__(self, address: str):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError("--dask-scheduler needs dask[distributed] (pip install 'jdct[dask]')") from None
+        try:
+            self.client = Client(address, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ConfigError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
+        self.futures = []
+
+    def map_unordered(self, fn, tasks: Iterable) -> Iterator:
+        from distributed import as_completed
+
+        self.futures = [self.client.submit(fn, t, pure=False) for t in tasks]
+        for fut in as_completed(self.futures):
+            yield fut.result()
+
+    def stop(self, kill: bool = False) -> None:
+        if self.futures:
+            self.client.cancel(self.futures)
+        self.client.close()
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning and resuming
+# ------------------------------------------------------------------------------------------------
+
+def _quant_tables(quality: int, method: str) -> tuple[list[int], list[int]]:
+    from .dct import crop_coefficients
+
+    _, _, _, quant = crop_coefficients(np.zeros((16, 16, 3), np.uint8), quality, method)
+    return [int(v) for v in quant[0]], [int(v) for v in quant[1]]
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Optional[dict[str, Any]]:
+    """Inspect OUT: return the saved plan of a resumable conversion, None for a fresh start.
+
+    Raises ConfigError when OUT holds something that is not a jdct store (or a complete one) and
+    ``overwrite`` is off.
+    """
+    plan_path = out / st.PROGRESS_DIR / "plan.json"
+    if not out.exists():
+        return None
+    if out.is_dir() and not any(out.iterdir()):
+        return None
+    is_store = (out / "zarr.json").is_file()
+    if overwrite:
+        if not is_store:
+            raise ConfigError("refusing to --overwrite a folder that is not a Zarr store", out)
+        shutil.rmtree(out)
+        return None
+    if not is_store:
+        raise ConfigError("exists and is not a Zarr store; choose another OUT", out)
+    try:
+        st.read_metadata(out)
+        complete = True
+    except IncompleteStoreError:
+        complete = False
+    except StoreError:
+        raise ConfigError("exists and is not a jdct store; choose another OUT or pass --overwrite", out) from None
+    if complete:
+        raise ConfigError("a complete store already exists here; pass --overwrite to convert again", out)
+    if plan_path.is_file():
+        import json
+
+        return json.loads(plan_path.read_text())
+    return None  # interrupted before its plan was saved: nothing finished, start over
+
+
+def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: str = "record",
+                    runner=None, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Phase 1: discover the source, read every header (via ``runner``), return the plan dict.
+
+    Plan: {"options", "root", "classes", "quant": [luma, chroma], "splits": {name: {"discovered":
+    [files], "discovered_labels": [ints], "files": [planned files], "labels": [ints], "views": V,
+    "failures": [records]}}}.
+    """
+    source = discover(src, labels)
+    runner = runner or _InProcess()
+    all_files = [(name, rel) for name, sp in source.splits.items() for rel in sp.files]
+    batches = [
+        {"root": os.fspath(source.root), "files": [rel for _, rel in all_files[i:i + HEADER_BATCH]],
+         "max_pixels": opts.max_pixels, "start": i}
+        for i in range(0, len(all_files), HEADER_BATCH)
+    ]
+    verdicts: list[Optional[dict]] = [None] * len(all_files)
+    done = 0
+    if progress:
+        progress("plan", 0, len(all_files))
+    for start, res in runner.map_unordered(_header_batch_with_start, batches):
+        verdicts[start:start + len(res)] = res
+        if on_error == "fail":
+            bad = next((r for r in res if r is not None), None)
+            if bad is not None:
+                raise _error_from_record(bad, source.root)
+        done += len(res)
+        if progress:
+            progress("plan", done, len(all_files))
+    splits: dict[str, Any] = {}
+    k = 0
+    for name, sp in source.splits.items():
+        rec = {"discovered": list(sp.files), "discovered_labels": list(sp.labels), "files": [], "labels": [],
+               "views": opts.views if name == "train" else 1, "failures": []}
+        for rel, lab in zip(sp.files, sp.labels):
+            verdict = verdicts[k]
+            k += 1
+            if verdict is None:
+                rec["files"].append(rel)
+                rec["labels"].append(lab)
+            else:
+                rec["failures"].append(verdict)
+        splits[name] = rec
+    luma, chroma = _quant_tables(opts.quality, opts.fdct)
+    return {"options": asdict(opts), "root": os.fspath(Path(src).resolve()), "classes": source.classes,
+            "quant": [luma, chroma], "splits": splits}
+
+
+def _header_batch_with_start(batch: dict[str, Any]):
+    """Plan-phase task for runners: ``(batch start, read_headers_task(batch))``."""
+    return batch["start"], read_headers_task(batch)
+
+
+def _error_from_record(rec: dict[str, Any], root: Path) -> JdctError:
+    kinds = {"not-a-jpeg": NotAJpegError, "too-large": ImageTooLargeError, "unsupported": UnsupportedJpegError,
+             "unreadable": SourceError}
+    cls = kinds.get(rec["kind"])
+    from .errors import JpegError
+
+    cls = cls or JpegError
+    return cls(rec["reason"], root / rec["file"])
+
+
+def _shard_tasks(out: Path, plan: dict[str, Any], fail_fast: bool) -> list[dict[str, Any]]:
+    opts = ConvertOptions(**plan["options"])
+    stats_split = "train" if "train" in plan["splits"] else next(iter(plan["splits"]))
+    tasks = []
+    for name, sp in plan["splits"].items():
+        n = len(sp["files"])
+        split_id = SPLIT_IDS.get(name, len(SPLIT_IDS))
+        for view in range(sp["views"]):
+            order = sample_order(opts.seed, split_id, view, n)
+            for shard, (s0, s1) in enumerate(st.shard_ranges(n, opts.shard_samples)):
+                items = [(int(i), sp["files"][i], int(sp["labels"][i])) for i in order[s0:s1]]
+                tasks.append({
+                    "out": os.fspath(out), "root": plan["root"], "split": name, "split_id": split_id,
+                    "view": view, "shard": shard, "start": s0, "stop": s1, "options": plan["options"],
+                    "train": name == "train", "stats": name == stats_split, "quant": plan["quant"],
+                    "items": items, "fail_fast": fail_fast,
+                })
+    return tasks
+
+
+def _load_marker(out: Path, task: dict[str, Any]) -> Optional[dict[str, Any]]:
+    import json
+
+    path = _marker_path(out, task["split"], task["view"], task["shard"])
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable marker: redo the shard
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = [d for d in dirnames if d != st.PROGRESS_DIR]
+        for f in filenames:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return total
+
+
+def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
+    from . import __version__
+    from .jpeg import libjpeg_version
+    from .transforms import RATIO_RANGE, RESIZE_FILTER, SCALE_RANGE, val_resize_size
+
+    opts = ConvertOptions(**plan["options"])
+    markers = sorted(markers, key=lambda m: (m["split"], m["view"], m["shard"]))
+    stats_split = "train" if "train" in plan["splits"] else next(iter(plan["splits"]))
+    splits = {}
+    for name, sp in plan["splits"].items():
+        failures = list(sp["failures"])
+        sample_failures = 0
+        for m in markers:
+            if m["split"] == name:
+                failures.extend(m["failures"])
+                sample_failures += len(m["failures"])
+        failed_files = {f["file"] for f in failures}
+        splits[name] = {
+            "views": sp["views"], "num_samples": len(sp["files"]), "files": sp["files"],
+            "file_labels": sp["labels"], "failures": failures,
+            "counts": {"files": len(sp["discovered"]), "converted": len(sp["discovered"]) - len(failed_files),
+                       "failed": len(failed_files), "failed_samples": sample_failures},
+        }
+    sums = np.zeros((3, 64))
+    sumsq = np.zeros((3, 64))
+    blocks = np.zeros(3)
+    for m in markers:
+        if m["split"] == stats_split:
+            sums += np.asarray(m["sums"])
+            sumsq += np.asarray(m["sumsq"])
+            blocks += np.asarray(m["blocks"], np.float64)
+    stats: dict[str, Any] = {"split": stats_split}
+    for c, name in enumerate(st.COEFFICIENT_ARRAYS):
+        count = max(blocks[c], 1.0)
+        mean = sums[c] / count
+        var = np.maximum(sumsq[c] / count - mean ** 2, 0.0)
+        stats[name] = {"mean": mean.tolist(), "std": np.sqrt(var).tolist()}
+    return {
+        "format": st.FORMAT_NAME, "format_version": st.FORMAT_VERSION,
+        "jdct_version": __version__, "libjpeg_version": libjpeg_version() or "unknown",
+        "size": opts.size, "quality": opts.quality, "subsampling": "4:2:0", "coefficient_order": "natural",
+        "quant_tables": {"luma": plan["quant"][0], "chroma": plan["quant"][1]},
+        "classes": plan["classes"], "chunk_samples": opts.chunk_samples, "shard_samples": opts.shard_samples,
+        "codec": st.codec_description(), "seed": opts.seed,
+        "transform": {
+            "train": {"name": "RandomResizedCrop", "scale": list(SCALE_RANGE), "ratio": list(RATIO_RANGE),
+                      "attempts": 10, "fallback": "centre crop clamped to the ratio bounds",
+                      "views": opts.views},
+            "val": {"name": "Resize+CenterCrop", "resize_shorter_side": val_resize_size(opts.size),
+                    "center_crop": opts.size},
+            "resize_filter": f"Pillow {RESIZE_FILTER} (antialiased)",
+            "exif": opts.exif, "exact_decode": opts.exact_decode,
+            "dct_scaling": not opts.exact_decode, "roi_decode": not opts.exact_decode,
+            "max_pixels": opts.max_pixels,
+        },
+        "source": plan["root"],
+        "splits": splits,
+        "stats": stats,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The entry point
+# ------------------------------------------------------------------------------------------------
+
+def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, workers: Optional[int] = None,
+            on_error: str = "record", overwrite: bool = False, dask_scheduler: Optional[str] = None,
+            progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Convert the JPEG tree ``src`` into the store ``out`` (resuming a partial one); see the module doc.
+
+    ``workers``: processes (default: all cores; 1 runs in this process). ``on_error``: "record"
+    (default) or "fail" (raise at the first failing file). Returns the summary dict: images,
+    converted, failed, failures_by_kind, samples, bytes_on_disk, bytes_per_sample,
+    compression_ratio (raw int16 coefficient bytes / their bytes on disk), seconds,
+    images_per_second, resumed_shards, out. Ctrl-C stops the workers, keeps finished shards and
+    raises IncompleteStoreError saying how to resume.
+    """
+    opts = options or ConvertOptions()
+    opts.validate()
+    if on_error not in ("record", "fail"):
+        raise ConfigError(f"--on-error must be 'record' or 'fail', got {on_error!r}")
+    out = Path(out)
+    src = Path(src)
+    if not src.exists():
+        from .errors import SourceNotFoundError
+
+        raise SourceNotFoundError("no such source folder", src)
+    saved = _prepare_out(out, overwrite)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+
+    if dask_scheduler:
+        runner = _Dask(dask_scheduler)
+    elif workers == 1:
+        runner = _InProcess()
+    else:
+        runner = _Pool(workers)
+    t_start = time.perf_counter()
+    done_shards = total_shards = 0
+    try:
+        if saved is not None:
+            plan = saved
+            if plan["options"] != asdict(opts):
+                raise ConfigError(
+                    "an interrupted conversion with different options is here: rerun it with the same "
+                    "options to resume, or pass --overwrite to start again", out)
+            fresh = discover(src, labels)
+            same = set(fresh.splits) == set(plan["splits"]) and all(
+                fresh.splits[n].files == plan["splits"][n]["discovered"]
+                and fresh.splits[n].labels == plan["splits"][n]["discovered_labels"] for n in fresh.splits)
+            if not same:
+                raise ConfigError(
+                    "the source files changed since this conversion started; pass --overwrite to start again", out)
+        else:
+            plan = plan_conversion(src, out, opts, labels=labels, on_error=on_error, runner=runner,
+                                   progress=progress)
+            st.create_store(out)
+            for name, sp in plan["splits"].items():
+                st.create_split_arrays(out, name, sp["views"], len(sp["files"]), opts.size,
+                                       opts.chunk_samples, opts.shard_samples)
+            (out / st.PROGRESS_DIR).mkdir(exist_ok=True)
+            st.write_json_atomic(out / st.PROGRESS_DIR / "plan.json", plan)
+
+        tasks = _shard_tasks(out, plan, on_error == "fail")
+        total_shards = len(tasks)
+        total_samples = sum(t["stop"] - t["start"] for t in tasks)
+        markers, todo = [], []
+        for t in tasks:
+            m = _load_marker(out, t)
+            (markers.append(m) if m is not None else todo.append(t))
+        resumed = len(markers)
+        done_shards = resumed
+        done_samples = sum(m["stop"] - m["start"] for m in markers)
+        if progress:
+            progress("convert", done_samples, total_samples)
+        t_convert = time.perf_counter()
+        new_samples = 0
+        for res in runner.map_unordered(convert_shard_task, todo):
+            if on_error == "fail" and res["failures"]:
+                rec = res["failures"][0]
+                raise _error_from_record(rec, Path(plan["root"]))
+            markers.append(res)
+            done_shards += 1
+            n = res["stop"] - res["start"]
+            done_samples += n
+            new_samples += n
+            if progress:
+                progress("convert", done_samples, total_samples)
+        convert_seconds = time.perf_counter() - t_convert
+    except KeyboardInterrupt:
+        runner.stop(kill=True) if not isinstance(runner, _InProcess) else None
+        raise IncompleteStoreError(
+            f"interrupted: {done_shards} of {total_shards or '?'} shards are finished and kept; run the same "
+            "`jdct convert` command again to resume", out) from None
+    except BaseException:
+        if not isinstance(runner, _InProcess):
+            runner.stop(kill=True)
+        raise
+    if not isinstance(runner, _InProcess):
+        runner.stop()
+
+    meta = _metadata(plan, markers)
+    st.write_metadata(out, meta)
+    shutil.rmtree(out / st.PROGRESS_DIR, ignore_errors=True)
+    return summarize(out, meta, seconds=time.perf_counter() - t_start, convert_seconds=convert_seconds,
+                     new_samples=new_samples, resumed_shards=resumed)
+
+
+def summarize(out: Path, meta: dict[str, Any], *, seconds: float, convert_seconds: float, new_samples: int,
+              resumed_shards: int) -> dict[str, Any]:
+    """The end-of-run summary (see :func:`convert`)."""
+    size = meta["size"]
+    per_sample_raw = 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
+    samples = sum(sp["views"] * sp["num_samples"] for sp in meta["splits"].values())
+    coef_bytes = sum(_dir_bytes(out / split / a) for split in meta["splits"] for a in st.COEFFICIENT_ARRAYS)
+    total_bytes = _dir_bytes(out)
+    kinds: Counter = Counter()
+    images = converted = failed = 0
+    for sp in meta["splits"].values():
+        images += sp["counts"]["files"]
+        converted += sp["counts"]["converted"]
+        failed += sp["counts"]["failed"]
+        seen = set()
+        for f in sp["failures"]:
+            if f["file"] not in seen:
+                seen.add(f["file"])
+                kinds[f.get("kind", "other")] += 1
+    return {
+        "out": os.fspath(out), "images": images, "converted": converted, "failed": failed,
+        "failures_by_kind": dict(sorted(kinds.items())),
+        "splits": {n: {"views": sp["views"], "num_samples": sp["num_samples"], **sp["counts"]}
+                   for n, sp in meta["splits"].items()},
+        "samples": samples, "bytes_on_disk": total_bytes,
+        "bytes_per_sample": total_bytes / samples if samples else math.nan,
+        "compression_ratio": (per_sample_raw * samples / coef_bytes) if coef_bytes else math.nan,
+        "seconds": seconds, "images_per_second": new_samples / convert_seconds if convert_seconds > 0 else math.nan,
+        "resumed_shards": resumed_shards,
+    }

@@ -1,0 +1,169 @@
+"""Finding the images of a conversion source: splits, classes, file lists and labels.
+
+Layouts understood (torchvision's ImageFolder conventions):
+
+- ``SRC/train/<class>/...`` and/or ``SRC/val/<class>/...``: each present split folder is a split;
+- ``SRC/<class>/...``: class folders directly, one split named ``train``;
+- a flat split folder (``SRC/val/*.JPEG`` like ImageNet's original validation set, or ``SRC/*.jpg``)
+  whose files are mapped to classes by ``--labels FILE`` (``filename,class`` lines).
+
+Classes are the sorted union of every split's class-folder names and of the classes named in the
+labels file, so label ``i`` means the same class in every split. Files are listed recursively,
+sorted by class then by relative path, as torchvision does. Paths are kept relative to SRC with
+``/`` separators.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import SourceError, SourceNotFoundError
+
+#: File name extensions treated as images (lower-cased). Non-JPEG images among them are listed and
+#: then recorded as failures ("not a JPEG (PNG)") rather than silently ignored.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".mpo"}
+)
+#: Fixed split identifiers (they enter the random seeds, so they must never change).
+SPLIT_IDS = {"train": 0, "val": 1}
+
+
+@dataclass
+class SplitSource:
+    """One split: ``files`` relative to SRC (str, ``/``-separated) and their int ``labels``."""
+
+    name: str
+    files: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Source:
+    """What a source tree holds: ``root``, sorted ``classes`` and the splits in order (train first)."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, SplitSource]
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, following symlinks), sorted by relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and is_image_name(name):
+                found.append(Path(dirpath) / name)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _direct_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_name(p.name))
+
+
+def read_labels_file(path: os.PathLike | str) -> dict[str, str]:
+    """Parse ``filename,class`` lines (blank lines and ``#`` comments ignored) into {filename: class}.
+
+    ``filename`` may be a bare name or a path relative to the flat folder. Raises SourceNotFoundError
+    / SourceError naming the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError("no such labels file", path)
+    mapping: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"unreadable labels file ({exc})", path) from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise SourceError(f"line {lineno}: expected 'filename,class', got {line!r}", path)
+        if parts[0] in mapping and mapping[parts[0]] != parts[1]:
+            raise SourceError(f"line {lineno}: {parts[0]!r} is given two classes", path)
+        mapping[parts[0]] = parts[1]
+    if not mapping:
+        raise SourceError("labels file has no 'filename,class' lines", path)
+    return mapping
+
+
+def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = None) -> Source:
+    """List the splits, classes and image files of ``src`` (see the module docstring for layouts).
+
+    Raises SourceNotFoundError when ``src`` is missing and SourceError when it holds no images, or
+    a flat folder has no ``labels_file``, or a flat file has no entry in it.
+    """
+    root = Path(src)
+    if not root.exists():
+        raise SourceNotFoundError("no such source folder", root)
+    if not root.is_dir():
+        raise SourceError("the conversion source must be a folder (an ImageFolder root)", root)
+    labels_map = read_labels_file(labels_file) if labels_file is not None else None
+
+    split_dirs = {name: root / name for name in ("train", "val") if (root / name).is_dir()}
+    if not split_dirs:
+        split_dirs = {"train": root}
+
+    # First pass: per split, either class folders or a flat folder needing the labels file.
+    layout: dict[str, tuple[str, list]] = {}
+    class_names: set[str] = set()
+    for name, folder in split_dirs.items():
+        classes = [c for c in _class_dirs(folder) if _walk_images(folder / c)]
+        flat = _direct_images(folder)
+        if classes and flat and labels_map is None:
+            raise SourceError(
+                f"split {name!r} mixes class folders with {len(flat)} loose images; move them or give --labels",
+                folder,
+            )
+        if classes and labels_map is None:
+            layout[name] = ("folders", classes)
+            class_names.update(classes)
+        elif flat or labels_map is not None:
+            if labels_map is None:
+                raise SourceError(
+                    f"split {name!r} is a flat folder of {len(flat)} images: give --labels FILE "
+                    "('filename,class' lines) to assign their classes",
+                    folder,
+                )
+            files = _walk_images(folder)
+            layout[name] = ("labels", files)
+            class_names.update(labels_map.values())
+        # a split folder without any image is simply not a split
+    if not layout:
+        raise SourceError("no image files found (expected SRC/<class>/*.jpg or SRC/train|val/<class>/*.jpg)", root)
+
+    classes = sorted(class_names)
+    index = {c: i for i, c in enumerate(classes)}
+    splits: dict[str, SplitSource] = {}
+    for name, (kind, payload) in layout.items():
+        split = SplitSource(name)
+        folder = split_dirs[name]
+        if kind == "folders":
+            for cls in payload:
+                for path in _walk_images(folder / cls):
+                    split.files.append(path.relative_to(root).as_posix())
+                    split.labels.append(index[cls])
+        else:
+            for path in payload:
+                rel_split = path.relative_to(folder).as_posix()
+                cls = labels_map.get(rel_split, labels_map.get(path.name))
+                if cls is None:
+                    raise SourceError(f"{rel_split!r} has no line in the labels file {labels_file}", folder)
+                split.files.append(path.relative_to(root).as_posix())
+                split.labels.append(index[cls])
+        if split.files:
+            splits[name] = split
+    return Source(root=root, classes=classes, splits=splits)

@@ -1,0 +1,163 @@
+"""The conversion transforms: which source rectangle becomes a sample, and how it is decoded.
+
+Geometry is in *source pixels* (of the image as stored, or as displayed when EXIF orientation is
+applied). A box is ``(x, y, width, height)``, floats allowed.
+
+- train: :func:`random_resized_crop_box` follows torchvision's ``RandomResizedCrop.get_params``
+  (scale 0.08-1, log-uniform aspect ratio 3/4-4/3, 10 attempts, then a centre crop clamped to the
+  ratio bounds), with every draw from a numpy ``Generator`` seeded per image.
+- val: :func:`center_crop_box` is torchvision's ``Resize(round(S/0.875))`` + ``CenterCrop(S)``
+  expressed as the source rectangle those two steps keep.
+
+:func:`crop_to_rgb` then decodes only what the box needs: libjpeg DCT scaling by the largest of
+8, 4, 2 that keeps the scaled box at least ``size`` pixels on both sides, and a region-of-interest
+decode of the box's rows and columns (plus the resampling filter's support), followed by Pillow's
+antialiased **bilinear** resize (torchvision's default filter for RandomResizedCrop and Resize) of
+exactly the box to ``size x size``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+SCALE_RANGE = (0.08, 1.0)
+RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+VAL_CROP_FRACTION = 0.875
+RESIZE_FILTER = "bilinear"
+
+
+def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
+                            scale=SCALE_RANGE, ratio=RATIO_RANGE) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params: an integer box ``(x, y, w, h)`` of a ``width x height`` image.
+
+    Draw order per attempt: area fraction (uniform), log aspect ratio (uniform), then the top and
+    left offsets (integers) once a box fits. The RNG is consumed identically on every platform.
+    """
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            y = int(rng.integers(0, height - h + 1))
+            x = int(rng.integers(0, width - w + 1))
+            return x, y, w, h
+    # Fallback: the whole image, clamped to the ratio bounds, centred (torchvision's behaviour).
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def val_resize_size(size: int) -> int:
+    """Shorter side before the centre crop: round(size / 0.875) (256 for 224)."""
+    return int(round(size / VAL_CROP_FRACTION))
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    """The source box kept by torchvision's ``Resize(val_resize_size(size))`` then ``CenterCrop(size)``.
+
+    Resize: shorter side -> r, longer side -> int(r * long / short) (torchvision truncates).
+    CenterCrop: offsets int(round((resized - size) / 2)). Returned as floats in source pixels.
+    """
+    r = val_resize_size(size)
+    if width <= height:
+        rw, rh = r, int(r * height / width)
+    else:
+        rw, rh = int(r * width / height), r
+    left = int(round((rw - size) / 2.0))
+    top = int(round((rh - size) / 2.0))
+    sx, sy = width / rw, height / rh
+    return left * sx, top * sy, size * sx, size * sy
+
+
+def dct_scale_for(box_w: float, box_h: float, size: int) -> int:
+    """Largest libjpeg DCT scaling denominator (8, 4, 2, else 1) keeping the scaled box >= size on both sides."""
+    for s in (8, 4, 2):
+        if box_w / s >= size and box_h / s >= size:
+            return s
+    return 1
+
+
+def decode_region(data: bytes, width: int, height: int, box, size: int, *, exact: bool = False,
+                  max_pixels: Optional[int] = None, path=None):
+    """Decode the part of a JPEG that ``box`` (source pixels, stored orientation) needs.
+
+    Returns ``(rgb, local_box)``: uint8 ``(h, w, 3)`` pixels and the box in those pixels' coordinates
+    (floats), ready for :func:`resize_box`. ``exact`` decodes the full image at full scale.
+    Raises JpegError (libjpeg's message, naming ``path``) on corrupt or, strictly, truncated data.
+    """
+    from . import jpeg
+
+    kwargs = {"strict": True, "path": path}
+    if max_pixels is not None:
+        kwargs["max_pixels"] = max_pixels
+    bx, by, bw, bh = box
+    if exact:
+        rgb, _ = jpeg.decode(data, **kwargs)
+        return rgb, (bx, by, bx + bw, by + bh)
+    s = dct_scale_for(bw, bh, size)
+    sw, sh = -(-width // s), -(-height // s)
+    # Keep the bilinear filter's support around the box so edge pixels match a full decode.
+    margin = int(math.ceil(max(bw / s / size, bh / s / size, 1.0))) + 1
+    x0 = max(0, int(math.floor(bx / s)) - margin)
+    y0 = max(0, int(math.floor(by / s)) - margin)
+    x1 = min(sw, int(math.ceil((bx + bw) / s)) + margin)
+    y1 = min(sh, int(math.ceil((by + bh) / s)) + margin)
+    if (x0, y0, x1, y1) == (0, 0, sw, sh):
+        rgb, _ = jpeg.decode(data, scale=s, **kwargs)
+    else:
+        rgb, _ = jpeg.decode(data, scale=s, roi=(x0, y0, x1 - x0, y1 - y0), **kwargs)
+    local = (bx / s - x0, by / s - y0, (bx + bw) / s - x0, (by + bh) / s - y0)
+    return rgb, local
+
+
+def resize_box(rgb: np.ndarray, local_box, size: int) -> np.ndarray:
+    """Pillow's antialiased bilinear resize of ``local_box`` (x0, y0, x1, y1) of ``rgb`` to uint8 ``(size, size, 3)``."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = local_box
+    box = (min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h))
+    img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    out = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def crop_to_rgb(data: bytes, width: int, height: int, box, size: int, *, exact: bool = False,
+                orientation: int = 1, max_pixels: Optional[int] = None, path=None) -> np.ndarray:
+    """The uint8 ``(size, size, 3)`` RGB crop of ``box`` from the JPEG ``data``.
+
+    ``width``/``height`` are the stored (un-oriented) dimensions. With ``orientation`` != 1 the box
+    is in displayed coordinates: the image is decoded whole (DCT scaling still applies), turned
+    upright, then cropped.
+    """
+    if orientation in (None, 0, 1):
+        rgb, local = decode_region(data, width, height, box, size, exact=exact, max_pixels=max_pixels, path=path)
+        return resize_box(rgb, local, size)
+    from . import jpeg
+
+    bx, by, bw, bh = box
+    s = 1 if exact else dct_scale_for(bw, bh, size)
+    kwargs = {"strict": True, "path": path}
+    if max_pixels is not None:
+        kwargs["max_pixels"] = max_pixels
+    rgb, _ = jpeg.decode(data, scale=s, **kwargs)
+    rgb = jpeg.apply_orientation(rgb, orientation)
+    return resize_box(rgb, (bx / s, by / s, (bx + bw) / s, (by + bh) / s), size)
+
+
+def oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """Displayed ``(width, height)`` after EXIF ``orientation`` (5-8 swap the axes)."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
