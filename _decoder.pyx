@@ -720,10 +720,17 @@ def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS
             rx, ry, rw, rh = x, y, w, h
         out = np.empty((rh, rw, 3), dtype=np.uint8)
         xoff = 0
-        if rx != 0 or rw != c.d.output_width:
-            # crop_scanline widens the span to iMCU boundaries; we drop the extra columns.
-            xoff = rx
-            cropw = rw
+        # Sampling factors above 2 (4:1:1, 4:1:0) scale chroma by other IDCT sizes, where
+        # libjpeg-turbo's cropped output differs from the full decode in a band of columns: those
+        # rare files decode full width and we keep the region.
+        if (rx != 0 or rw != c.d.output_width) and c.d.max_h_samp_factor <= 2 and c.d.max_v_samp_factor <= 2:
+            # crop_scanline widens the span leftwards to an iMCU boundary, and fancy upsampling
+            # replicates the edge chroma sample at both ends of the cropped span: ask for a margin
+            # of one iMCU (at most 4*8/scale output pixels) each side so the region we keep sees its
+            # real neighbours, then drop the extra columns.
+            margin = max(1, 32 // scale)
+            xoff = rx - min(<JDIMENSION>margin, rx)
+            cropw = min(rx + rw + margin, c.d.output_width) - xoff
             with nogil:
                 rc = jd_dec_crop(&c, &xoff, &cropw)
             if rc != 0:
