@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""The jdct demo that `make demo` runs: the real `jdct` command on real JPEGs, step by step.
+
+Data: `../shared/data` next to the repository (or $JDCT_SHARED_DATA) when it exists, otherwise the
+CC0 sample photographs bundled with scikit-image (astronaut, coffee, chelsea), written to JPEG.
+Everything produced goes to `demo-out/` (override with $JDCT_DEMO_OUT).
+
+The demo is a list of named steps (STEPS, in order). To add one, write a function taking the
+`Demo` object and register it with the `@step("what it shows")` decorator below the others; use
+`demo.run_jdct(...)` to show a command, `demo.out` for outputs and `demo.state` to hand results to
+later steps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class DemoFailed(Exception):
+    """A step saw something other than what it demonstrates."""
+
+
+@dataclass
+class Demo:
+    out: Path                                   # demo-out/
+    shared: Path | None                         # ../shared/data, None when absent
+    samples: list[Path] = field(default_factory=list)   # JPEGs found/made by the first step
+    disguised: Path | None = None               # a non-JPEG named .jpg, for the error demo
+    state: dict = field(default_factory=dict)   # anything a step wants to pass on
+
+    def jdct_command(self) -> list[str]:
+        """The installed `jdct` next to this Python (the venv's), else `python -m jdct_cli`."""
+        exe = Path(sys.executable).parent / "jdct"
+        return [str(exe)] if exe.exists() else [sys.executable, "-m", "jdct_cli"]
+
+    def run_jdct(self, *args, expect: int = 0, show: bool = True, max_lines: int = 60) -> subprocess.CompletedProcess:
+        """Run `jdct ARGS`, print the command and (up to max_lines of) its output; check its exit code."""
+        cmd = self.jdct_command() + [str(a) for a in args]
+        shown = ["jdct"] + [_short(a) for a in args]
+        print(f"  $ {shlex.join(shown)}")
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if show:
+            lines = (proc.stdout + proc.stderr).rstrip().splitlines()
+            for line in lines[:max_lines]:
+                print("    " + line)
+            if len(lines) > max_lines:
+                print(f"    ... ({len(lines) - max_lines} more lines)")
+        if proc.returncode != expect:
+            raise DemoFailed(f"`{shlex.join(shown)}` exited with {proc.returncode}, expected {expect}:\n{proc.stderr}")
+        return proc
+
+
+def _short(arg) -> str:
+    """Paths shown relative to the repository when possible (readable output)."""
+    text = str(arg)
+    if not os.path.isabs(text):
+        return text
+    rel = os.path.relpath(text, REPO)
+    return text if rel.startswith(os.path.join("..", "..")) else rel
+
+
+STEPS: list[tuple[str, Callable[[Demo], None]]] = []
+
+
+def step(title: str):
+    """Register a demo step (run in registration order)."""
+
+    def register(func):
+        STEPS.append((title, func))
+        return func
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps: JPEG layer / jdct inspect
+# ---------------------------------------------------------------------------------------------
+
+
+@step("find sample JPEGs")
+def find_samples(demo: Demo) -> None:
+    if demo.shared is not None:
+        originals = sorted((demo.shared / "imagenet-originals").glob("*/*.JPEG"))
+        odd = demo.shared / "odd-jpegs"
+        picks = originals[:2] + [
+            odd / "jpeg-decoder/reftest/images/progressive3.jpg",      # progressive, 4:4:4
+            odd / "libjpeg-turbo/testimgari.jpg",                      # arithmetic coding
+            odd / "exif-orientation/Landscape_6.jpg",                  # EXIF orientation 6
+        ]
+        demo.samples = [p for p in picks if p.is_file()]
+        disguised = odd / "variants/png_disguised.JPEG"
+        demo.disguised = disguised if disguised.is_file() else None
+        print(f"  using real data from {demo.shared}")
+    if not demo.samples:
+        import numpy as np
+        import skimage.data
+        from PIL import Image
+
+        folder = demo.out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, quality, subsampling in (("astronaut", 90, 2), ("coffee", 75, 0), ("chelsea", 95, 1)):
+            path = folder / f"{name}.jpg"
+            if not path.exists():
+                Image.fromarray(np.asarray(getattr(skimage.data, name)())).save(path, quality=quality, subsampling=subsampling)
+            demo.samples.append(path)
+        print(f"  ../shared/data not found: wrote scikit-image's CC0 samples to {_short(folder)}")
+    if demo.disguised is None:
+        fake = demo.out / "samples" / "not_really.jpg"
+        fake.parent.mkdir(parents=True, exist_ok=True)
+        fake.write_text("<html><body>404 Not Found</body></html>\n")
+        demo.disguised = fake
+    for path in demo.samples:
+        print(f"  - {_short(path)}")
+
+
+@step("inspect one JPEG (text report)")
+def inspect_text(demo: Demo) -> None:
+    demo.run_jdct("inspect", demo.samples[0])
+
+
+@step("inspect several JPEGs as JSON (schemas/inspect.v1.schema.json)")
+def inspect_json(demo: Demo) -> None:
+    proc = demo.run_jdct("inspect", "--json", *demo.samples, show=False)
+    docs = json.loads(proc.stdout)
+    target = demo.out / "inspect.json"
+    target.write_text(proc.stdout)
+    print(f"  wrote {_short(target)}: {len(docs)} documents")
+    print(f"    {'file':<42} {'size':>11}  {'sampling':<9} {'coding':<14} {'quality':>7}  EXIF")
+    for d in docs:
+        coding = ("progressive" if d["progressive"] else "baseline") + ("+arith" if d["arithmetic"] else "")
+        size = f"{d['width']}x{d['height']}"
+        print(f"    {Path(d['file']).name[:42]:<42} {size:>11}  {d['sampling']:<9} {coding:<14} "
+              f"{d['estimated_quality']!s:>7}  {d['exif_orientation'] or '-'}")
+    demo.state["inspect_docs"] = docs
+
+
+@step("plot and dump the coefficients of one JPEG")
+def inspect_plot(demo: Demo) -> None:
+    png, npz = demo.out / "inspect.png", demo.out / "coefficients.npz"
+    sample = demo.samples[2] if len(demo.samples) > 2 else demo.samples[0]
+    demo.run_jdct("inspect", sample, "--plot", png, "--dump-coefficients", npz, show=False)
+    import numpy as np
+
+    with np.load(npz) as arrays:
+        shapes = ", ".join(f"{k} {arrays[k].dtype}{arrays[k].shape}" for k in arrays.files)
+    print(f"  wrote {_short(png)} (decoded image, DC maps, mean |coefficient| per frequency)")
+    print(f"  wrote {_short(npz)}: {shapes}")
+
+
+@step("bad input: a clear error, exit code 1, no traceback")
+def inspect_bad(demo: Demo) -> None:
+    proc = demo.run_jdct("inspect", demo.disguised, demo.samples[0], expect=1, show=False)
+    for line in proc.stderr.splitlines():
+        print("    " + line)
+    print(f"  (the good file was still reported: {len(proc.stdout.splitlines())} lines; exit code {proc.returncode})")
+
+
+# ---- later steps (convert, train, evaluate) are registered below this line ----
+
+
+def main() -> int:
+    out = Path(os.environ.get("JDCT_DEMO_OUT", REPO / "demo-out")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    shared = Path(os.environ.get("JDCT_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+    demo = Demo(out=out, shared=shared if shared.is_dir() else None)
+    print(f"jdct demo: {len(STEPS)} steps, outputs in {_short(out)}")
+    for number, (title, func) in enumerate(STEPS, 1):
+        print(f"\n[{number}/{len(STEPS)}] {title}")
+        started = time.perf_counter()
+        try:
+            func(demo)
+        except DemoFailed as exc:
+            print(f"\ndemo step {number} ({title}) failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"  ({time.perf_counter() - started:.1f} s)")
+    print(f"\ndone: see {_short(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
