@@ -1,0 +1,600 @@
+"""Streaming loader: a jdct store -> shuffled, distributed, resumable batches on a device.
+
+:class:`DCTLoader` reads whole zarr chunks of int16 coefficients with a pool of threads, assembles
+batches ahead of the consumer (in pinned memory when the device is CUDA), and does everything that
+is arithmetic on the device: int16 -> float, the DCT-domain horizontal flip, dequantization and
+normalization, or the pixel reconstruction for the pixel baselines.
+
+Order of an epoch (a pure function of ``seed``, ``epoch``, ``rank``, ``world_size`` and the store)
+---------------------------------------------------------------------------------------------------
+1. Epoch ``e`` reads view ``e mod V``. Samples whose label is -1 (failed conversions) are skipped.
+2. ``shuffle=True``: the chunks of the split are permuted with ``default_rng([seed, e])``, grouped
+   ``window_chunks`` at a time in that order, and the samples of each window are permuted; the
+   concatenation is the epoch's *stream* (the same on every rank). ``shuffle=False``: store order.
+3. Distributed split of the stream of ``T`` samples over ``W`` ranks with batch size ``B``: every rank
+   yields ``L`` batches and takes one contiguous piece of the stream (so ranks read disjoint chunks,
+   except the chunks where two pieces meet).
+
+   - ``drop_last=True``: ``L = T // (W*B)`` full batches per rank; the stream's last
+     ``T - L*W*B`` samples (random ones when shuffling) are not yielded this epoch.
+   - ``drop_last=False``: ``L = ceil(T / (W*B))``; the ``R = T - (L-1)*W*B`` samples of the last
+     round are spread as evenly as possible, rank ``r`` getting ``R//W + (r < R%W)`` of them as its
+     (possibly smaller) last batch. Every sample of the epoch is yielded exactly once over all ranks.
+     Only when ``R < W`` do some ranks have nothing left for their last batch: that batch then holds a
+     single **padding sample** (all-zero coefficients, label **-1**, never flipped). Use
+     ``F.cross_entropy(..., ignore_index=-1)`` / count ``labels >= 0`` so metrics count each sample
+     once; :attr:`DCTLoader.num_samples` is the number of real samples a rank yields.
+4. Flips (``flip``): sample ``n`` of epoch ``e`` is flipped when ``default_rng([seed, e, 1]).random(N)[n] < 0.5``.
+
+Resuming: ``state_dict()`` holds the epoch and the number of batches already yielded; a loader given
+it by ``load_state_dict()`` yields exactly the remaining batches of that epoch (same samples, same
+flips), provided seed, world size, batch size, shuffle, drop_last and window are the same.
+
+Threads and forks: reads go through zarr's public API (``arr[v, c0:c1]`` on chunk boundaries) from
+a ``ThreadPoolExecutor``; zarr >= 3.1 resets its event loop in forked children, and the loader
+re-opens its arrays when it finds itself in another process, so loaders created (or iterated) after
+a fork and several loaders iterating at once in one process are safe (both are tested).
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from . import dct_torch
+from .errors import CheckpointError, ConfigError, StoreCorruptionError, StoreError
+from .store import COEFFICIENT_ARRAYS, StoreInfo, read_metadata
+
+#: Version of the dict returned by :meth:`DCTLoader.state_dict` (kept inside training checkpoints).
+STATE_VERSION = 1
+OUTPUTS = ("dct", "ycbcr", "rgb")
+#: torchvision's ImageNet statistics of RGB in [0, 1]: used by ``output="rgb", normalize=True``.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# A standard deviation below this (a coefficient that never varies, e.g. always 0) is taken as 1.
+_MIN_STD = 1e-6
+_POLL_S = 0.1  # how often blocked queue operations look at the stop flag
+_END = object()
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one rank yields in one epoch.
+
+    ``indices``: int64 ``[sum of batch sizes]`` store sample indices in yield order, -1 = padding;
+    ``bounds``: int64 ``[L+1]`` batch ``j`` is ``indices[bounds[j]:bounds[j+1]]``;
+    ``flips``: bool ``[N]`` per store sample (all False without flip); ``view``: the view read;
+    ``num_samples``: real samples of this rank; ``total_samples``: real samples over all ranks.
+    """
+
+    epoch: int
+    view: int
+    indices: np.ndarray
+    bounds: np.ndarray
+    flips: np.ndarray
+    num_samples: int
+    total_samples: int
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.bounds) - 1
+
+    def batch(self, j: int) -> np.ndarray:
+        return self.indices[self.bounds[j]:self.bounds[j + 1]]
+
+
+def _default_rank_world(rank, world_size):
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+    return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+class DCTLoader:
+    """Batches of one split of a jdct store (see the module docstring for order, padding, resuming).
+
+    Iterating yields ``(inputs, labels)`` on ``device``; ``labels`` int64 ``[B]`` (-1 = padding).
+
+    - ``output="dct"``: ``inputs = (y, cb, cr)``, float ``[B,64,S/8,S/8]``, ``[B,64,S/16,S/16]`` x2,
+      channel ``8*v+u``: coefficients dequantized with the store's quant tables, then (``normalize``)
+      standardized per channel with the store's ``stats`` (``(c*q - mean)/std``).
+    - ``output="rgb"``: ``inputs`` float ``[B,3,S,S]``, RGB clamped to [0, 1] (``normalize``: then
+      standardized with torchvision's ImageNet mean/std), reconstructed from the same coefficients:
+      block IDCT, bilinear (libjpeg "fancy") chroma upsampling, JFIF colour conversion.
+    - ``output="ycbcr"``: the same before colour conversion, clamped to [0, 1] (``normalize``: minus
+      the plane's pixel mean, over its std, both derived exactly from the coefficient ``stats``
+      by Parseval, see :func:`jdct_cli.dct_torch.plane_stats_from_coefficients`).
+
+    Arguments: ``store`` path; ``split``; ``batch_size`` per rank; ``shuffle`` (default: train
+    split only); ``seed``; ``rank``/``world_size`` (default: torch.distributed's when initialised,
+    else 0/1); ``threads`` reading/decompressing threads; ``device``; ``drop_last`` (default: train
+    split only); ``flip`` random horizontal flips (default: train split only); ``output``; ``dtype``
+    of the inputs; ``normalize``; ``window_chunks`` chunks per shuffle window; ``prefetch_batches``
+    batches assembled ahead; ``channels_last`` (default: on CUDA devices).
+
+    Raises SourceNotFoundError / StoreError / IncompleteStoreError / StoreVersionError for an unusable
+    store or split, ConfigError for bad arguments.
+    """
+
+    def __init__(self, store, split: str = "train", *, batch_size: int, shuffle: Optional[bool] = None,
+                 seed: int = 0, rank: Optional[int] = None, world_size: Optional[int] = None,
+                 threads: Optional[int] = None, device="cpu", drop_last: Optional[bool] = None,
+                 flip: Optional[bool] = None, output: str = "dct", dtype: torch.dtype = torch.float32,
+                 normalize: bool = True, window_chunks: int = 8, prefetch_batches: int = 4,
+                 channels_last: Optional[bool] = None):
+        self.info: StoreInfo = read_metadata(store)
+        self.path = Path(self.info.path)
+        self.split = split
+        self._split_meta = self.info.split(split)  # StoreError naming the store when absent
+        is_train = split == "train"
+        self.shuffle = is_train if shuffle is None else bool(shuffle)
+        self.drop_last = is_train if drop_last is None else bool(drop_last)
+        self.flip = is_train if flip is None else bool(flip)
+        self.seed = int(seed)
+        self.rank, self.world_size = _default_rank_world(rank, world_size)
+        self.batch_size = int(batch_size)
+        self.threads = int(threads) if threads is not None else max(1, min(4, os.cpu_count() or 1))
+        self.window_chunks = int(window_chunks)
+        self.prefetch_batches = int(prefetch_batches)
+        self.output = output
+        self.dtype = dtype
+        self.normalize = bool(normalize)
+        self.device = torch.device(device)
+        self.channels_last = (self.device.type == "cuda") if channels_last is None else bool(channels_last)
+        self._check_args()
+
+        self.size = self.info.size
+        self.classes = self.info.classes
+        self._pid = None
+        self._arrays = None
+        self._open()
+        self.views = int(self._arrays["y"].shape[0])
+        self.num_store_samples = int(self._arrays["y"].shape[1])
+        self.chunk_samples = int(self._arrays["y"].chunks[1])
+        self._check_layout()
+        try:
+            labels = np.asarray(self._arrays["label"][:], dtype=np.int64)
+        except Exception as exc:  # zarr raises many types for damaged data
+            raise StoreCorruptionError(f"cannot read {split}/label ({exc})", self.path) from None
+        if labels.shape != (self.views, self.num_store_samples):
+            raise StoreCorruptionError(f"{split}/label has shape {labels.shape}, expected "
+                                       f"{(self.views, self.num_store_samples)}", self.path)
+        if labels.size and int(labels.max()) >= len(self.classes):
+            raise StoreCorruptionError(f"{split}/label holds class {int(labels.max())} but the store has "
+                                       f"{len(self.classes)} classes", self.path)
+        self._labels = labels
+        self._valid = [np.flatnonzero(labels[v] >= 0) for v in range(self.views)]
+        if self.drop_last and any(len(v) < self.world_size * self.batch_size for v in self._valid):
+            raise ConfigError(
+                f"split {split!r} has {min(len(v) for v in self._valid)} usable samples, fewer than one batch "
+                f"per rank ({self.world_size} x {self.batch_size}); use drop_last=False or a smaller batch",
+                self.path)
+        if not self.drop_last and any(len(v) == 0 for v in self._valid):
+            raise StoreError(f"split {split!r} has no usable samples (every conversion failed)", self.path)
+        self._device_consts = None
+        self.epoch = 0
+        self._resume_batch = 0   # first batch of the next iteration (set by load_state_dict)
+        self._position = 0       # batches of self.epoch handed out so far
+
+    # ---------------------------------------------------------------- set-up and validation
+    def _check_args(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 (got {self.batch_size})")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} is not in 0..world_size-1 (world_size {self.world_size})")
+        if self.threads < 1 or self.window_chunks < 1 or self.prefetch_batches < 1:
+            raise ConfigError("threads, window_chunks and prefetch_batches must be >= 1")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"output must be one of {', '.join(OUTPUTS)} (got {self.output!r})")
+        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
+            raise ConfigError(f"dtype must be a floating torch dtype (got {self.dtype!r})")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device} requested but CUDA is not available")
+
+    def _open(self):
+        """(Re)open the split's arrays in this process (zarr objects are not carried across forks)."""
+        import zarr
+
+        try:
+            group = zarr.open_group(os.fspath(self.path), mode="r")
+            self._arrays = {name: group[f"{self.split}/{name}"] for name in COEFFICIENT_ARRAYS + ("label",)}
+        except KeyError as exc:
+            raise StoreCorruptionError(f"split {self.split!r} lacks its array {exc}", self.path) from None
+        except Exception as exc:
+            raise StoreError(f"cannot open the zarr arrays of split {self.split!r} ({exc})", self.path) from None
+        self._pid = os.getpid()
+
+    def _arrays_here(self):
+        if self._pid != os.getpid():
+            self._open()
+        return self._arrays
+
+    def _check_layout(self):
+        s, meta = self.size, self._split_meta
+        expect = {"y": (64, s // 8, s // 8), "cb": (64, s // 16, s // 16), "cr": (64, s // 16, s // 16)}
+        for name, per in expect.items():
+            arr = self._arrays[name]
+            if tuple(arr.shape) != (self.views, self.num_store_samples) + per or str(arr.dtype) != "int16":
+                raise StoreCorruptionError(f"{self.split}/{name} is {arr.dtype} {tuple(arr.shape)}, expected int16 "
+                                           f"{(self.views, self.num_store_samples) + per}", self.path)
+            if int(arr.chunks[1]) != self.chunk_samples or int(arr.chunks[0]) != 1:
+                raise StoreCorruptionError(f"{self.split}/{name} is chunked {arr.chunks}, unlike {self.split}/y",
+                                           self.path)
+        if int(meta.get("views", self.views)) != self.views or \
+                int(meta.get("num_samples", self.num_store_samples)) != self.num_store_samples:
+            raise StoreCorruptionError(f"split {self.split!r}: metadata says {meta.get('views')} views x "
+                                       f"{meta.get('num_samples')} samples, arrays hold {self.views} x "
+                                       f"{self.num_store_samples}", self.path)
+
+    # ---------------------------------------------------------------- order
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next iteration yields (its view, order and flips)."""
+        epoch = int(epoch)
+        if epoch != self.epoch:
+            self._resume_batch = 0
+            self._position = 0
+        self.epoch = epoch
+
+    def _stream(self, epoch: int) -> np.ndarray:
+        """int64 store indices of every usable sample of view ``epoch % V`` in the epoch's global order."""
+        valid = self._valid[epoch % self.views]
+        if not self.shuffle:
+            return valid
+        rng = np.random.default_rng([self.seed, epoch])
+        k = -(-self.num_store_samples // self.chunk_samples)
+        position = np.empty(k, dtype=np.int64)
+        position[rng.permutation(k)] = np.arange(k)
+        window = position[valid // self.chunk_samples] // self.window_chunks
+        key = rng.random(len(valid))
+        return valid[np.lexsort((key, window))]
+
+    def plan(self, epoch: Optional[int] = None) -> EpochPlan:
+        """This rank's :class:`EpochPlan` for ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        stream = self._stream(epoch)
+        t, w, b, r = len(stream), self.world_size, self.batch_size, self.rank
+        if self.drop_last:
+            nb = t // (w * b)
+            start, sizes = r * nb * b, [b] * nb
+            indices = stream[start:start + nb * b]
+            total = nb * b * w
+        else:
+            nb = -(-t // (w * b))
+            last_round = t - (nb - 1) * w * b
+            q, extra = divmod(last_round, w)
+            last = q + (1 if r < extra else 0)
+            start = r * (nb - 1) * b + r * q + min(r, extra)
+            indices = stream[start:start + (nb - 1) * b + last]
+            sizes = [b] * (nb - 1) + [last]
+            total = t
+            if last == 0:  # nothing left for this rank's last batch: one padding sample
+                indices = np.concatenate([indices, np.array([-1], dtype=np.int64)])
+                sizes[-1] = 1
+        bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        if self.flip:
+            flips = np.random.default_rng([self.seed, epoch, 1]).random(self.num_store_samples) < 0.5
+        else:
+            flips = np.zeros(self.num_store_samples, dtype=bool)
+        return EpochPlan(epoch=epoch, view=epoch % self.views, indices=np.asarray(indices, dtype=np.int64),
+                         bounds=bounds, flips=flips, num_samples=int((indices >= 0).sum()), total_samples=int(total))
+
+    def _counts(self, epoch: int) -> tuple[int, int]:
+        """(batches, real samples) of this rank in ``epoch`` without building the order."""
+        t, w, b, r = len(self._valid[epoch % self.views]), self.world_size, self.batch_size, self.rank
+        if self.drop_last:
+            nb = t // (w * b)
+            return nb, nb * b
+        nb = -(-t // (w * b))
+        q, extra = divmod(t - (nb - 1) * w * b, w)
+        return nb, (nb - 1) * b + q + (1 if r < extra else 0)
+
+    def __len__(self) -> int:
+        """Batches this rank yields in the current epoch (the same on every rank)."""
+        return self._counts(self.epoch)[0]
+
+    @property
+    def num_samples(self) -> int:
+        """Real (non-padding) samples this rank yields in the current epoch."""
+        return self._counts(self.epoch)[1]
+
+    @property
+    def total_samples(self) -> int:
+        """Real samples yielded by all ranks together in the current epoch."""
+        t = len(self._valid[self.epoch % self.views])
+        return (t // (self.world_size * self.batch_size)) * self.world_size * self.batch_size if self.drop_last else t
+
+    # ---------------------------------------------------------------- resuming
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and batches already yielded (plus what must match to resume); plain JSON-able dict."""
+        return {"version": STATE_VERSION, "epoch": self.epoch, "batches_done": self._position,
+                "seed": self.seed, "world_size": self.world_size, "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last, "window_chunks": self.window_chunks,
+                "split": self.split, "flip": self.flip}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the epoch recorded in ``state``: the next iteration yields its remaining batches.
+
+        CheckpointError when the state comes from a loader whose order would differ.
+        """
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise CheckpointError(f"loader state of unknown version {getattr(state, 'get', lambda k: None)('version')!r}"
+                                  f" (this jdct reads {STATE_VERSION})")
+        mine = self.state_dict()
+        for key in ("seed", "world_size", "batch_size", "shuffle", "drop_last", "window_chunks", "split", "flip"):
+            if state.get(key) != mine[key]:
+                raise CheckpointError(f"loader state has {key}={state.get(key)!r} but this loader has "
+                                      f"{key}={mine[key]!r}: the remaining samples would not be the same")
+        self.epoch = int(state["epoch"])
+        done = int(state["batches_done"])
+        if not 0 <= done <= len(self):
+            raise CheckpointError(f"loader state says {done} batches done of an epoch of {len(self)}")
+        self._resume_batch = done
+        self._position = done
+
+    # ---------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        start = self._resume_batch
+        self._resume_batch = 0
+        plan = self.plan(self.epoch)
+        self._position = start
+        if start >= plan.num_batches:
+            return
+        run = _EpochRun(self, plan, start)
+        try:
+            for item in run:
+                out = self._finish(*item)
+                self._position += 1
+                yield out
+        finally:
+            run.close()
+
+    def epoch_indices(self, epoch: Optional[int] = None) -> list[np.ndarray]:
+        """Store sample indices of each batch this rank yields in ``epoch`` (-1 = padding); for reports."""
+        plan = self.plan(epoch)
+        return [plan.batch(j).copy() for j in range(plan.num_batches)]
+
+    # ---------------------------------------------------------------- device side
+    def _consts(self):
+        """Per-channel scale/shift (dct) or IDCT matrix, quant tables, pixel stats (pixels), on the device."""
+        if self._device_consts is not None:
+            return self._device_consts
+        dev = self.device
+        qt = self.info.meta["quant_tables"]
+        quant = {"y": np.asarray(qt["luma"], np.float64), "cb": np.asarray(qt["chroma"], np.float64),
+                 "cr": np.asarray(qt["chroma"], np.float64)}
+        stats = self.info.meta.get("stats") or {}
+        consts: dict[str, Any] = {}
+        for name in COEFFICIENT_ARRAYS:
+            scale, shift = quant[name], np.zeros(64)
+            if self.normalize and self.output == "dct":
+                if name not in stats:
+                    raise StoreError(f"the store has no statistics for {name!r}: use normalize=False", self.path)
+                mean = np.asarray(stats[name]["mean"], np.float64)
+                std = np.asarray(stats[name]["std"], np.float64)
+                std = np.where(std < _MIN_STD, 1.0, std)
+                scale, shift = quant[name] / std, -mean / std
+            consts[name] = (torch.as_tensor(scale, dtype=torch.float32, device=dev).view(1, 64, 1, 1),
+                            torch.as_tensor(shift, dtype=torch.float32, device=dev).view(1, 64, 1, 1))
+        if self.output != "dct":
+            consts["idct"] = dct_torch.idct_matrix(torch.float32, dev)
+            if self.output == "rgb":
+                mean, std = IMAGENET_MEAN, IMAGENET_STD
+            else:
+                if self.normalize and not all(n in stats for n in COEFFICIENT_ARRAYS):
+                    raise StoreError("the store has no coefficient statistics: use normalize=False", self.path)
+                pairs = [dct_torch.plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"])
+                         if self.normalize else (0.0, 255.0) for n in COEFFICIENT_ARRAYS]
+                mean = [m / 255.0 for m, _ in pairs]
+                std = [s / 255.0 for _, s in pairs]
+            consts["pix_mean"] = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+            consts["pix_std"] = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+        consts["sign"] = torch.as_tensor(dct_torch.FLIP_SIGN, device=dev).view(1, 64, 1, 1)
+        self._device_consts = consts
+        return consts
+
+    def _finish(self, buf: "_Buffer", n: int, labels: np.ndarray, flips: np.ndarray):
+        """int16 batch in ``buf`` -> (inputs, labels) on the device; hands ``buf`` back to its pool."""
+        consts = self._consts()
+        planes = [buf.tensors[name][:n] for name in COEFFICIENT_ARRAYS]
+        flip_idx = np.flatnonzero(flips)
+        if self.device.type == "cuda":
+            stream = buf.pool.stream
+            with torch.cuda.stream(stream):
+                planes = [p.to(self.device, non_blocking=True) for p in planes]
+                event = torch.cuda.Event()
+                event.record(stream)
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(stream)
+            for p in planes:
+                p.record_stream(current)
+            buf.release(event)  # the pinned buffer is reused once the copy has finished
+            released = True
+        else:
+            released = False
+        idx = torch.as_tensor(flip_idx, device=self.device)
+        for p in planes:
+            dct_torch.flip_blocks_(p, idx)
+        if self.output == "dct":
+            outs = []
+            for name, p in zip(COEFFICIENT_ARRAYS, planes):
+                scale, shift = consts[name]
+                x = torch.addcmul(shift, p.to(torch.float32), scale)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                outs.append(x if self.dtype == torch.float32 else x.to(self.dtype))
+            inputs: Any = tuple(outs)
+        else:
+            deq = [p.to(torch.float32) * consts[name][0] for name, p in zip(COEFFICIENT_ARRAYS, planes)]
+            x = dct_torch.coefficients_to_ycbcr(*deq, consts["idct"])
+            if self.output == "rgb":
+                x = dct_torch.ycbcr_to_rgb(x)
+            x = x.clamp_(0.0, 255.0).div_(255.0)
+            if self.normalize:
+                x = x.sub_(consts["pix_mean"]).div_(consts["pix_std"])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            inputs = x if self.dtype == torch.float32 else x.to(self.dtype)
+        if not released:
+            buf.release(None)
+        lab = torch.from_numpy(labels).to(self.device, non_blocking=True)
+        return inputs, lab
+
+
+class _Buffer:
+    """One batch's int16 planes (pinned when the device is CUDA), reused through its pool."""
+
+    def __init__(self, pool: "_BufferPool", shapes: dict[str, tuple[int, ...]], pin: bool):
+        self.pool = pool
+        self.tensors = {name: torch.empty(shape, dtype=torch.int16, pin_memory=pin) for name, shape in shapes.items()}
+        self.arrays = {name: t.numpy() for name, t in self.tensors.items()}
+        self.event = None
+
+    def release(self, event) -> None:
+        self.event = event
+        self.pool.free.put(self)
+
+
+class _BufferPool:
+    def __init__(self, count: int, shapes, pin: bool, stream):
+        self.free: "queue.Queue[_Buffer]" = queue.Queue()
+        self.stream = stream
+        for _ in range(count):
+            self.free.put(_Buffer(self, shapes, pin))
+
+
+class _EpochRun:
+    """One iteration over an :class:`EpochPlan` from batch ``start``: a producer thread assembling
+    int16 batches from chunks read by a thread pool, ``prefetch_batches`` ahead of the consumer."""
+
+    def __init__(self, loader: DCTLoader, plan: EpochPlan, start: int):
+        self.loader = loader
+        self.plan = plan
+        self.start = start
+        self.stop = threading.Event()
+        self.out: "queue.Queue" = queue.Queue(maxsize=loader.prefetch_batches)
+        b, s = loader.batch_size, loader.size
+        shapes = {"y": (b, 64, s // 8, s // 8), "cb": (b, 64, s // 16, s // 16), "cr": (b, 64, s // 16, s // 16)}
+        cuda = loader.device.type == "cuda"
+        stream = torch.cuda.Stream(loader.device) if cuda else None
+        self.pool = _BufferPool(loader.prefetch_batches + 2, shapes, pin=cuda, stream=stream)
+        self.arrays = loader._arrays_here()
+        self.executor = ThreadPoolExecutor(max_workers=loader.threads, thread_name_prefix="jdct-read")
+        self.thread = threading.Thread(target=self._produce_guarded, name="jdct-loader", daemon=True)
+        self.thread.start()
+
+    # -- producer side
+    def _read_chunk(self, view: int, chunk: int):
+        c = self.loader.chunk_samples
+        lo, hi = chunk * c, min((chunk + 1) * c, self.loader.num_store_samples)
+        try:
+            return tuple(np.asarray(self.arrays[name][view, lo:hi]) for name in COEFFICIENT_ARRAYS)
+        except Exception as exc:  # zarr/numcodecs raise many types for damaged data
+            raise StoreCorruptionError(f"cannot read samples {lo}..{hi - 1} of {self.loader.split} view {view} "
+                                       f"({type(exc).__name__}: {exc})", self.loader.path) from None
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take_buffer(self) -> Optional[_Buffer]:
+        while not self.stop.is_set():
+            try:
+                buf = self.pool.free.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if buf.event is not None:
+                buf.event.synchronize()
+                buf.event = None
+            return buf
+        return None
+
+    def _produce_guarded(self):
+        try:
+            self._produce()
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def _produce(self):
+        loader, plan = self.loader, self.plan
+        c = loader.chunk_samples
+        batches = [plan.batch(j) for j in range(self.start, plan.num_batches)]
+        chunks_of = [np.unique(idx[idx >= 0] // c) for idx in batches]
+        first_use: list[int] = []
+        first_batch: dict[int, int] = {}
+        last_batch: dict[int, int] = {}
+        for j, chunks in enumerate(chunks_of):
+            for ch in chunks.tolist():
+                if ch not in first_batch:
+                    first_batch[ch] = j
+                    first_use.append(ch)
+                last_batch[ch] = j
+        lookahead = loader.window_chunks + 2 * loader.threads
+        futures: dict[int, Any] = {}
+        submitted = 0
+        for j, idx in enumerate(batches):
+            # Every chunk batch j needs, plus read-ahead up to `lookahead` chunks held in memory.
+            while submitted < len(first_use) and (first_batch[first_use[submitted]] <= j or len(futures) < lookahead):
+                ch = first_use[submitted]
+                futures[ch] = self.executor.submit(self._read_chunk, plan.view, ch)
+                submitted += 1
+            buf = self._take_buffer()
+            if buf is None:
+                return
+            n = len(idx)
+            real = idx >= 0
+            rows = np.flatnonzero(real)
+            chunk_ids = idx[rows] // c
+            for ch in chunks_of[j].tolist():
+                data = futures[ch].result()
+                sel = rows[chunk_ids == ch]
+                local = idx[sel] - ch * c
+                for name, part in zip(COEFFICIENT_ARRAYS, data):
+                    buf.arrays[name][sel] = part[local]
+            pads = np.flatnonzero(~real)
+            for name in COEFFICIENT_ARRAYS:
+                buf.arrays[name][pads] = 0
+            labels = np.full(n, -1, dtype=np.int64)
+            labels[rows] = loader._labels[plan.view, idx[rows]]
+            flips = np.zeros(n, dtype=bool)
+            flips[rows] = plan.flips[idx[rows]]
+            if not self._put((buf, n, labels, flips)):
+                return
+            for ch in chunks_of[j].tolist():
+                if last_batch[ch] == j:
+                    del futures[ch]
+        self._put(_END)
+
+    # -- consumer side
+    def __iter__(self):
+        while True:
+            try:
+                item = self.out.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.out.empty():
+                    raise StoreError("the loader's reading thread stopped unexpectedly", self.loader.path) from None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self.stop.set()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.thread.join(timeout=10)

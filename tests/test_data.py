@@ -1,0 +1,417 @@
+"""DCTLoader on small real stores written by tests/storefixture.py (real JPEGs from ../shared/data).
+
+Samples that come out of the loader are identified by their *content*: the delivered coefficients
+(divided back by the quant table) are looked up among the store's int16 arrays read directly with
+zarr, plain and flipped; so every test also checks that the data delivered is the stored data.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import threading
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from jdct_cli import dct_torch
+from jdct_cli.data import DCTLoader
+from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError, SourceNotFoundError, StoreError,
+                             StoreVersionError)
+from storefixture import crop_rgb, list_images, val_box, write_store
+
+pytestmark = pytest.mark.shared
+
+FAILED = [3, 20]
+
+
+@pytest.fixture(scope="module")
+def tiny(shared_data, tmp_path_factory):
+    """45 train samples (5 classes x 9, 2 views, two failed) and 20 val, 32 px, chunks of 8."""
+    root = shared_data / "tiny-imagenet-20"
+    tp, tl, names = list_images(root / "train", 9, 5)
+    vp, vl, _ = list_images(root / "val", 4, 5)
+    out = tmp_path_factory.mktemp("tiny") / "s.zarr"
+    return write_store(out, {"train": (tp, tl), "val": (vp, vl)}, names, size=32, views=2, quality=90,
+                       chunk_samples=8, shard_samples=16, failed={"train": FAILED})
+
+
+def read_split(store, split):
+    g = zarr.open_group(str(store), mode="r")
+    return {k: g[f"{split}/{k}"][:] for k in ("y", "cb", "cr", "label", "box", "image")}
+
+
+def flip_np(x):
+    """Reference DCT-domain flip of int16 [64, h, w] written independently of jdct_cli."""
+    sign = np.array([1 if (k % 8) % 2 == 0 else -1 for k in range(64)], dtype=np.int16).reshape(64, 1, 1)
+    return x[:, :, ::-1] * sign
+
+
+class Identifier:
+    """Maps delivered coefficient content back to (view, store index, flipped)."""
+
+    def __init__(self, store, split):
+        self.data = read_split(store, split)
+        meta = json.loads((store / "zarr.json").read_text())["attributes"]["jdct"]
+        self.luma = np.array(meta["quant_tables"]["luma"], dtype=np.float64).reshape(64, 1, 1)
+        self.table = {}
+        v_n = self.data["label"].shape
+        for v in range(v_n[0]):
+            for n in range(v_n[1]):
+                if self.data["label"][v, n] < 0:
+                    continue
+                y = self.data["y"][v, n]
+                self.table.setdefault(y.tobytes(), (v, n, False))
+                self.table.setdefault(np.ascontiguousarray(flip_np(y)).tobytes(), (v, n, True))
+
+    def __call__(self, y_deq: torch.Tensor):
+        q = np.rint(y_deq.cpu().double().numpy() / self.luma).astype(np.int16)
+        if not q.any():
+            return None  # padding sample
+        return self.table[np.ascontiguousarray(q).tobytes()]
+
+
+def run(loader, ident):
+    """[(batch list of (v, n, flipped) or None for padding, labels list)] for one pass."""
+    out = []
+    for (y, cb, cr), labels in loader:
+        assert y.dtype == torch.float32 and labels.dtype == torch.int64
+        out.append(([ident(y[i]) for i in range(len(y))], labels.tolist()))
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_exactly_once_across_ranks(tiny, world, drop_last):
+    ident = Identifier(tiny, "train")
+    labels_store = ident.data["label"]
+    valid = set(np.flatnonzero(labels_store[1] >= 0).tolist())
+    assert len(valid) == 45 - len(FAILED)
+    b = 4
+    seen, lens, per_rank = [], set(), []
+    for rank in range(world):
+        ld = DCTLoader(tiny, "train", batch_size=b, rank=rank, world_size=world, drop_last=drop_last,
+                       flip=False, normalize=False, seed=7, threads=2)
+        ld.set_epoch(1)  # view 1
+        batches = run(ld, ident)
+        lens.add(len(batches))
+        assert len(batches) == len(ld)
+        real = 0
+        for ids, labs in batches:
+            if drop_last:
+                assert len(ids) == b
+            for sid, lab in zip(ids, labs):
+                if sid is None:
+                    assert lab == -1
+                    continue
+                v, n, flipped = sid
+                assert v == 1 and not flipped and lab == labels_store[1, n]
+                seen.append(n)
+                real += 1
+        assert real == ld.num_samples
+        per_rank.append(real)
+    assert len(lens) == 1, "every rank must yield the same number of batches"
+    assert len(seen) == len(set(seen)), "a sample was yielded twice"
+    assert set(seen) <= valid
+    if drop_last:
+        nb = len(valid) // (world * b)
+        assert len(seen) == nb * world * b
+    else:
+        assert set(seen) == valid
+        assert max(per_rank) - min(per_rank) <= b
+
+
+def test_padding_when_last_round_is_short(tiny):
+    """43 samples, 3 ranks, batch 14: last round has 1 sample, so ranks 1 and 2 end on one padding sample."""
+    ident = Identifier(tiny, "train")
+    seen, pads = [], 0
+    for rank in range(3):
+        ld = DCTLoader(tiny, "train", batch_size=14, rank=rank, world_size=3, drop_last=False, flip=False,
+                       normalize=False)
+        batches = run(ld, ident)
+        assert len(batches) == 2
+        for ids, labs in batches:
+            for sid, lab in zip(ids, labs):
+                if sid is None:
+                    assert lab == -1
+                    pads += 1
+                else:
+                    seen.append(sid[1])
+    assert pads == 2 and sorted(seen) == sorted(set(seen)) and len(seen) == 43
+
+
+def test_order_is_a_function_of_seed_and_epoch(tiny):
+    ident = Identifier(tiny, "train")
+
+    def order(seed, epoch, shuffle=True):
+        ld = DCTLoader(tiny, "train", batch_size=5, seed=seed, shuffle=shuffle, drop_last=False, flip=True,
+                       normalize=False)
+        ld.set_epoch(epoch)
+        return [sid for ids, _ in run(ld, ident) for sid in ids]
+
+    a = order(3, 2)
+    assert a == order(3, 2)
+    assert {s[0] for s in a} == {0}  # epoch 2 reads view 0
+    b = order(3, 3)
+    assert {s[0] for s in b} == {1}
+    assert [s[1] for s in a] != [s[1] for s in b], "different epochs must give different orders"
+    assert [s[1] for s in a] != [s[1] for s in order(4, 2)]
+    flips = [s[2] for s in a]
+    assert 0 < sum(flips) < len(flips)
+    plain = order(3, 2, shuffle=False)
+    assert [s[1] for s in plain] == [n for n in range(45) if n not in FAILED]
+
+
+def test_resume_mid_epoch(tiny):
+    ident = Identifier(tiny, "train")
+    kw = dict(batch_size=4, seed=11, rank=1, world_size=2, drop_last=False, flip=True, normalize=False)
+    full = DCTLoader(tiny, "train", **kw)
+    full.set_epoch(5)
+    reference = run(full, ident)
+    first = DCTLoader(tiny, "train", **kw)
+    first.set_epoch(5)
+    it = iter(first)
+    head = []
+    for _ in range(2):
+        (y, _, _), labels = next(it)
+        head.append(([ident(y[i]) for i in range(len(y))], labels.tolist()))
+    state = json.loads(json.dumps(first.state_dict()))
+    del it
+    assert state["epoch"] == 5 and state["batches_done"] == 2
+    resumed = DCTLoader(tiny, "train", **kw)
+    resumed.set_epoch(5)
+    resumed.load_state_dict(state)
+    tail = run(resumed, ident)
+    assert head + tail == reference
+    assert resumed.state_dict()["batches_done"] == len(reference)
+    other = DCTLoader(tiny, "train", **{**kw, "world_size": 3, "rank": 0})
+    with pytest.raises(CheckpointError, match="world_size"):
+        other.load_state_dict(state)
+
+
+def test_flip_in_loader_equals_reference_flip_of_stored_coefficients(tiny):
+    data = read_split(tiny, "train")
+    ld = DCTLoader(tiny, "train", batch_size=8, shuffle=False, flip=True, normalize=False, drop_last=False)
+    ld.set_epoch(4)
+    plan = ld.plan()
+    meta = ld.info.meta["quant_tables"]
+    lq = np.array(meta["luma"]).reshape(64, 1, 1)
+    cq = np.array(meta["chroma"]).reshape(64, 1, 1)
+    j = 0
+    for (y, cb, cr), _ in ld:
+        for i in range(len(y)):
+            n = int(plan.indices[j])
+            j += 1
+            f = flip_np if plan.flips[n] else (lambda a: a)
+            np.testing.assert_array_equal(y[i].numpy(), f(data["y"][0, n]) * lq)
+            np.testing.assert_array_equal(cr[i].numpy(), f(data["cr"][0, n]) * cq)
+    assert plan.flips[plan.indices].any()
+
+
+def _dct_matrix():
+    """Orthonormal 8-point DCT-II written independently: D[u, x] = c(u)/2 cos((2x+1) u pi/16)."""
+    d = np.array([[(math.sqrt(0.5) if u == 0 else 1.0) / 2 * math.cos((2 * x + 1) * u * math.pi / 16)
+                   for x in range(8)] for u in range(8)])
+    return d
+
+
+def _float_blocks_dct(plane):
+    """float64 [64, h/8, w/8] natural-order DCT of a level-shifted plane [h, w]."""
+    d = _dct_matrix()
+    h, w = plane.shape
+    blocks = plane.reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3) - 128.0
+    coef = np.einsum("vy,ijyx,ux->ijvu", d, blocks, d)
+    return coef.reshape(h // 8, w // 8, 64).transpose(2, 0, 1)
+
+
+def test_flip_identity_on_real_crops(shared_data):
+    """Flip in the DCT domain == DCT of the mirrored crop.
+
+    Exact for the real-valued DCT (checked to 1e-9 with an independent float DCT). libjpeg's
+    *integer* DCT rounds half-way cases up (DESCALE), which is not symmetric in sign, so its
+    quantized coefficients of the mirrored crop may differ by one quantization step: at q100 that
+    happens for well under 1% of the luma coefficients and never by more than 1 (chroma adds
+    jcsample's alternating rounding bias, which also depends on the column parity).
+    """
+    from jdct_cli._decoder import forward_dct
+
+    paths, _, _ = list_images(shared_data / "imagenette-5k" / "val", 1, 4)
+    flip_all = torch.tensor([0])
+    mism, total = 0, 0
+    for p in paths:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            w, h = im.size
+        rgb = crop_rgb(p, val_box(w, h, 64), 64)
+        mirrored = np.ascontiguousarray(rgb[:, ::-1])
+        luma = lambda a: a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # noqa: E731
+        c = torch.from_numpy(_float_blocks_dct(luma(rgb)))[None]
+        flipped = dct_torch.flip_blocks_(c.clone(), flip_all)[0].numpy()
+        np.testing.assert_allclose(flipped, _float_blocks_dct(luma(mirrored)), atol=1e-9)
+        y0 = torch.from_numpy(np.moveaxis(forward_dct(rgb, 100)[0], -1, 0).copy())[None]
+        y1 = np.moveaxis(forward_dct(mirrored, 100)[0], -1, 0)
+        diff = np.abs(dct_torch.flip_blocks_(y0, flip_all)[0].numpy().astype(int) - y1)
+        assert diff.max() <= 1
+        mism += int((diff > 0).sum())
+        total += diff.size
+    assert mism / total < 0.01
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def val64(shared_data, tmp_path_factory):
+    root = shared_data / "imagenette-5k"
+    vp, vl, names = list_images(root / "val", 2, 4)
+    out = tmp_path_factory.mktemp("val64") / "s.zarr"
+    return write_store(out, {"val": (vp, vl)}, names, size=64, quality=90, chunk_samples=4, shard_samples=8), vp
+
+
+def test_rgb_reconstruction_matches_pillow(val64):
+    """Loader RGB of val samples vs Pillow's resize(round(S/0.875)) + centre crop of the source."""
+    from PIL import Image
+
+    store, paths = val64
+    ld = DCTLoader(store, "val", batch_size=3, output="rgb", normalize=False)
+    images = torch.cat([x for x, _ in ld]).numpy()
+    assert images.shape == (len(paths), 3, 64, 64) and images.min() >= 0 and images.max() <= 1
+    for got, p in zip(images, paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            r = round(64 / 0.875)
+            rw, rh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+            im = im.resize((rw, rh), Image.Resampling.BILINEAR)
+            left, top = int(round((rw - 64) / 2)), int(round((rh - 64) / 2))
+            ref = np.asarray(im.crop((left, top, left + 64, top + 64)))
+        assert psnr(got.transpose(1, 2, 0) * 255.0, ref) > 30
+
+
+def test_pixel_reconstruction_matches_libjpeg_decode(val64):
+    """Loader RGB/YCbCr vs libjpeg's own decode of the same coefficients (islow IDCT, fancy upsampling)."""
+    from jdct_cli._decoder import decode, encode
+
+    store, paths = val64
+    data = read_split(store, "val")
+    rgb = torch.cat([x for x, _ in DCTLoader(store, "val", batch_size=8, output="rgb", normalize=False)]).numpy()
+    for i, p in enumerate(paths):
+        crop = crop_rgb(p, tuple(data["box"][0, i]), 64)
+        ref, _ = decode(encode(crop, 90, "4:2:0"))
+        assert psnr(rgb[i].transpose(1, 2, 0) * 255.0, ref) > 40
+    # YCbCr planes: Y exactly the IDCT of the luma coefficients (no upsampling involved).
+    ycc = torch.cat([x for x, _ in DCTLoader(store, "val", batch_size=8, output="ycbcr", normalize=False)]).numpy()
+    d = _dct_matrix()
+    q = np.array(json.loads((store / "zarr.json").read_text())["attributes"]["jdct"]["quant_tables"]["luma"])
+    coef = data["y"][0, 0].astype(np.float64) * q.reshape(64, 1, 1)
+    blocks = coef.transpose(1, 2, 0).reshape(8, 8, 8, 8)
+    pix = np.einsum("vy,ijvu,ux->ijyx", d, blocks, d).transpose(0, 2, 1, 3).reshape(64, 64) + 128
+    np.testing.assert_allclose(ycc[0, 0] * 255.0, np.clip(pix, 0, 255), atol=1e-3)
+
+
+def test_dequantize_and_normalize_statistics(tiny):
+    data = read_split(tiny, "train")
+    meta = json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"]
+    lq = np.array(meta["quant_tables"]["luma"], dtype=np.float64).reshape(64, 1, 1)
+    raw = DCTLoader(tiny, "train", batch_size=16, shuffle=False, flip=False, normalize=False, drop_last=False)
+    (y, _, _), _ = next(iter(raw))
+    np.testing.assert_array_equal(y[0].numpy(), data["y"][0, 0] * lq)
+    # The store's stats cover every valid sample of both views: a pass over both epochs standardizes exactly.
+    ld = DCTLoader(tiny, "train", batch_size=16, shuffle=False, flip=False, normalize=True, drop_last=False)
+    sums = {k: [] for k in ("y", "cb", "cr")}
+    for epoch in (0, 1):
+        ld.set_epoch(epoch)
+        for (y, cb, cr), labels in ld:
+            for k, t in zip(("y", "cb", "cr"), (y, cb, cr)):
+                sums[k].append(t.double())
+    for k in sums:
+        x = torch.cat(sums[k])
+        assert x.shape[0] == 2 * (45 - len(FAILED))
+        mean = x.mean(dim=(0, 2, 3)).numpy()
+        std = x.std(dim=(0, 2, 3), unbiased=False).numpy()
+        varying = np.array(meta["stats"][k]["std"]) > 1e-6
+        np.testing.assert_allclose(mean, 0, atol=1e-4)
+        np.testing.assert_allclose(std[varying], 1, atol=1e-4)
+
+
+def test_pixel_stats_from_coefficients_by_parseval(tiny):
+    """The YCbCr normalization constants equal the pixel statistics of the IDCT'd planes."""
+    data = read_split(tiny, "train")
+    meta = json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"]
+    ok = data["label"] >= 0
+    coef = data["y"][ok].astype(np.float64) * np.array(meta["quant_tables"]["luma"]).reshape(1, 64, 1, 1)
+    d = _dct_matrix()
+    n, _, h, w = coef.shape
+    blocks = coef.transpose(0, 2, 3, 1).reshape(n, h, w, 8, 8)
+    pix = np.einsum("vy,nijvu,ux->nijyx", d, blocks, d) + 128
+    mean, std = dct_torch.plane_stats_from_coefficients(meta["stats"]["y"]["mean"], meta["stats"]["y"]["std"])
+    assert mean == pytest.approx(pix.mean(), rel=1e-9)
+    assert std == pytest.approx(pix.std(), rel=1e-9)
+
+
+def test_clear_errors(tiny, tmp_path, shared_data):
+    with pytest.raises(StoreError, match="no split 'test'"):
+        DCTLoader(tiny, "test", batch_size=4)
+    with pytest.raises(SourceNotFoundError):
+        DCTLoader(tmp_path / "nothing.zarr", batch_size=4)
+    paths, labels, names = list_images(shared_data / "tiny-imagenet-20" / "val", 2, 2)
+    inc = write_store(tmp_path / "inc.zarr", {"val": (paths, labels)}, names, size=16, write_attrs=False)
+    with pytest.raises(IncompleteStoreError, match="incomplete"):
+        DCTLoader(inc, "val", batch_size=2)
+    v2 = write_store(tmp_path / "v2.zarr", {"val": (paths, labels)}, names, size=16, format_version=2)
+    with pytest.raises(StoreVersionError, match="version 2"):
+        DCTLoader(v2, "val", batch_size=2)
+    with pytest.raises(ConfigError, match="output"):
+        DCTLoader(tiny, "train", batch_size=4, output="bgr")
+    with pytest.raises(ConfigError, match="rank"):
+        DCTLoader(tiny, "train", batch_size=4, rank=2, world_size=2)
+    with pytest.raises(ConfigError, match="drop_last"):
+        DCTLoader(tiny, "val", batch_size=64, drop_last=True)
+
+
+def _child_iterate(store, q):
+    torch.set_num_threads(1)  # what DataLoader workers do: OpenMP pools do not survive fork
+    ld = DCTLoader(store, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
+    q.put([labels.tolist() for _, labels in ld])
+
+
+def test_fork_and_concurrent_loaders(tiny):
+    ld = DCTLoader(tiny, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
+    expected = [labels.tolist() for _, labels in ld]  # the parent has used zarr before forking
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_child_iterate, args=(tiny, q))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "loader deadlocked in a forked child"
+    assert child.exitcode == 0 and q.get(timeout=5) == expected
+    # Two loaders iterating at once in one process (and a third on another thread) give the same batches.
+    a = DCTLoader(tiny, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
+    b = DCTLoader(tiny, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
+    other = []
+    t = threading.Thread(target=lambda: other.extend(lab.tolist() for _, lab in
+                                                     DCTLoader(tiny, "val", batch_size=8)))
+    t.start()
+    pairs = [(la.tolist(), lb.tolist()) for (_, la), (_, lb) in zip(a, b)]
+    t.join(timeout=60)
+    assert [p[0] for p in pairs] == expected and [p[1] for p in pairs] == expected
+    assert sum(len(x) for x in other) == 20
+
+
+def test_early_break_stops_reader_threads(tiny):
+    before = {t.name for t in threading.enumerate()}
+    ld = DCTLoader(tiny, "train", batch_size=4, threads=2)
+    for _ in ld:
+        break
+    leftover = [t for t in threading.enumerate() if t.name.startswith("jdct-") and t.name not in before]
+    for t in leftover:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in leftover)
