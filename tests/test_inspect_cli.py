@@ -251,7 +251,7 @@ def test_json_list_keeps_good_documents_when_some_fail(shared_data):
 def test_directory_goes_to_the_store_inspector(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: {tmp_path}")
+    assert result.stderr.startswith(f"Error: {tmp_path}: not a Zarr v3 store")
     assert "Traceback" not in result.output
 
 
