@@ -1,0 +1,304 @@
+"""jdct convert / verify / inspect STORE on real JPEGs from ../shared/data (tiny stores: size 32-64).
+
+References are independent of jdct's pipeline: Pillow decodes, resizes and crops in the tests,
+the folder of each file gives its expected label, hashes compare whole arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from jdct_cli.convert import ConvertOptions, convert
+from jdct_cli.dct import psnr, reconstruct
+from jdct_cli.store import ALL_ARRAYS, read_metadata
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = dict(chunk_samples=4, shard_samples=8)
+
+
+def _link_tree(dst: Path, src_root: Path, split_classes: dict, per_class: int) -> Path:
+    """Symlink the first ``per_class`` files of each class folder: dst/<split>/<class>/<file>."""
+    for split, classes in split_classes.items():
+        for cls in classes:
+            files = sorted((src_root / split / cls).iterdir())[:per_class]
+            (dst / split / cls).mkdir(parents=True)
+            for f in files:
+                (dst / split / cls / f.name).symlink_to(f)
+    return dst
+
+
+def _hashes(store: Path) -> dict:
+    """sha256 of every array of every split (values, shape and dtype)."""
+    g = zarr.open_group(str(store), mode="r")
+    out = {}
+    for split in read_metadata(store).splits:
+        for a in ALL_ARRAYS:
+            arr = g[f"{split}/{a}"][...]
+            out[f"{split}/{a}"] = hashlib.sha256(arr.tobytes() + str((arr.shape, arr.dtype)).encode()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_tree(shared_data, tmp_path_factory):
+    """tiny-imagenet-20 slice: 3 classes x 6 train, 3 classes x 4 val (64x64 JPEGs)."""
+    root = shared_data / "tiny-imagenet-20"
+    classes = sorted(p.name for p in (root / "train").iterdir())[:3]
+    return _link_tree(tmp_path_factory.mktemp("tiny"), root, {"train": classes, "val": classes}, 6)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "tiny.zarr"
+    summary = convert(tiny_tree, out, options=ConvertOptions(size=32, views=2, seed=7, **SMALL), workers=1)
+    return out, summary
+
+
+@pytest.mark.shared
+def test_shapes_dtypes_labels_and_metadata(tiny_tree, tiny_store):
+    import jsonschema
+
+    out, summary = tiny_store
+    info = read_metadata(out)
+    jsonschema.validate(info.meta, json.loads((REPO / "schemas/store.v1.schema.json").read_text()))
+    assert info.classes == sorted(p.name for p in (tiny_tree / "train").iterdir())
+    g = zarr.open_group(str(out), mode="r")  # plain zarr, no jdct
+    for split, views in (("train", 2), ("val", 1)):
+        sp = info.split(split)
+        n = sp["num_samples"]
+        assert n == 18 and sp["views"] == views
+        assert g[f"{split}/y"].shape == (views, n, 64, 4, 4) and g[f"{split}/y"].dtype == np.int16
+        assert g[f"{split}/cb"].shape == (views, n, 64, 2, 2) and g[f"{split}/cr"].dtype == np.int16
+        assert g[f"{split}/label"].dtype == np.int32 and g[f"{split}/image"].dtype == np.int32
+        assert g[f"{split}/box"].shape == (views, n, 4) and g[f"{split}/box"].dtype == np.float32
+        labels, images = g[f"{split}/label"][...], g[f"{split}/image"][...]
+        for v in range(views):
+            assert sorted(images[v]) == list(range(n))  # each file once per view
+            for lab, img in zip(labels[v], images[v]):
+                folder = sp["files"][img].split("/")[1]  # <split>/<class>/<file>
+                assert info.classes[lab] == folder
+        # samples are shuffled: a contiguous run mixes classes
+        assert len(set(labels[0][:6])) > 1
+    train_boxes = g["train/box"][...]
+    assert not np.array_equal(train_boxes[0], train_boxes[1][np.argsort(g["train/image"][1])][
+        np.argsort(np.argsort(g["train/image"][0]))]), "views must be augmented independently"
+    assert summary["converted"] == 36 and summary["failed"] == 0
+    # the statistics are those of the stored train coefficients
+    y = g["train/y"][...].astype(np.float64) * np.asarray(info.meta["quant_tables"]["luma"]).reshape(64, 1, 1)
+    mean = y.transpose(2, 0, 1, 3, 4).reshape(64, -1).mean(axis=1)
+    np.testing.assert_allclose(info.meta["stats"]["y"]["mean"], mean, rtol=1e-9, atol=1e-9)
+
+
+def _pillow_val_reference(path: Path, size: int) -> np.ndarray:
+    """torchvision's val recipe, written here with Pillow: Resize(round(size/0.875)) + CenterCrop."""
+    r = int(round(size / 0.875))
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        new = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+        im = im.resize(new, Image.Resampling.BILINEAR)
+        left, top = int(round((new[0] - size) / 2)), int(round((new[1] - size) / 2))
+        return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
+@pytest.mark.shared
+def test_val_samples_reconstruct_to_pillow_reference(shared_data, tmp_path):
+    root = shared_data / "imagenette-5k"
+    classes = sorted(p.name for p in (root / "val").iterdir())[:2]
+    src = _link_tree(tmp_path / "src", root, {"val": classes, "train": classes[:1]}, 4)
+    out = tmp_path / "s.zarr"
+    convert(src, out, options=ConvertOptions(size=64, **SMALL), workers=1)
+    info = read_metadata(out)
+    g = zarr.open_group(str(out), mode="r")
+    q = info.meta["quant_tables"]
+    sp = info.split("val")
+    for i in range(sp["num_samples"]):
+        rec = reconstruct(g["val/y"][0, i], g["val/cb"][0, i], g["val/cr"][0, i], q["luma"], q["chroma"])
+        ref = _pillow_val_reference(src / sp["files"][int(g["val/image"][0, i])], 64)
+        assert psnr(rec, ref) > 30, sp["files"][int(g["val/image"][0, i])]
+    # train crops (DCT-scaled + ROI decoded: 224 px sources, crops >= 64 px) match Pillow on the box
+    for i in range(info.split("train")["num_samples"]):
+        x, y, w, h = (float(v) for v in g["train/box"][0, i])
+        with Image.open(src / info.split("train")["files"][int(g["train/image"][0, i])]) as im:
+            ref = np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR, box=(x, y, x + w, y + h)))
+        rec = reconstruct(g["train/y"][0, i], g["train/cb"][0, i], g["train/cr"][0, i], q["luma"], q["chroma"])
+        assert psnr(rec, ref) > 30
+
+
+@pytest.mark.shared
+def test_every_odd_jpeg_is_converted_or_recorded(shared_data, tmp_path):
+    odd = shared_data / "odd-jpegs"
+    cls = tmp_path / "src" / "odd"
+    cls.mkdir(parents=True)
+    from jdct_cli.sources import is_image_name
+
+    names = []
+    for p in sorted(odd.rglob("*")):
+        if p.is_file() and is_image_name(p.name):
+            name = p.relative_to(odd).as_posix().replace("/", "__")
+            (cls / name).symlink_to(p)
+            names.append(name)
+    out = tmp_path / "odd.zarr"
+    summary = convert(tmp_path / "src", out, options=ConvertOptions(size=32, chunk_samples=16, shard_samples=64),
+                      workers=2)
+    sp = read_metadata(out).split("train")
+    failed = {f["file"].split("/")[-1]: f for f in sp["failures"]}
+    converted = {f.split("/")[-1] for f in sp["files"]}
+    assert set(names) == converted | set(failed)
+    assert all(f["reason"] for f in failed.values())
+    assert sp["counts"]["files"] == len(names) and summary["images"] == len(names)
+    assert "variants__png_disguised.JPEG" in failed and failed["variants__png_disguised.JPEG"]["kind"] == "not-a-jpeg"
+    assert failed["jpeg-decoder__crashtest__images__max_size.jpg"]["kind"] == "too-large"
+    assert failed["libjpeg-turbo__monkey12.jpg"]["kind"] == "unsupported"
+    # CMYK, grayscale, progressive, arithmetic and tiny images do convert
+    for good in ("cameratrap__african_elephants_cmyk.jpg", "pillow__hopper_gray.jpg",
+                 "variants__ocelot_jt_arithmetic.jpg", "variants__chelsea_crop_1x1.jpg"):
+        assert good in converted and good not in failed
+    g = zarr.open_group(str(out), mode="r")
+    labels, images = g["train/label"][0], g["train/image"][0]
+    # convert-stage failures keep their slot with label -1 and zero coefficients
+    bad_slots = [i for i in range(len(images)) if sp["files"][images[i]].split("/")[-1] in failed]
+    assert all(labels[i] == -1 and not g["train/y"][0, i].any() for i in bad_slots)
+    assert (labels == -1).sum() == sp["counts"]["failed_samples"] == len(bad_slots)
+
+
+@pytest.mark.shared
+def test_same_arrays_with_one_or_two_workers(tiny_tree, tiny_store, tmp_path):
+    out2 = tmp_path / "w2.zarr"
+    convert(tiny_tree, out2, options=ConvertOptions(size=32, views=2, seed=7, **SMALL), workers=2)
+    assert _hashes(tiny_store[0]) == _hashes(out2)
+    assert read_metadata(tiny_store[0]).meta["stats"] == read_metadata(out2).meta["stats"]
+
+
+@pytest.mark.shared
+def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
+    root = shared_data / "imagenette-5k"
+    classes = sorted(p.name for p in (root / "train").iterdir())[:3]
+    src = _link_tree(tmp_path / "src", root, {"train": classes}, 30)
+    args = [str(src), "--size", "32", "--views", "3", "--chunk-samples", "2", "--shard-samples", "4",
+            "--workers", "1", "--quiet", "--exact-decode"]
+    ref = tmp_path / "ref.zarr"
+    subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(ref)] + args[1:], check=True)
+    out = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "jdct_cli", "convert", str(src), str(out)] + args[1:])
+    progress = out / ".jdct-progress"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if progress.is_dir() and any(p.name.startswith("train-v") for p in progress.iterdir()):
+            break
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL) if killed else None
+    proc.wait()
+    assert killed, "conversion finished before it could be killed"
+    with pytest.raises(Exception):
+        read_metadata(out)  # incomplete
+    done = subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(out)] + args[1:],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _hashes(ref) == _hashes(out)
+    assert read_metadata(ref).meta == read_metadata(out).meta
+
+
+@pytest.mark.shared
+def test_dask_localcluster_equals_local(tiny_tree, tiny_store, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        out = tmp_path / "dask.zarr"
+        convert(tiny_tree, out, options=ConvertOptions(size=32, views=2, seed=7, **SMALL),
+                dask_scheduler=cl.scheduler_address)
+    assert _hashes(tiny_store[0]) == _hashes(out)
+
+
+@pytest.mark.shared
+def test_verify_reports_damage_and_cli_exit_codes(tiny_tree, tmp_path):
+    from click.testing import CliRunner
+
+    from jdct_cli.cli import main
+
+    out = tmp_path / "v.zarr"
+    runner = CliRunner()
+    res = runner.invoke(main, ["convert", str(tiny_tree), str(out), "--size", "32", "--chunk-samples", "4",
+                               "--shard-samples", "8", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "converted 36 of 36 images" in res.output and "bytes/sample" in res.output
+    assert runner.invoke(main, ["verify", str(out)]).exit_code == 0
+    shard = out / "val" / "y" / "c" / "0" / "1" / "0" / "0" / "0"  # samples 8-15 of val
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    res = runner.invoke(main, ["verify", str(out), "--json"])
+    assert res.exit_code == 1
+    report = json.loads(res.output)
+    assert not report["ok"]
+    hit = [p for p in report["problems"] if p["array"] == "y" and p["split"] == "val"]
+    assert hit and 8 <= hit[0]["samples"][0] < hit[0]["samples"][1] <= 16
+    # another conversion into a complete store, or a missing source: one clear line, no traceback
+    res = runner.invoke(main, ["convert", str(tiny_tree), str(out), "--size", "32"])
+    assert res.exit_code == 1 and "Error:" in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["convert", str(tmp_path / "nope"), str(tmp_path / "x.zarr")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+
+
+@pytest.mark.shared
+def test_resume_with_other_options_is_refused(tiny_tree, tmp_path):
+    from jdct_cli.errors import ConfigError
+
+    out = tmp_path / "p.zarr"
+    convert(tiny_tree, out, options=ConvertOptions(size=32, **SMALL), workers=1)
+    # make it partial again: drop the metadata and pretend one shard is still to do
+    import shutil
+
+    shutil.rmtree(out)
+    from jdct_cli import convert as cv
+
+    plan = cv.plan_conversion(tiny_tree, out, ConvertOptions(size=32, **SMALL))
+    cv.st.create_store(out)
+    (out / ".jdct-progress").mkdir()
+    cv.st.write_json_atomic(out / ".jdct-progress" / "plan.json", plan)
+    with pytest.raises(ConfigError, match="different options"):
+        convert(tiny_tree, out, options=ConvertOptions(size=64, **SMALL), workers=1)
+
+
+@pytest.mark.shared
+def test_labels_file_for_a_flat_folder(shared_data, tmp_path):
+    root = shared_data / "tiny-imagenet-20" / "val"
+    flat = tmp_path / "src" / "val"
+    flat.mkdir(parents=True)
+    lines = []
+    for cls in sorted(p.name for p in root.iterdir())[:2]:
+        for f in sorted((root / cls).iterdir())[:3]:
+            (flat / f.name).symlink_to(f)
+            lines.append(f"{f.name},{cls}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "l.zarr"
+    convert(tmp_path / "src", out, options=ConvertOptions(size=32, **SMALL), labels=tmp_path / "labels.csv",
+            workers=1)
+    info = read_metadata(out)
+    want = dict(line.split(",") for line in lines)
+    sp = info.split("val")
+    assert [info.classes[lab] for lab in sp["file_labels"]] == [want[f.split("/")[-1]] for f in sp["files"]]
+
+
+@pytest.mark.shared
+def test_inspect_store_json_and_plot(tiny_store, tmp_path):
+    import jsonschema
+
+    from jdct_cli.store_report import inspect_store, render_store_text
+
+    doc = inspect_store(tiny_store[0], sample=2, plot=str(tmp_path / "p.png"))
+    jsonschema.validate(doc, json.loads((REPO / "schemas/store-inspect.v1.schema.json").read_text()))
+    assert doc["splits"]["train"]["arrays"]["y"]["shape"] == [2, 18, 64, 4, 4]
+    assert all(s["psnr_db"] > 30 for s in doc["samples"])
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "train: 18 samples x 2 view(s)" in render_store_text(doc)
