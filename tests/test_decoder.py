@@ -1,0 +1,454 @@
+"""The C boundary ``jdct_cli._decoder`` against independent references on real data.
+
+References: Pillow's own libjpeg decode (pixels, header facts, quant tables), libjpeg-turbo's encoder
+(``encode`` + ``read_coefficients`` for ``forward_dct``), and a float block IDCT / upsampling /
+colour conversion written here in numpy (for ``read_coefficients``).
+"""
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from jdct_cli import _decoder as dec
+from jdct_cli.errors import ImageTooLargeError, JpegError
+
+# Pillow refuses arithmetic files above one 64 KB block unless MAXBLOCK is raised (known fact).
+ImageFile.MAXBLOCK = 1 << 26
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _files(root, pattern, step=1, limit=None):
+    files = sorted(p for p in root.glob(pattern) if p.is_file())[::step]
+    return files[:limit] if limit else files
+
+
+def _odd(shared_data, rel):
+    return (shared_data / "odd-jpegs" / rel).read_bytes()
+
+
+# ----------------------------------------------------------------------------------- decode
+
+
+def test_decode_equals_pillow_on_baseline_files(shared_data):
+    """Pixel-for-pixel equality with Pillow (libjpeg islow + fancy upsampling) on real photos:
+    imagenette (4:2:0 q75 and grayscale), imagenet-originals (4:4:4/4:2:0/4:2:2/4:4:0/gray)."""
+    files = _files(shared_data / "imagenette-5k", "train/*/*.JPEG", step=40)
+    files += _files(shared_data / "imagenet-originals", "*/*.JPEG", step=4)
+    assert len(files) > 150
+    for path in files:
+        data = path.read_bytes()
+        rgb, warnings = dec.decode(data)
+        assert warnings == 0, path
+        assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+        np.testing.assert_array_equal(rgb, _pillow_rgb(data), err_msg=str(path))
+
+
+ODD_EXACT = [
+    "pillow/hopper_gray.jpg",                                  # grayscale
+    "jpeg-decoder/reftest/images/grayscale_16x24_sampling2x2.jpg",
+    "cameratrap/african_elephants_cmyk.jpg",                   # Adobe CMYK, transform 0
+    "jpeg-decoder/reftest/images/ycck.jpg",                    # YCCK, restart interval
+    "pillow/pil_sample_cmyk.jpg",
+    "jpeg-decoder/reftest/images/mozilla/jpg-cmyk-2.jpg",
+    "jpeg-decoder/reftest/images/rgb.jpg",                     # RGB colour space
+    "variants/chelsea_cjpeg_rgb_colorspace.jpg",
+    "jpeg-decoder/reftest/images/progressive3.jpg",
+    "variants/ocelot_jt_progressive.jpg",
+    "variants/chelsea_cjpeg_411.jpg",
+    "variants/chelsea_cjpeg_410.jpg",
+    "variants/chelsea_cjpeg_mixed_chroma.jpg",
+    "variants/chelsea_cjpeg_440.jpg",
+    "variants/chelsea_q90_422.jpg",
+    "variants/chelsea_cjpeg_restart_every_mcu.jpg",
+    "variants/ocelot_jt_arithmetic.jpg",
+    "variants/ocelot_jt_arithmetic_progressive.jpg",
+    "libjpeg-turbo/testimgari.jpg",
+    "pillow/hopper_16bit_qtables.jpg",
+    "jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg",
+    "variants/chelsea_crop_7x13.jpg",
+    "variants/chelsea_strip_451x1.jpg",
+    "jpeg-decoder/reftest/images/grayscale_long.jpg",
+]
+
+
+@pytest.mark.parametrize("rel", ODD_EXACT)
+def test_decode_equals_pillow_on_odd_files(shared_data, rel):
+    """Colour spaces (gray, CMYK with Adobe inversion, YCCK, RGB), odd samplings, progressive,
+    arithmetic, restart markers and tiny sizes all come out as Pillow's ``convert("RGB")``."""
+    data = _odd(shared_data, rel)
+    rgb, warnings = dec.decode(data)
+    assert warnings == 0
+    np.testing.assert_array_equal(rgb, _pillow_rgb(data))
+
+
+def test_scaled_decode_equals_pillow_draft(shared_data):
+    """``scale`` uses libjpeg's DCT scaling: Pillow's ``draft()`` asks libjpeg for the same
+    scale_denom, so both outputs must agree exactly (and have libjpeg's ceil(W/s) size)."""
+    files = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=16)
+    files += [shared_data / "odd-jpegs" / r for r in ("variants/chelsea_q90_420.jpg", "pillow/hopper_gray.jpg",
+                                                      "cameratrap/african_elephants_cmyk.jpg")]
+    compared = 0
+    for path in files:
+        data = path.read_bytes()
+        head = dec.read_header(data)
+        for s in (2, 4, 8):
+            rgb, _ = dec.decode(data, scale=s)
+            assert rgb.shape == (-(-head["height"] // s), -(-head["width"] // s), 3)
+            im = Image.open(io.BytesIO(data))
+            im.draft("RGB", (head["width"] // s, head["height"] // s))
+            if im.size != (rgb.shape[1], rgb.shape[0]):
+                continue  # Pillow picked another scale for this size request
+            np.testing.assert_array_equal(rgb, np.asarray(im.convert("RGB")), err_msg=f"{path} 1/{s}")
+            compared += 1
+    assert compared >= 30
+
+
+def test_roi_decode_is_exactly_the_region_of_the_full_decode(shared_data):
+    """``roi`` (jpeg_crop_scanline + jpeg_skip_scanlines) returns exactly the same pixels as the
+    full decode at the same scale, for random regions, all scales and the usual samplings."""
+    rng = random.Random(7)
+    files = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=12)
+    files += [shared_data / "odd-jpegs" / r for r in (
+        "variants/chelsea_q90_420.jpg", "variants/chelsea_q90_422.jpg", "variants/chelsea_cjpeg_440.jpg",
+        "variants/chelsea_cjpeg_411.jpg", "variants/chelsea_cjpeg_410.jpg", "variants/chelsea_cjpeg_mixed_chroma.jpg",
+        "variants/ocelot_jt_progressive.jpg", "pillow/hopper_gray.jpg", "jpeg-decoder/reftest/images/ycck.jpg")]
+    for path in files:
+        data = path.read_bytes()
+        for s in (1, 2, 4, 8):
+            full, _ = dec.decode(data, scale=s)
+            H, W = full.shape[:2]
+            for _ in range(3):
+                w, h = rng.randint(1, W), rng.randint(1, H)
+                x, y = rng.randint(0, W - w), rng.randint(0, H - h)
+                part, warnings = dec.decode(data, scale=s, roi=(x, y, w, h))
+                assert warnings == 0
+                assert part.shape == (h, w, 3) and part.flags.c_contiguous
+                np.testing.assert_array_equal(part, full[y:y + h, x:x + w], err_msg=f"{path} 1/{s} {(x, y, w, h)}")
+
+
+def test_roi_outside_the_image_and_bad_scale_are_refused(shared_data):
+    data = _odd(shared_data, "variants/chelsea_q90_420.jpg")
+    with pytest.raises(ValueError, match="not inside"):
+        dec.decode(data, roi=(440, 0, 20, 10))
+    with pytest.raises(ValueError, match="not inside"):
+        dec.decode(data, roi=(0, 0, 0, 10))
+    with pytest.raises(ValueError, match="scale"):
+        dec.decode(data, scale=3)
+
+
+# ------------------------------------------------------------------------------ read_header
+
+
+def test_read_header_agrees_with_pillow(shared_data):
+    """Dimensions, per-component id/sampling/quant slot (Pillow's ``im.layer``), progressive,
+    Adobe transform and the EXIF payload agree with Pillow's own marker parser."""
+    paths = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=10)
+    paths += [shared_data / "odd-jpegs" / r for r in ODD_EXACT + ["exif-orientation/Landscape_6.jpg"]]
+    for path in paths:
+        data = path.read_bytes()
+        head = dec.read_header(data)
+        im = Image.open(io.BytesIO(data))
+        assert (head["width"], head["height"]) == im.size, path
+        assert head["precision"] == 8
+        assert head["num_components"] == len(im.layer) == len(head["components"])
+        for comp, (cid, h, v, tq) in zip(head["components"], im.layer):
+            assert (comp["id"], comp["h"], comp["v"], comp["quant_table"]) == (
+                cid if isinstance(cid, int) else ord(cid), h, v, tq), path
+        assert head["progressive"] == bool(im.info.get("progressive") or im.info.get("progression")), path
+        assert head["adobe_transform"] == im.info.get("adobe_transform"), path
+        assert head["jfif"] == ("jfif" in im.info), path
+        exif = im.info.get("exif")
+        assert head["exif"] == (exif[6:] if exif else None), path
+
+
+def test_read_header_facts_on_known_files(shared_data):
+    """Facts stated by the data set's INDEX.tsv (and checked independently where Pillow can)."""
+    h = dec.read_header(_odd(shared_data, "jpeg-decoder/reftest/images/ycck.jpg"))
+    assert (h["color_space"], h["adobe_transform"], h["restart_interval"]) == ("YCCK", 2, 63)
+    h = dec.read_header(_odd(shared_data, "cameratrap/african_elephants_cmyk.jpg"))
+    assert (h["color_space"], h["adobe_transform"], h["num_components"]) == ("CMYK", 0, 4)
+    h = dec.read_header(_odd(shared_data, "jpeg-decoder/reftest/images/rgb.jpg"))
+    assert h["color_space"] == "RGB"
+    h = dec.read_header(_odd(shared_data, "variants/chelsea_cjpeg_restart_every_mcu.jpg"))
+    assert h["restart_interval"] == 1
+    for rel, progressive in (("libjpeg-turbo/testimgari.jpg", False), ("variants/ocelot_jt_arithmetic_progressive.jpg", True)):
+        h = dec.read_header(_odd(shared_data, rel))
+        assert h["arithmetic"] and h["progressive"] == progressive
+    h = dec.read_header(_odd(shared_data, "pillow/hopper_gray.jpg"))
+    assert h["color_space"] == "GRAYSCALE" and h["components"][0]["blocks_high"] == 16
+    # padded block counts: 4:2:0 luma rounds up to whole 16x16 MCUs, chroma covers ceil(W/16)
+    h = dec.read_header(_odd(shared_data, "jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg"))
+    luma, chroma = h["components"][0], h["components"][1]
+    mcus = -(-33 // (8 * luma["h"]))
+    assert (luma["blocks_wide"], chroma["blocks_wide"]) == (mcus * luma["h"], mcus * chroma["h"])
+
+
+# ------------------------------------------------------------------------ read_coefficients
+
+
+def _idct_matrix():
+    # orthonormal 8-point DCT-II basis: C[u, x] = a(u) cos((2x+1) u pi / 16)
+    u = np.arange(8)[:, None]
+    x = np.arange(8)[None, :]
+    c = np.sqrt(2 / 8) * np.cos((2 * x + 1) * u * np.pi / 16)
+    c[0] /= np.sqrt(2)
+    return c
+
+
+def _planes(components, quant):
+    """Float pixel planes (level shift undone, not clamped) of every component, padded size."""
+    c = _idct_matrix()
+    planes = []
+    for coef, q in zip(components, quant):
+        blocks = coef.astype(np.float64).reshape(*coef.shape[:2], 8, 8) * q.reshape(8, 8)
+        pix = np.einsum("vy,abvu,ux->abyx", c, blocks, c) + 128.0
+        planes.append(pix.transpose(0, 2, 1, 3).reshape(coef.shape[0] * 8, coef.shape[1] * 8))
+    return planes
+
+
+def _fancy_up2(plane, axis):
+    """libjpeg's 'fancy' (triangle) 2x upsampling along ``axis``: each output sample is 3/4 of its
+    own input sample plus 1/4 of the nearer neighbour, edges replicated (in float)."""
+    p = np.moveaxis(plane, axis, 0)
+    prev = np.concatenate([p[:1], p[:-1]])
+    nxt = np.concatenate([p[1:], p[-1:]])
+    out = np.empty((2 * p.shape[0],) + p.shape[1:])
+    out[0::2] = 0.75 * p + 0.25 * prev
+    out[1::2] = 0.75 * p + 0.25 * nxt
+    return np.moveaxis(out, 0, axis)
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return np.inf if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _reconstruct(data):
+    """RGB from read_coefficients x quant with a float IDCT, float triangle upsampling of 2x
+    subsampled chroma (cropped to its real size first, as libjpeg does) and JFIF YCbCr->RGB."""
+    head = dec.read_header(data)
+    comps, quant, _ = dec.read_coefficients(data)
+    W, H = head["width"], head["height"]
+    hmax = max(c["h"] for c in head["components"])
+    vmax = max(c["v"] for c in head["components"])
+    planes = []
+    for info, plane in zip(head["components"], _planes(comps, quant)):
+        plane = np.clip(plane, 0, 255)  # libjpeg range-limits each IDCT output sample
+        fh, fv = hmax // info["h"], vmax // info["v"]
+        plane = plane[: -(-H // fv), : -(-W // fh)]
+        for axis, f in ((0, fv), (1, fh)):
+            if f == 2:
+                plane = _fancy_up2(plane, axis)
+        planes.append(plane[:H, :W])
+    if len(planes) == 1:
+        return np.repeat(np.clip(np.rint(planes[0]), 0, 255)[..., None], 3, axis=2)
+    y, cb, cr = planes[0], planes[1] - 128, planes[2] - 128
+    rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=-1)
+    return np.clip(np.rint(rgb), 0, 255)
+
+
+@pytest.mark.parametrize("sampling", ["4:4:4", "4:2:0"])
+def test_block_idct_of_coefficients_reconstructs_pillow_decode(shared_data, sampling):
+    """read_coefficients x quant tables through an independent float pipeline reconstructs
+    Pillow's decode with PSNR > 45 dB. For 4:2:0 the chroma is upsampled with the same triangle
+    filter libjpeg's fancy upsampling uses (in float), so the remaining error is only libjpeg's
+    integer IDCT/upsampling/colour-conversion rounding, not a different filter."""
+    if sampling == "4:4:4":
+        candidates = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=3)
+    else:
+        candidates = _files(shared_data / "imagenette-5k", "val/*/*.JPEG", step=25)
+        candidates += [shared_data / "odd-jpegs/variants/chelsea_q90_420.jpg"]
+    want = (1, 1) if sampling == "4:4:4" else (2, 2)
+    checked = 0
+    for path in candidates:
+        data = path.read_bytes()
+        head = dec.read_header(data)
+        comps = head["components"]
+        if len(comps) != 3 or (comps[0]["h"], comps[0]["v"]) != want or any(
+                (c["h"], c["v"]) != (1, 1) for c in comps[1:]):
+            continue
+        psnr = _psnr(_reconstruct(data), _pillow_rgb(data))
+        assert psnr > 45, f"{path}: PSNR {psnr:.1f} dB"
+        checked += 1
+        if checked == 12:
+            break
+    assert checked >= 8
+
+
+def test_quant_tables_agree_with_pillow(shared_data):
+    """``quant[i]`` is the natural-order table of component i, as Pillow parses it from DQT."""
+    paths = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=20)
+    paths += [shared_data / "odd-jpegs" / "pillow/hopper_16bit_qtables.jpg"]
+    for path in paths:
+        data = path.read_bytes()
+        comps, quant, _ = dec.read_coefficients(data)
+        im = Image.open(io.BytesIO(data))
+        assert quant.dtype == np.uint16 and quant.shape == (len(comps), 64)
+        for i, layer in enumerate(im.layer):
+            np.testing.assert_array_equal(quant[i], np.asarray(im.quantization[layer[3]]), err_msg=str(path))
+
+
+def test_coefficients_survive_lossless_transcodes(shared_data):
+    """jpegtran's lossless transcodes (progressive, arithmetic, restart markers, optimized Huffman)
+    of the same photo carry the same quantized coefficients: read_coefficients must return the
+    same arrays through every entropy-decoding path."""
+    src = _odd(shared_data, "variants/src_ocelot_cdla.jpg")
+    ref, ref_q, _ = dec.read_coefficients(src)
+    head = dec.read_header(src)
+    hmax = max(c["h"] for c in head["components"])
+    vmax = max(c["v"] for c in head["components"])
+    # Only the blocks covering the image are data: MCU padding blocks are coded in interleaved
+    # scans but left zero by non-interleaved (progressive) ones.
+    real = [(-(-head["height"] * c["v"] // (8 * vmax)), -(-head["width"] * c["h"] // (8 * hmax)))
+            for c in head["components"]]
+    for rel in ("ocelot_jt_progressive.jpg", "ocelot_jt_arithmetic.jpg", "ocelot_jt_arithmetic_progressive.jpg",
+                "ocelot_jt_restart_2mcu.jpg", "ocelot_jt_optimized.jpg"):
+        comps, quant, warnings = dec.read_coefficients(_odd(shared_data, "variants/" + rel))
+        assert warnings == 0
+        np.testing.assert_array_equal(quant, ref_q)
+        assert len(comps) == len(ref)
+        for a, b, (bh, bw) in zip(comps, ref, real):
+            assert a.dtype == np.int16
+            np.testing.assert_array_equal(a[:bh, :bw], b[:bh, :bw], err_msg=rel)
+
+
+# ------------------------------------------------------------------------------ forward_dct
+
+
+def _crops(shared_data, n, rng):
+    """n random crops (sides multiples of 16, 16..224) of real photos decoded by Pillow."""
+    files = _files(shared_data / "imagenet-originals", "*/*.JPEG") + _files(
+        shared_data / "imagenette-5k", "train/*/*.JPEG", step=50)
+    rng.shuffle(files)
+    crops = []
+    for path in files:
+        img = np.asarray(Image.open(path).convert("RGB"))
+        H, W = img.shape[0] // 16 * 16, img.shape[1] // 16 * 16
+        if H < 16 or W < 16:
+            continue
+        h = 16 * rng.randint(1, min(H, 224) // 16)
+        w = 16 * rng.randint(1, min(W, 224) // 16)
+        y, x = rng.randint(0, img.shape[0] - h), rng.randint(0, img.shape[1] - w)
+        crops.append(np.ascontiguousarray(img[y:y + h, x:x + w]))
+        if len(crops) == n:
+            break
+    return crops
+
+
+def _assert_same_as_encoder(rgb, quality, label):
+    y, cb, cr, quant = dec.forward_dct(rgb, quality)
+    comps, ref_quant, _ = dec.read_coefficients(dec.encode(rgb, quality, "4:2:0"))
+    H, W = rgb.shape[:2]
+    assert y.shape == (H // 8, W // 8, 64) and cb.shape == cr.shape == (H // 16, W // 16, 64)
+    assert y.dtype == cb.dtype == np.int16 and quant.dtype == np.uint16
+    np.testing.assert_array_equal(quant, ref_quant, err_msg=label)
+    for name, a, b in zip("y cb cr".split(), (y, cb, cr), comps):
+        np.testing.assert_array_equal(a, b, err_msg=f"{label} {name}")
+
+
+def test_forward_dct_bit_identical_on_real_crops(shared_data):
+    """>= 300 real crops, each at quality 100 and 75: forward_dct == encode + read_coefficients."""
+    rng = random.Random(2018)
+    crops = _crops(shared_data, 320, rng)
+    assert len(crops) >= 300
+    for i, crop in enumerate(crops):
+        for quality in (100, 75):
+            _assert_same_as_encoder(crop, quality, f"crop {i} {crop.shape} q{quality}")
+
+
+@pytest.mark.parametrize("quality", [100, 95, 75, 50, 10, 1])
+def test_forward_dct_bit_identical_on_noise_and_extremes(quality):
+    """Uniform noise (worst case for rounding), flat extremes and gradients, several shapes."""
+    rng = np.random.default_rng(quality)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((16, 16), (48, 160), (224, 224))]
+    images.append(np.zeros((32, 32, 3), np.uint8))
+    images.append(np.full((32, 32, 3), 255, np.uint8))
+    ramp = np.add.outer(np.arange(64), np.arange(96)).astype(np.uint8)
+    images.append(np.ascontiguousarray(np.stack([ramp, ramp[::-1], 255 - ramp], axis=-1)))
+    chess = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
+    images.append(np.stack([chess, 255 - chess, chess], axis=-1))
+    for img in images:
+        _assert_same_as_encoder(img, quality, f"{img.shape} q{quality}")
+
+
+def test_forward_dct_rejects_bad_input():
+    with pytest.raises(ValueError, match="multiples of 16"):
+        dec.forward_dct(np.zeros((24, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="multiples of 16"):
+        dec.forward_dct(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="quality"):
+        dec.forward_dct(np.zeros((32, 32, 3), np.uint8), 0)
+
+
+def test_encode_round_trips_through_pillow():
+    """encode() writes a standard JPEG: Pillow reads it with the asked sampling, near the input."""
+    rng = np.random.default_rng(0)
+    img = np.clip(np.add.outer(np.arange(40), np.arange(56))[..., None] * 2 + rng.integers(0, 8, (40, 56, 3)), 0, 255)
+    img = img.astype(np.uint8)
+    for sub, layer_hv in (("4:2:0", (2, 2)), ("4:2:2", (2, 1)), ("4:4:4", (1, 1)), ("4:4:0", (1, 2))):
+        data = dec.encode(img, 95, sub)
+        im = Image.open(io.BytesIO(data))
+        assert im.size == (56, 40) and tuple(im.layer[0][1:3]) == layer_hv
+        assert _psnr(np.asarray(im.convert("RGB")), img) > 30
+    with pytest.raises(ValueError, match="subsampling"):
+        dec.encode(img, 90, "4:1:1")
+
+
+# ----------------------------------------------------------------------------- errors etc.
+
+
+def test_pixel_budget_refuses_before_allocation(shared_data):
+    bomb = _odd(shared_data, "jpeg-decoder/crashtest/images/max_size.jpg")
+    for fn in (dec.read_header, dec.read_coefficients, dec.decode):
+        with pytest.raises(ImageTooLargeError) as info:
+            fn(bomb)
+        assert info.value.pixels == 65535 * 65535 and info.value.max_pixels == dec.DEFAULT_MAX_PIXELS
+    data = _odd(shared_data, "variants/chelsea_q90_420.jpg")  # 451x300
+    for fn in (dec.read_header, dec.read_coefficients, dec.decode):
+        with pytest.raises(ImageTooLargeError, match="451x300"):
+            fn(data, max_pixels=451 * 300 - 1)
+        fn(data, max_pixels=451 * 300)
+
+
+def test_truncated_data_warns_or_fails_in_strict_mode(shared_data):
+    data = _odd(shared_data, "variants/ocelot_truncated_50pct.jpg")
+    comps, _, warnings = dec.read_coefficients(data)
+    assert warnings >= 1
+    _, warnings = dec.decode(data)
+    assert warnings >= 1
+    with pytest.raises(JpegError, match="Premature end of JPEG file"):
+        dec.read_coefficients(data, strict=True)
+    with pytest.raises(JpegError, match="Premature end of JPEG file"):
+        dec.decode(data, strict=True)
+    clean = _odd(shared_data, "variants/src_ocelot_cdla.jpg")
+    assert dec.read_coefficients(clean, strict=True)[2] == 0
+
+
+@pytest.mark.parametrize("rel, message", [
+    ("variants/empty.JPEG", "Empty input"),
+    ("variants/png_disguised.JPEG", "Not a JPEG file"),
+    ("variants/ocelot_truncated_in_header.jpg", "no image"),
+    ("libjpeg-turbo/monkey12.jpg", "Unsupported JPEG data precision 12"),
+])
+def test_bad_files_raise_jpeg_error_with_libjpeg_message(shared_data, rel, message):
+    data = _odd(shared_data, rel)
+    for fn in (dec.read_header, dec.read_coefficients, dec.decode):
+        with pytest.raises(JpegError, match=message):
+            fn(data)
+
+
+def test_accepts_any_buffer_and_reports_version(shared_data):
+    data = _odd(shared_data, "pillow/hopper_gray.jpg")
+    a, _ = dec.decode(data)
+    b, _ = dec.decode(bytearray(data))
+    c, _ = dec.decode(memoryview(data))
+    d, _ = dec.decode(np.frombuffer(data, np.uint8))
+    assert np.array_equal(a, b) and np.array_equal(a, c) and np.array_equal(a, d)
+    assert dec.libjpeg_version().split()[0].count(".") == 2
