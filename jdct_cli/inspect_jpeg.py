@@ -207,6 +207,12 @@ def render_text(doc: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(out: Path, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` then rename the temporary file onto ``out`` (never half a file)."""
     out = Path(out)
@@ -219,6 +225,7 @@ def _atomic_target(out: Path, writer: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get normal modes
         os.replace(tmp, out)
     except BaseException as exc:
         try:
@@ -283,7 +290,7 @@ def plot_jpeg(path: os.PathLike | str, out_png: os.PathLike | str, *, max_side: 
     fig = plt.figure(figsize=(max(3.2 * n, 6.4), 10.5), layout="constrained")
     grid = fig.add_gridspec(3, n, height_ratios=[1.5, 1, 1])
     ax = fig.add_subplot(grid[0, :])
-    ax.imshow(rgb)
+    ax.imshow(rgb, aspect=_aspect(rgb.shape))
     title = f"{Path(path).name}: {header['width']}x{header['height']}, {header['color_space']}, " \
             f"{jpeg.sampling_name(header['components'], header['color_space'])}"
     if scale > 1:
@@ -293,7 +300,7 @@ def plot_jpeg(path: os.PathLike | str, out_png: os.PathLike | str, *, max_side: 
     for i, c in enumerate(coefs):
         ax = fig.add_subplot(grid[1, i])
         dc = c[:, :, 0].astype(np.float64) * float(quant[i, 0])
-        im = ax.imshow(dc, cmap="gray", interpolation="nearest")
+        im = ax.imshow(dc, cmap="gray", interpolation="nearest", aspect=_aspect(dc.shape))
         ax.set_title(f"{names[i]} DC ({c.shape[0]}x{c.shape[1]} blocks)", fontsize=9)
         ax.axis("off")
         fig.colorbar(im, ax=ax, shrink=0.8)
@@ -302,9 +309,11 @@ def plot_jpeg(path: os.PathLike | str, out_png: os.PathLike | str, *, max_side: 
         positive = mean[mean > 0]
         norm = LogNorm(vmin=max(positive.min(), 1e-3), vmax=max(positive.max(), 1e-2)) if positive.size else None
         im = ax.imshow(np.where(mean > 0, mean, np.nan), cmap="viridis", norm=norm, interpolation="nearest")
-        ax.set_title(f"{names[i]} mean |coef| (rows v, cols u; white = 0)", fontsize=9)
+        ax.set_title(f"{names[i]} mean |coef| (white: 0)", fontsize=9)
         ax.set_xticks(range(8))
         ax.set_yticks(range(8))
+        ax.set_xlabel("u (horizontal frequency)", fontsize=7)
+        ax.set_ylabel("v (vertical frequency)", fontsize=7)
         ax.tick_params(labelsize=7)
         fig.colorbar(im, ax=ax, shrink=0.8)
 
@@ -315,6 +324,12 @@ def plot_jpeg(path: os.PathLike | str, out_png: os.PathLike | str, *, max_side: 
         return _atomic_target(Path(out_png), write)
     finally:
         plt.close(fig)
+
+
+def _aspect(shape) -> str:
+    """"equal" pixels, unless the picture is so elongated (1000x1...) that it would be invisible."""
+    h, w = shape[0], shape[1]
+    return "auto" if max(h, w) > 8 * max(1, min(h, w)) else "equal"
 
 
 def _component_names(color_space: str, n: int) -> list[str]:
