@@ -230,7 +230,7 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
         try:
             data = jpeg.read_bytes(path)
             yk, cbk, crk, bk = convert_image(data, path, train=task["train"], rng=rng, opts=opts)
-        except JdctError as exc:
+        except (JdctError, ValueError, OSError) as exc:  # bad data must never stop the other images
             failures.append(_failure(rel, exc, "convert", view))
             if task.get("fail_fast"):
                 break

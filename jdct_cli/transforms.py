@@ -89,22 +89,38 @@ def dct_scale_for(box_w: float, box_h: float, size: int) -> int:
     return 1
 
 
+#: libjpeg warnings that do not mean lost pixels (junk between markers, odd JFIF versions):
+#: decoding is retried without ``strict`` for them. Every other warning (truncation, corrupt
+#: entropy data) makes the image a recorded failure.
+BENIGN_WARNINGS = ("extraneous bytes before marker", "unknown JFIF revision")
+
+
+def _decode(data: bytes, **kwargs):
+    from . import jpeg
+    from .errors import JpegError
+
+    try:
+        return jpeg.decode(data, **kwargs)
+    except JpegError as exc:
+        if type(exc) is JpegError and any(w in exc.reason for w in BENIGN_WARNINGS):
+            return jpeg.decode(data, **{**kwargs, "strict": False})
+        raise
+
+
 def decode_region(data: bytes, width: int, height: int, box, size: int, *, exact: bool = False,
                   max_pixels: Optional[int] = None, path=None):
     """Decode the part of a JPEG that ``box`` (source pixels, stored orientation) needs.
 
     Returns ``(rgb, local_box)``: uint8 ``(h, w, 3)`` pixels and the box in those pixels' coordinates
     (floats), ready for :func:`resize_box`. ``exact`` decodes the full image at full scale.
-    Raises JpegError (libjpeg's message, naming ``path``) on corrupt or, strictly, truncated data.
+    Raises JpegError (libjpeg's message, naming ``path``) on corrupt or truncated data.
     """
-    from . import jpeg
-
     kwargs = {"strict": True, "path": path}
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
     bx, by, bw, bh = box
     if exact:
-        rgb, _ = jpeg.decode(data, **kwargs)
+        rgb, _ = _decode(data, **kwargs)
         return rgb, (bx, by, bx + bw, by + bh)
     s = dct_scale_for(bw, bh, size)
     sw, sh = -(-width // s), -(-height // s)
@@ -115,9 +131,9 @@ def decode_region(data: bytes, width: int, height: int, box, size: int, *, exact
     x1 = min(sw, int(math.ceil((bx + bw) / s)) + margin)
     y1 = min(sh, int(math.ceil((by + bh) / s)) + margin)
     if (x0, y0, x1, y1) == (0, 0, sw, sh):
-        rgb, _ = jpeg.decode(data, scale=s, **kwargs)
+        rgb, _ = _decode(data, scale=s, **kwargs)
     else:
-        rgb, _ = jpeg.decode(data, scale=s, roi=(x0, y0, x1 - x0, y1 - y0), **kwargs)
+        rgb, _ = _decode(data, scale=s, roi=(x0, y0, x1 - x0, y1 - y0), **kwargs)
     local = (bx / s - x0, by / s - y0, (bx + bw) / s - x0, (by + bh) / s - y0)
     return rgb, local
 
@@ -152,7 +168,7 @@ def crop_to_rgb(data: bytes, width: int, height: int, box, size: int, *, exact: 
     kwargs = {"strict": True, "path": path}
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
-    rgb, _ = jpeg.decode(data, scale=s, **kwargs)
+    rgb, _ = _decode(data, scale=s, **kwargs)
     rgb = jpeg.apply_orientation(rgb, orientation)
     return resize_box(rgb, (bx / s, by / s, (bx + bw) / s, (by + bh) / s), size)
 

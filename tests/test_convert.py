@@ -162,7 +162,8 @@ def test_every_odd_jpeg_is_converted_or_recorded(shared_data, tmp_path):
     assert failed["libjpeg-turbo__monkey12.jpg"]["kind"] == "unsupported"
     # CMYK, grayscale, progressive, arithmetic and tiny images do convert
     for good in ("cameratrap__african_elephants_cmyk.jpg", "pillow__hopper_gray.jpg",
-                 "variants__ocelot_jt_arithmetic.jpg", "variants__chelsea_crop_1x1.jpg"):
+                 "variants__ocelot_jt_arithmetic.jpg", "variants__chelsea_crop_1x1.jpg",
+                 "pillow__junk_jpeg_header.jpg", "jpeg-decoder__reftest__images__mjpeg.jpg"):
         assert good in converted and good not in failed
     g = zarr.open_group(str(out), mode="r")
     labels, images = g["train/label"][0], g["train/image"][0]

@@ -1,0 +1,89 @@
+"""The committed golden v1 store (tests/golden/store-v1.zarr) is read on every run, without ../shared.
+
+It proves that a v1 store stays readable by plain zarr-python and by jdct (metadata contract,
+schema, verify, inspect), and that the bytes decode to the values recorded when it was written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from jdct_cli.errors import IncompleteStoreError, StoreVersionError
+from jdct_cli.store import ALL_ARRAYS, FORMAT_VERSION, read_metadata, write_metadata
+from jdct_cli.store_report import inspect_store, verify_store
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+STORE = GOLDEN / "store-v1.zarr"
+REPO = GOLDEN.parent.parent
+
+
+def test_golden_store_reads_with_plain_zarr_and_matches_hashes():
+    expected = json.loads((GOLDEN / "store-v1.expected.json").read_text())
+    g = zarr.open_group(str(STORE), mode="r")
+    for key, want in expected["arrays"].items():
+        arr = g[key][...]
+        assert list(arr.shape) == want["shape"] and str(arr.dtype) == want["dtype"]
+        assert hashlib.sha256(arr.tobytes()).hexdigest() == want["sha256"], key
+    # every chunk carries a CRC32C codec
+    codecs = json.loads((STORE / "train" / "y" / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert [c["name"] for c in codecs["codecs"]][-1] == "crc32c"
+    assert [c["name"] for c in codecs["index_codecs"]][-1] == "crc32c"
+
+
+def test_golden_metadata_contract_and_schema():
+    import jsonschema
+
+    info = read_metadata(STORE)
+    assert info.format_version == FORMAT_VERSION == 1
+    jsonschema.validate(info.meta, json.loads((REPO / "schemas/store.v1.schema.json").read_text()))
+    sp = info.split("train")
+    g = zarr.open_group(str(STORE), mode="r")
+    labels, images = g["train/label"][0], g["train/image"][0]
+    assert sorted(images) == list(range(sp["num_samples"]))
+    assert [sp["file_labels"][i] for i in images] == list(labels)
+    # at quality 100 every quantization step is 1
+    assert info.meta["quant_tables"]["luma"] == [1] * 64
+    # the stored statistics are those of the stored coefficients (independent numpy computation)
+    y = g["train/y"][...].astype(np.float64)
+    np.testing.assert_allclose(info.meta["stats"]["y"]["std"], y.transpose(2, 0, 1, 3, 4).reshape(64, -1).std(axis=1),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_golden_verify_and_inspect(tmp_path):
+    import jsonschema
+
+    assert verify_store(STORE)["ok"]
+    doc = inspect_store(STORE, sample=1)
+    jsonschema.validate(doc, json.loads((REPO / "schemas/store-inspect.v1.schema.json").read_text()))
+    assert doc["splits"]["train"]["num_samples"] == 4 and doc["samples"][0]["psnr_db"] is None  # no source here
+    # damage a copy: verify names the array and the sample range, checksums catch it
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(STORE, copy)
+    shard = copy / "train" / "cb" / "c" / "0" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[5] ^= 0x55
+    shard.write_bytes(bytes(data))
+    report = verify_store(copy)
+    assert not report["ok"]
+    assert {(p["array"], tuple(p["samples"])) for p in report["problems"]} == {("cb", (0, 2))}
+
+
+def test_metadata_missing_or_from_the_future(tmp_path):
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(STORE, copy)
+    meta = read_metadata(copy).meta
+    write_metadata(copy, {**meta, "format_version": 99})
+    with pytest.raises(StoreVersionError):
+        read_metadata(copy)
+    group = json.loads((copy / "zarr.json").read_text())
+    del group["attributes"]["jdct"]
+    (copy / "zarr.json").write_text(json.dumps(group))
+    with pytest.raises(IncompleteStoreError):
+        read_metadata(copy)
+    assert not verify_store(copy)["ok"]
