@@ -312,3 +312,23 @@ def test_version_names_jdct_and_libjpeg():
         if "LIBJPEG_TURBO_VERSION " in text:
             version = text.split("LIBJPEG_TURBO_VERSION ")[1].split()[0]
             assert lines[1].startswith(f"libjpeg-turbo {version}")
+
+
+def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
+    from jdct_cli.inspect_jpeg import _atomic_target, dump_coefficients
+
+    out = tmp_path / "c.npz"
+    dump_coefficients(TINY, out)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+    def interrupted(tmp):  # Ctrl-C in the middle of writing
+        Path(tmp).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    before = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        _atomic_target(out, interrupted)
+    assert out.read_bytes() == before  # the previous complete file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temporary left behind
