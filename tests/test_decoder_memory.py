@@ -1,0 +1,82 @@
+"""Repeated calls through the C boundary do not grow memory.
+
+A child process makes 5,000 calls (successful decodes of several kinds, coefficient reads, the
+forward DCT and encoder, and error paths on corrupt, truncated, disguised and oversized files,
+where libjpeg longjmps out mid-decode) and reports its resident set size (/proc/self/statm) after
+500 and after 5,000 calls: a leak of even ~1 KB per call would show as several MB.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent(r"""
+    import os, sys
+    from pathlib import Path
+    import numpy as np
+    from jdct_cli import _decoder as dec
+    from jdct_cli.errors import JpegError
+
+    root = Path(sys.argv[1])
+    good = [p.read_bytes() for p in sorted((root / "imagenette-5k" / "val").glob("*/*.JPEG"))[:6]]
+    odd = root / "odd-jpegs"
+    good.append((odd / "variants/ocelot_jt_progressive.jpg").read_bytes()[:])
+    good.append((odd / "jpeg-decoder/reftest/images/ycck.jpg").read_bytes())
+    exif = (odd / "exif-orientation/Landscape_6.jpg").read_bytes()
+    bad = [(odd / r).read_bytes() for r in (
+        "variants/ocelot_truncated_50pct.jpg", "variants/ocelot_corrupt_entropy_bytes.jpg",
+        "variants/png_disguised.JPEG", "variants/empty.JPEG", "jpeg-decoder/crashtest/images/max_size.jpg",
+        "libjpeg-turbo/monkey12.jpg", "variants/ocelot_truncated_in_header.jpg")]
+    bad += [g[: len(g) // 3] for g in good[:3]]
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def call(i):
+        kind = i % 10
+        data = good[i % len(good)]
+        try:
+            if kind == 0:
+                dec.read_coefficients(data)
+            elif kind == 1:
+                dec.decode(data)
+            elif kind == 2:
+                dec.decode(data, scale=2, roi=(3, 5, 40, 30))
+            elif kind == 3:
+                dec.read_header(exif)
+            elif kind == 4:
+                dec.forward_dct(rgb, 75)
+            elif kind == 5:
+                dec.encode(rgb, 90, "4:2:2")
+            elif kind == 6:
+                dec.read_coefficients(bad[i % len(bad)], strict=True)
+            elif kind == 7:
+                dec.decode(bad[i % len(bad)], strict=True)
+            elif kind == 8:
+                dec.decode(bad[(i // 10) % len(bad)])
+            else:
+                dec.read_coefficients(data, max_pixels=100)   # budget error path
+        except JpegError:
+            pass
+
+    for i in range(500):
+        call(i)
+    after_500 = rss()
+    for i in range(500, 5000):
+        call(i)
+    print(after_500, rss())
+""")
+
+
+def test_rss_stays_flat_over_5000_calls(shared_data):
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(shared_data)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after_500, after_5000 = map(int, proc.stdout.split())
+    growth_mb = (after_5000 - after_500) / 2**20
+    assert growth_mb < 3.0, f"RSS grew by {growth_mb:.1f} MB between call 500 and call 5000"
