@@ -167,6 +167,38 @@ def inspect_bad(demo: Demo) -> None:
 # ---- later steps (convert, train, evaluate) are registered below this line ----
 
 
+@step("convert a slice of imagenette-5k into a Zarr store, inspect and verify it")
+def convert_store(demo: Demo) -> None:
+    src = demo.out / "convert-src"
+    store = demo.out / "imagenette-slice.zarr"
+    if not src.exists():
+        if demo.shared is not None and (demo.shared / "imagenette-5k").is_dir():
+            root = demo.shared / "imagenette-5k"
+            for split, per_class in (("train", 30), ("val", 10)):
+                for cls in sorted(p.name for p in (root / split).iterdir()):
+                    (src / split / cls).mkdir(parents=True)
+                    for f in sorted((root / split / cls).iterdir())[:per_class]:
+                        (src / split / cls / f.name).symlink_to(f)
+            print(f"  {_short(src)}: 30 train + 10 val images per class of imagenette-5k (symlinks)")
+        else:
+            import numpy as np
+            import skimage.data
+            from PIL import Image
+
+            for cls, names in (("animals", ("chelsea", "cat", "astronaut")), ("things", ("coffee", "rocket", "camera"))):
+                (src / cls).mkdir(parents=True)
+                for name in names:
+                    pixels = np.asarray(getattr(skimage.data, name)())
+                    Image.fromarray(pixels).convert("RGB").save(src / cls / f"{name}.jpg", quality=90)
+            print(f"  {_short(src)}: scikit-image's CC0 samples as a 2-class folder")
+    # --overwrite: a rerun of the demo converts again instead of refusing the existing store
+    demo.run_jdct("convert", src, store, "--size", "224", "--shard-samples", "128", "--chunk-samples", "32",
+                  "--overwrite")
+    demo.run_jdct("inspect", store, "--sample", "2", "--plot", demo.out / "store-samples.png", max_lines=30)
+    demo.run_jdct("verify", store)
+    demo.state["store"] = store
+
+
 def main() -> int:
     out = Path(os.environ.get("JDCT_DEMO_OUT", REPO / "demo-out")).resolve()
     out.mkdir(parents=True, exist_ok=True)

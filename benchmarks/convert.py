@@ -1,0 +1,134 @@
+"""Conversion speed and size: jdct's train transform vs a naive Pillow pipeline and vs a full libjpeg decode.
+
+All on one core, in one run, over the same files (read into memory first, so disk speed is out):
+
+- jdct: header, RandomResizedCrop box, ROI + DCT-scaled decode, Pillow bilinear resize,
+  forward_dct at q100 4:2:0 (``jdct_cli.convert.convert_image``), and separately the whole
+  ``jdct convert --workers 1`` run (with zarr compression and writes) on the same folder;
+- (a) naive: Pillow decode, the same crop box resized with Pillow (crop+resize = RandomResizedCrop),
+  Pillow encode at q100 4:2:0, ``read_coefficients``;
+- (b) bare cost of fully decoding each file with libjpeg (``_decoder.decode``, scale 1, no ROI).
+
+Targets: jdct >= 3x (a) in images/s/core, and a per-image cost no higher than (b).
+Size: store bytes per sample vs the q100 JPEG bytes of the same crops (from (a)).
+
+    python3 benchmarks/convert.py [--data ../shared/data/imagenet-originals] [--size 224] [--rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from jdct_cli import _decoder  # noqa: E402
+from jdct_cli.convert import ConvertOptions, convert, convert_image, image_rng  # noqa: E402
+from jdct_cli.errors import JdctError  # noqa: E402
+from jdct_cli.transforms import random_resized_crop_box  # noqa: E402
+
+
+def naive(data: bytes, rng: np.random.Generator, size: int) -> tuple[int, int]:
+    """Pillow decode -> RandomResizedCrop with Pillow -> Pillow q100 4:2:0 -> read_coefficients.
+    Returns (JPEG bytes of the crop, number of coefficient blocks read)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+        x, y, w, h = random_resized_crop_box(rng, im.width, im.height)
+        crop = im.resize((size, size), Image.Resampling.BILINEAR, box=(x, y, x + w, y + h))
+    buf = io.BytesIO()
+    crop.save(buf, "JPEG", quality=100, subsampling=2)
+    jpg = buf.getvalue()
+    comps, _, _ = _decoder.read_coefficients(jpg)
+    return len(jpg), sum(c.shape[0] * c.shape[1] for c in comps)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "imagenet-originals"))
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--rounds", type=int, default=2, help="repeat each measurement, keep the fastest")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N files (0 = all)")
+    args = ap.parse_args()
+    root = Path(args.data)
+    if not root.is_dir():
+        sys.exit(f"benchmark data not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg"))
+    if args.limit:
+        files = files[: args.limit]
+    blobs = [p.read_bytes() for p in files]
+    opts = ConvertOptions(size=args.size)
+    print(f"{len(files)} files from {root}, {sum(map(len, blobs)) / 1e6:.1f} MB, size {args.size}, 1 core")
+
+    def timed(fn):
+        best = float("inf")
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    def run_jdct():
+        for i, (p, d) in enumerate(zip(files, blobs)):
+            try:
+                convert_image(d, p, train=True, rng=image_rng(0, 0, 0, i), opts=opts)
+            except JdctError:
+                pass
+
+    jpeg_bytes = []
+
+    def run_naive():
+        jpeg_bytes.clear()
+        for i, d in enumerate(blobs):
+            n, _ = naive(d, image_rng(0, 0, 0, i), args.size)
+            jpeg_bytes.append(n)
+
+    def run_decode():
+        for d in blobs:
+            _decoder.decode(d)
+
+    t_decode = timed(run_decode)
+    t_jdct = timed(run_jdct)
+    t_naive = timed(run_naive)
+
+    tmp = Path(tempfile.mkdtemp(prefix="jdct-bench-"))
+    try:
+        src = tmp / "src" / "train"
+        src.mkdir(parents=True)
+        for p in files:
+            (src / p.parent.name).mkdir(exist_ok=True)
+            (src / p.parent.name / p.name).symlink_to(p.resolve())
+        t = time.perf_counter()
+        summary = convert(tmp / "src", tmp / "out.zarr", options=opts, workers=1)
+        t_e2e = time.perf_counter() - t
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    n = len(files)
+    rows = [
+        ("jdct transform (convert_image)", t_jdct),
+        ("jdct convert --workers 1 (end to end, zarr writes)", t_e2e),
+        ("(a) naive Pillow pipeline", t_naive),
+        ("(b) full libjpeg decode only", t_decode),
+    ]
+    print(f"{'pipeline':<52} {'images/s/core':>14} {'ms/image':>9}")
+    for name, t in rows:
+        print(f"{name:<52} {n / t:>14.1f} {1000 * t / n:>9.2f}")
+    print(f"speed-up vs (a): transform {t_naive / t_jdct:.2f}x, end to end {t_naive / t_e2e:.2f}x (target >= 3x)")
+    print(f"cost vs (b): transform {t_jdct / t_decode:.2f}x, end to end {t_e2e / t_decode:.2f}x of a full decode "
+          "(target <= 1x)")
+    print(f"bytes/sample: store {summary['bytes_per_sample']:.0f} (compression {summary['compression_ratio']:.2f}x vs "
+          f"raw int16) vs q100 4:2:0 JPEG of the same crops {np.mean(jpeg_bytes):.0f} "
+          f"(ratio {summary['bytes_per_sample'] / np.mean(jpeg_bytes):.2f})")
+
+
+if __name__ == "__main__":
+    main()
