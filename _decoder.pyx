@@ -267,87 +267,59 @@ cdef extern from *:
     #define JD_CBCR_OFFSET ((int32_t)128 << JD_SCALEBITS)
     #define JD_FIX16(x) ((int32_t)((x) * (1L << JD_SCALEBITS) + 0.5))
 
-    /* 8 tables of 256: R->Y, G->Y, B->Y, R->Cb, G->Cb, B->Cb (= R->Cr), G->Cr, B->Cr. The B->Cb
-       entry carries CBCR_OFFSET and rounding minus one so that Cb/Cr never reach 256. */
-    static int32_t jd_ycc_tab[8 * 256];
-    static int jd_ycc_ready = 0;
-
-    static void jd_ycc_init(void) {
-        int i;
-        if (jd_ycc_ready) return;
-        for (i = 0; i < 256; i++) {
-            jd_ycc_tab[i] = JD_FIX16(0.29900) * i;
-            jd_ycc_tab[i + 256] = JD_FIX16(0.58700) * i;
-            jd_ycc_tab[i + 512] = JD_FIX16(0.11400) * i + JD_ONE_HALF;
-            jd_ycc_tab[i + 768] = (-JD_FIX16(0.16874)) * i;
-            jd_ycc_tab[i + 1024] = (-JD_FIX16(0.33126)) * i;
-            jd_ycc_tab[i + 1280] = JD_FIX16(0.50000) * i + JD_CBCR_OFFSET + JD_ONE_HALF - 1;
-            jd_ycc_tab[i + 1536] = (-JD_FIX16(0.41869)) * i;
-            jd_ycc_tab[i + 1792] = (-JD_FIX16(0.08131)) * i;
-        }
-        jd_ycc_ready = 1;
-    }
-
     /* jfdctint.c constants: CONST_BITS 13, PASS1_BITS 2, FIX(x) = round(x * 2^13). */
     #define JD_CB 13
     #define JD_P1 2
     #define JD_DESCALE(x, n) (((x) + ((int32_t)1 << ((n) - 1))) >> (n))
+    #define JD_INLINE static inline __attribute__((always_inline))
+    /* The hot loops are written over 8 independent lanes so the compiler vectorizes them; on
+       x86-64 Linux/GCC an AVX2 clone is also built and picked at load time (ifunc). */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define JD_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define JD_CLONES
+    #endif
 
-    /* Integer islow forward DCT of one block in place; input level-shifted samples, output
-       coefficients scaled up by 8 (as libjpeg's quantizer expects). */
-    static void jd_fdct_islow(int32_t *d) {
-        int32_t t0, t1, t2, t3, t4, t5, t6, t7, t10, t11, t12, t13, z1, z2, z3, z4, z5;
+    /* One 1-D islow DCT pass over 8 lanes: in[k*8 + lane] holds sample k of lane `lane`; writes
+       out[f*8 + lane], frequency f. pass1 (the row pass) keeps PASS1_BITS extra precision; the
+       second (column) pass removes it and leaves jfdctint's overall factor of 8. */
+    JD_INLINE void jd_dct8_lanes(const int32_t *in, int32_t *out, const int pass1) {
+        const int sh = pass1 ? JD_CB - JD_P1 : JD_CB + JD_P1;
         int i;
-        for (i = 0; i < 8; i++) {            /* rows: results scaled up by 2^PASS1_BITS */
-            int32_t *p = d + 8 * i;
-            t0 = p[0] + p[7]; t7 = p[0] - p[7];
-            t1 = p[1] + p[6]; t6 = p[1] - p[6];
-            t2 = p[2] + p[5]; t5 = p[2] - p[5];
-            t3 = p[3] + p[4]; t4 = p[3] - p[4];
-            t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
-            p[0] = (t10 + t11) * (1 << JD_P1);
-            p[4] = (t10 - t11) * (1 << JD_P1);
-            z1 = (t12 + t13) * 4433;
-            p[2] = JD_DESCALE(z1 + t13 * 6270, JD_CB - JD_P1);
-            p[6] = JD_DESCALE(z1 - t12 * 15137, JD_CB - JD_P1);
+        for (i = 0; i < 8; i++) {
+            int32_t t0 = in[i] + in[56 + i], t7 = in[i] - in[56 + i];
+            int32_t t1 = in[8 + i] + in[48 + i], t6 = in[8 + i] - in[48 + i];
+            int32_t t2 = in[16 + i] + in[40 + i], t5 = in[16 + i] - in[40 + i];
+            int32_t t3 = in[24 + i] + in[32 + i], t4 = in[24 + i] - in[32 + i];
+            int32_t t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2;
+            int32_t z1, z2, z3, z4, z5;
+            if (pass1) {
+                out[i] = (t10 + t11) * (1 << JD_P1);
+                out[32 + i] = (t10 - t11) * (1 << JD_P1);
+            } else {
+                out[i] = JD_DESCALE(t10 + t11, JD_P1);
+                out[32 + i] = JD_DESCALE(t10 - t11, JD_P1);
+            }
+            z1 = (t12 + t13) * 4433;                               /* FIX(0.541196100) */
+            out[16 + i] = JD_DESCALE(z1 + t13 * 6270, sh);          /* FIX(0.765366865) */
+            out[48 + i] = JD_DESCALE(z1 - t12 * 15137, sh);         /* FIX(1.847759065) */
             z1 = t4 + t7; z2 = t5 + t6; z3 = t4 + t6; z4 = t5 + t7;
-            z5 = (z3 + z4) * 9633;
+            z5 = (z3 + z4) * 9633;                                  /* FIX(1.175875602) */
             t4 *= 2446; t5 *= 16819; t6 *= 25172; t7 *= 12299;
             z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
             z3 += z5; z4 += z5;
-            p[7] = JD_DESCALE(t4 + z1 + z3, JD_CB - JD_P1);
-            p[5] = JD_DESCALE(t5 + z2 + z4, JD_CB - JD_P1);
-            p[3] = JD_DESCALE(t6 + z2 + z3, JD_CB - JD_P1);
-            p[1] = JD_DESCALE(t7 + z1 + z4, JD_CB - JD_P1);
-        }
-        for (i = 0; i < 8; i++) {            /* columns: remove PASS1_BITS, keep the factor 8 */
-            int32_t *p = d + i;
-            t0 = p[0] + p[56]; t7 = p[0] - p[56];
-            t1 = p[8] + p[48]; t6 = p[8] - p[48];
-            t2 = p[16] + p[40]; t5 = p[16] - p[40];
-            t3 = p[24] + p[32]; t4 = p[24] - p[32];
-            t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
-            p[0] = JD_DESCALE(t10 + t11, JD_P1);
-            p[32] = JD_DESCALE(t10 - t11, JD_P1);
-            z1 = (t12 + t13) * 4433;
-            p[16] = JD_DESCALE(z1 + t13 * 6270, JD_CB + JD_P1);
-            p[48] = JD_DESCALE(z1 - t12 * 15137, JD_CB + JD_P1);
-            z1 = t4 + t7; z2 = t5 + t6; z3 = t4 + t6; z4 = t5 + t7;
-            z5 = (z3 + z4) * 9633;
-            t4 *= 2446; t5 *= 16819; t6 *= 25172; t7 *= 12299;
-            z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
-            z3 += z5; z4 += z5;
-            p[56] = JD_DESCALE(t4 + z1 + z3, JD_CB + JD_P1);
-            p[40] = JD_DESCALE(t5 + z2 + z4, JD_CB + JD_P1);
-            p[24] = JD_DESCALE(t6 + z2 + z3, JD_CB + JD_P1);
-            p[8] = JD_DESCALE(t7 + z1 + z4, JD_CB + JD_P1);
+            out[56 + i] = JD_DESCALE(t4 + z1 + z3, sh);
+            out[40 + i] = JD_DESCALE(t5 + z2 + z4, sh);
+            out[24 + i] = JD_DESCALE(t6 + z2 + z3, sh);
+            out[8 + i] = JD_DESCALE(t7 + z1 + z4, sh);
         }
     }
 
-    /* jcdctmgr.c quantizes by multiplying with a 16-bit reciprocal of (q << 3): for each entry a
-       reciprocal, a rounding correction and a total right shift, chosen so the result equals the
-       encoder's (its SIMD and C quantizers agree for divisors >= 8, which q << 3 always is). */
-    typedef struct { uint32_t recip[64]; uint32_t corr[64]; int shift[64]; } jd_divisors;
+    /* jcdctmgr.c quantizes by multiplying with a 16-bit reciprocal of (q << 3): a reciprocal, a
+       rounding correction and a shift r per entry (compute_reciprocal). The SIMD quantizer used
+       by the encoder applies the shift as ((a * recip) >> 16) * 2^(32 - r) >> 16, which equals
+       (a * recip) >> r exactly (floor of floor) for r >= 16, always true here (q << 3 >= 8). */
+    typedef struct { uint32_t recip[64]; uint32_t corr[64]; uint32_t scale[64]; } jd_divisors;
 
     static void jd_divisors_init(jd_divisors *dv, const uint16_t *q) {
         int i;
@@ -362,18 +334,29 @@ cdef extern from *:
             else fq++;
             dv->recip[i] = fq & 0xFFFF;
             dv->corr[i] = c & 0xFFFF;
-            dv->shift[i] = r;
+            dv->scale[i] = (uint32_t)1 << (32 - r);
         }
     }
 
-    static inline void jd_quantize(const int32_t *d, const jd_divisors *dv, int16_t *out) {
-        int i;
+    /* Level-shifted 8x8 block at src (row stride `stride`) -> quantized natural-order coefficients. */
+    JD_INLINE void jd_block(const uint8_t *src, size_t stride, const jd_divisors *dv, int16_t *out) {
+        int32_t a[64], b[64];
+        int x, y, i;
+        for (y = 0; y < 8; y++)                   /* transposed load: lanes are image rows */
+            for (x = 0; x < 8; x++)
+                a[x * 8 + y] = (int32_t)src[y * stride + x] - 128;
+        jd_dct8_lanes(a, b, 1);                   /* row pass: b[u*8 + y] */
+        for (y = 0; y < 8; y++)
+            for (x = 0; x < 8; x++)
+                a[y * 8 + x] = b[x * 8 + y];      /* a[y*8 + u] */
+        jd_dct8_lanes(a, b, 0);                   /* column pass: b[v*8 + u], natural order */
         for (i = 0; i < 64; i++) {
-            int32_t x = d[i];
-            /* libjpeg keeps |x| + corr in an unsigned 16-bit DCTELEM */
-            uint32_t a = (uint32_t)((x < 0 ? -x : x) + dv->corr[i]) & 0xFFFF;
-            uint32_t v = (a * dv->recip[i]) >> dv->shift[i];
-            out[i] = (int16_t)(x < 0 ? -(int32_t)v : (int32_t)v);
+            int32_t v = b[i];
+            uint32_t sign = (uint32_t)(v >> 31);  /* 0 or all ones */
+            uint32_t mag = (uint32_t)((v ^ (int32_t)sign) - (int32_t)sign);
+            uint32_t t = (((mag + dv->corr[i]) & 0xFFFF) * dv->recip[i]) >> 16;
+            t = (t * dv->scale[i]) >> 16;
+            out[i] = (int16_t)((t ^ sign) - sign);
         }
     }
 
@@ -405,40 +388,39 @@ cdef extern from *:
 
     /* rgb: H x W x 3 (row stride W*3), H and W multiples of 16. y: (H/8, W/8, 64); cb, cr:
        (H/16, W/16, 64). Returns -1 when scratch memory cannot be allocated. */
+    JD_CLONES
     static int jd_forward_dct(const uint8_t *rgb, int H, int W, const uint16_t *ql,
                               const uint16_t *qc, int16_t *y, int16_t *cb, int16_t *cr) {
         jd_divisors dl, dc;
-        int32_t blk[64];
-        int my, r, x, i, j, bx, by, cw = W / 2;
+        int my, r, x, i, bx, by, cw = W / 2;
         uint8_t *ybuf = (uint8_t *)malloc((size_t)16 * W * 3);
         uint8_t *cbf, *crf;
         if (ybuf == NULL) return -1;
         cbf = ybuf + (size_t)16 * W;
         crf = cbf + (size_t)16 * W;
-        jd_ycc_init();
         jd_divisors_init(&dl, ql);
         jd_divisors_init(&dc, qc);
         for (my = 0; my < H / 16; my++) {
-            /* colour conversion of the 16-row strip (jccolext.c rgb_ycc_convert) */
+            /* colour conversion of the 16-row strip (jccolext.c rgb_ycc_convert): the sums of
+               its table entries, computed directly; B->Cb/R->Cr carry CBCR_OFFSET and
+               ONE_HALF - 1 so that Cb/Cr never reach 256 */
             for (r = 0; r < 16; r++) {
                 const uint8_t *p = rgb + ((size_t)my * 16 + r) * W * 3;
                 uint8_t *yo = ybuf + (size_t)r * W, *bo = cbf + (size_t)r * W, *ro = crf + (size_t)r * W;
                 for (x = 0; x < W; x++) {
-                    int R = p[3 * x], G = p[3 * x + 1], B = p[3 * x + 2];
-                    yo[x] = (uint8_t)((jd_ycc_tab[R] + jd_ycc_tab[G + 256] + jd_ycc_tab[B + 512]) >> JD_SCALEBITS);
-                    bo[x] = (uint8_t)((jd_ycc_tab[R + 768] + jd_ycc_tab[G + 1024] + jd_ycc_tab[B + 1280]) >> JD_SCALEBITS);
-                    ro[x] = (uint8_t)((jd_ycc_tab[R + 1280] + jd_ycc_tab[G + 1536] + jd_ycc_tab[B + 1792]) >> JD_SCALEBITS);
+                    int32_t R = p[3 * x], G = p[3 * x + 1], B = p[3 * x + 2];
+                    yo[x] = (uint8_t)((JD_FIX16(0.29900) * R + JD_FIX16(0.58700) * G + JD_FIX16(0.11400) * B
+                                       + JD_ONE_HALF) >> JD_SCALEBITS);
+                    bo[x] = (uint8_t)((-JD_FIX16(0.16874) * R - JD_FIX16(0.33126) * G + JD_FIX16(0.50000) * B
+                                       + JD_CBCR_OFFSET + JD_ONE_HALF - 1) >> JD_SCALEBITS);
+                    ro[x] = (uint8_t)((JD_FIX16(0.50000) * R - JD_FIX16(0.41869) * G - JD_FIX16(0.08131) * B
+                                       + JD_CBCR_OFFSET + JD_ONE_HALF - 1) >> JD_SCALEBITS);
                 }
             }
-            /* luma blocks: level shift (CENTERJSAMPLE), DCT, quantize */
             for (by = 0; by < 2; by++)
-                for (bx = 0; bx < W / 8; bx++) {
-                    for (i = 0; i < 8; i++)
-                        for (j = 0; j < 8; j++)
-                            blk[8 * i + j] = (int32_t)ybuf[(size_t)(by * 8 + i) * W + bx * 8 + j] - 128;
-                    jd_fdct_islow(blk);
-                    jd_quantize(blk, &dl, y + (((size_t)my * 2 + by) * (W / 8) + bx) * 64);
-                }
+                for (bx = 0; bx < W / 8; bx++)
+                    jd_block(ybuf + (size_t)by * 8 * W + bx * 8, (size_t)W, &dl,
+                             y + (((size_t)my * 2 + by) * (W / 8) + bx) * 64);
             /* chroma: h2v2 downsampling with the alternating 1,2,1,2 bias (jcsample.c), in place
                into the first 8 rows of each full-resolution buffer, then DCT + quantize */
             for (i = 0; i < 2; i++) {
@@ -447,19 +429,11 @@ cdef extern from *:
                 for (r = 0; r < 8; r++) {
                     const uint8_t *a = c + (size_t)(2 * r) * W, *b = a + W;
                     uint8_t *o = c + (size_t)r * W;
-                    int bias = 1;
-                    for (x = 0; x < cw; x++) {
-                        o[x] = (uint8_t)((a[2 * x] + a[2 * x + 1] + b[2 * x] + b[2 * x + 1] + bias) >> 2);
-                        bias ^= 3;
-                    }
+                    for (x = 0; x < cw; x++)
+                        o[x] = (uint8_t)((a[2 * x] + a[2 * x + 1] + b[2 * x] + b[2 * x + 1] + 1 + (x & 1)) >> 2);
                 }
-                for (bx = 0; bx < W / 16; bx++) {
-                    for (r = 0; r < 8; r++)
-                        for (j = 0; j < 8; j++)
-                            blk[8 * r + j] = (int32_t)c[(size_t)r * W + bx * 8 + j] - 128;
-                    jd_fdct_islow(blk);
-                    jd_quantize(blk, &dc, out + ((size_t)my * (W / 16) + bx) * 64);
-                }
+                for (bx = 0; bx < W / 16; bx++)
+                    jd_block(c + bx * 8, (size_t)W, &dc, out + ((size_t)my * (W / 16) + bx) * 64);
             }
         }
         free(ybuf);
