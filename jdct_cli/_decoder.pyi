@@ -14,7 +14,12 @@ Conventions:
 - ``warnings`` counts libjpeg warnings (for example "Premature end of JPEG file" on truncated data);
   with ``strict=True`` the first warning raises ``JpegError`` instead.
 - ``max_pixels``: images whose header declares more than this many pixels (width*height) raise
-  ``ImageTooLargeError`` right after the header is read, before any coefficient/pixel allocation.
+  ``ImageTooLargeError`` right after the header is read, before any coefficient/pixel allocation
+  (also when libjpeg itself refuses the dimensions, e.g. 65535x65535). The coefficient buffers are
+  guarded too: more than ``4*max_pixels + 2**22`` coefficients (all components, MCU-padded) is
+  refused the same way.
+- Argument errors (``scale`` not 1/2/4/8, ``roi`` outside the output, wrong array dtype/shape,
+  ``quality`` outside 1..100) raise plain ``ValueError``.
 """
 from typing import Optional, TypedDict
 
@@ -73,7 +78,12 @@ def decode(
     ``scale``: 1, 2, 4 or 8, the output is ``ceil(W/scale) x ceil(H/scale)`` (libjpeg's DCT scaling).
     ``roi``: ``(x, y, width, height)`` in *output* (scaled) pixels; only the needed rows/columns are
     decoded (jpeg_crop_scanline / jpeg_skip_scanlines) and exactly that region is returned.
-    Grayscale, CMYK and YCCK come out as RGB (CMYK as libjpeg's Adobe-inverted convention).
+    The region is exactly ``full[y:y+h, x:x+w]`` of the full decode at that scale for valid files
+    (the crop is widened by one iMCU each side so fancy upsampling sees real neighbours; files with
+    sampling factors above 2 decode full width and are cut).
+    Grayscale, CMYK and YCCK come out as RGB. CMYK/YCCK: libjpeg's CMYK output is Adobe-inverted
+    (255 = no ink), so ``R = C*K/255`` (likewise G with M, B with Y), rounded as Pillow's
+    ``convert("RGB")`` does, which it matches exactly.
     Returns ``(rgb, warnings)``, ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
     """
 
