@@ -74,6 +74,7 @@ def atomic_write_bytes(path: os.PathLike | str, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -82,6 +83,40 @@ def atomic_write_bytes(path: os.PathLike | str, write) -> None:
     except BaseException:
         try:
             os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
+    """Make ``dst`` an atomic copy of the finished file ``src`` (a hard link when the filesystem
+    allows, else a copy), replacing ``dst`` in one rename.
+
+    ``best.pt`` is the same bytes as the ``last.pt`` just written; a hard link avoids writing a
+    ~200 MB file twice, and since ``last.pt`` is later *replaced* (new inode), ``best.pt`` keeps its
+    content.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (some network filesystems): copy
+            import shutil
+
+            atomic_write_bytes(tmp, lambda fh: shutil.copyfileobj(open(src, "rb"), fh))
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            tmp.unlink()
         except OSError:
             pass
         raise

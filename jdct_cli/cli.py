@@ -308,3 +308,228 @@ def models_command(names, as_json, size, descriptions):
         click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(render_table(doc["models"], size, descriptions))
+
+
+# ---- jdct train / eval / predict (owner: training) ----
+class _TrainProgress:
+    """Training progress events -> a tqdm bar per epoch (loss, img/s, lr) and one line per epoch."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.val_bar = None
+
+    def _close(self):
+        for bar in (self.bar, self.val_bar):
+            if bar is not None:
+                bar.close()
+        self.bar = self.val_bar = None
+
+    def __call__(self, ev: dict):
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        kind = ev["event"]
+        if kind == "start":
+            what = "resuming" if ev["resumed"] else "training"
+            click.echo(f"{what} {ev['arch']} ({ev['input_kind']} inputs) on {ev['device']} x{ev['world_size']}: "
+                       f"epoch {ev['start_epoch'] + 1}/{ev['epochs']}, {ev['steps_per_epoch']} steps/epoch, "
+                       f"global batch {ev['global_batch_size']}, base lr {ev['lr']:g} -> {ev['run_dir']}", err=True)
+        elif kind == "epoch_start":
+            self._close()
+            self.bar = tqdm(total=ev["total"], initial=ev["done"], desc=f"epoch {ev['epoch']}/{ev['epochs']}",
+                            unit="step", dynamic_ncols=True, disable=None, leave=False)
+        elif kind == "step" and self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{ev['loss']:.3f}", img_s=f"{ev['images_per_s']:.0f}", lr=f"{ev['lr']:.3g}",
+                                 refresh=False)
+        elif kind == "val_start":
+            self.val_bar = tqdm(total=ev["total"], desc="  validation", unit="batch", dynamic_ncols=True,
+                                disable=None, leave=False)
+        elif kind == "val_step" and self.val_bar is not None:
+            self.val_bar.update(1)
+        elif kind == "epoch_end":
+            self._close()
+            click.echo(f"epoch {ev['epoch']}: lr {ev['lr']:.3g}  train loss {ev['train_loss']:.4f} "
+                       f"top-1 {100 * ev['train_top1']:.2f}%  |  val loss {ev['val_loss']:.4f} "
+                       f"top-1 {100 * ev['val_top1']:.2f}% top-5 {100 * ev['val_top5']:.2f}% "
+                       f"({ev['val_samples']} samples)  |  {ev['images_per_s']:.1f} img/s, "
+                       f"{ev['epoch_time_s']:.1f} s" + ("  *best*" if ev.get("best") else ""), err=True)
+        elif kind in ("interrupted", "done"):
+            self._close()
+
+
+def _milestones(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of epochs, e.g. 30,60,80") from None
+
+
+@main.command("train")
+@click.option("--arch", metavar="NAME", help="Network to train (`jdct models` lists them).")
+@click.option("--data", metavar="STORE", type=click.Path(path_type=str), help="The jdct store (jdct convert).")
+@click.option("--out", metavar="RUN_DIR", type=click.Path(path_type=str),
+              help="Run directory: config.json, metrics.jsonl, last.pt, best.pt [default: runs/<arch>].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs [default: 90].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per process and step [default: 64].")
+@click.option("--lr", type=click.FloatRange(min=0), help="Base learning rate [default: 0.1 x global batch / 256].")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), help="SGD momentum [default: 0.9].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay [default: 1e-4].")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), help="[default: 0].")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0),
+              help="Linear warm-up length [default: 5 x epochs/90 when the global batch exceeds 256, else 0].")
+@click.option("--milestones", callback=_milestones, metavar="E1,E2,...",
+              help="Epochs where the LR is multiplied by 0.1 [default: 1/3, 2/3, 8/9 of --epochs; '' = none].")
+@click.option("--seed", type=int, help="Seed of the weights and the data order [default: 0].")
+@click.option("--device", help="cpu, cuda, cuda:N or auto [default: auto]. Under torchrun each process "
+                               "takes cuda:LOCAL_RANK.")
+@click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads per process.")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA [default: on]; ignored on CPU.")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="YAML or JSON file of these options (underscores or dashes); flags override it.")
+@click.option("--resume", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=str),
+              help="Continue the run saved in RUN_DIR exactly (step, LR, optimizer, data order).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
+@library_errors
+def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_decay, label_smoothing,
+                  warmup_epochs, milestones, seed, device, threads, amp, compile_, config_file, resume, quiet):
+    """Train a network of the zoo on a jdct store (the paper's ResNet-50 recipe).
+
+    \b
+    SGD with momentum 0.9 and weight decay 1e-4, LR 0.1 x global batch / 256, x0.1 at 1/3, 2/3
+    and 8/9 of the epochs, linear warm-up when the global batch exceeds 256. DCT networks get
+    coefficients, the pixel baselines pixels rebuilt from the same store. On CUDA: bf16
+    autocast and channels_last. Every epoch writes RUN_DIR/last.pt (best.pt on a new best val
+    top-1) and a line of RUN_DIR/metrics.jsonl. Ctrl-C saves a resumable checkpoint (exit 130).
+
+    \b
+    Examples:
+      jdct train --arch upsampling_rfa --data imagenet.zarr --out runs/ups
+      jdct train --config recipe.yaml --epochs 30 --batch-size 128
+      jdct train --resume runs/ups
+      torchrun --nproc_per_node=8 -m jdct_cli train --arch late_concat_rfa_thinner --data in.zarr
+    """
+    from .config import build_config
+    from .train import train
+
+    given = dict(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                 weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_epochs=warmup_epochs,
+                 milestones=milestones, seed=seed, device=device, threads=threads, amp=amp, compile=compile_)
+    if resume is not None:
+        if config_file is not None:
+            raise click.UsageError("--resume uses the run's saved config; drop --config")
+        config = {k: v for k, v in given.items() if v is not None}
+    else:
+        config = build_config(config_file, **given)
+    progress = _TrainProgress(quiet)
+    try:
+        result = train(config, resume=resume, progress=progress)
+    finally:
+        progress._close()
+    if result.rank != 0:
+        return
+    if result.interrupted:
+        click.echo(f"interrupted after step {result.steps}: saved {result.run_dir / 'last.pt'}; continue with\n"
+                   f"  jdct train --resume {result.run_dir}", err=True)
+        raise SystemExit(130)
+    m = result.last_metrics
+    if m is not None and not quiet:
+        best = "-" if result.best_top1 is None else f"{100 * result.best_top1:.2f}%"
+        click.echo(f"done: {result.epochs_done} epochs, {result.steps} steps; last val top-1 {100 * m['val_top1']:.2f}% "
+                   f"top-5 {100 * m['val_top5']:.2f}%, best top-1 {best}; {result.run_dir}")
+
+
+@main.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
+              help="A checkpoint (.pt) or a RUN_DIR (its last.pt).")
+@click.option("--data", required=True, type=click.Path(path_type=str), metavar="STORE", help="The jdct store.")
+@click.option("--split", default="val", show_default=True, help="Split of the store to evaluate.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[default: the training batch size].")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
+@library_errors
+def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
+    """Loss, top-1 and top-5 of a checkpoint on a split of a store.
+
+    \b
+    The same validation pass as training: every sample once, no flips, mean cross-entropy
+    without label smoothing.
+
+    \b
+    Examples:
+      jdct eval --checkpoint runs/ups/best.pt --data imagenet.zarr
+      jdct eval --checkpoint runs/ups --data imagenet.zarr --split train --json
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from .evaluate import evaluate
+
+    bar = None
+
+    def progress(ev):
+        nonlocal bar
+        if ev["event"] == "val_start":
+            bar = tqdm(total=ev["total"], desc="evaluating", unit="batch", disable=None, leave=False)
+        elif bar is not None:
+            bar.update(1)
+
+    try:
+        res = evaluate(checkpoint, data, split=split, batch_size=batch_size, device=device, threads=threads,
+                       progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        click.echo(f"{res['arch']} on {res['data']} [{res['split']}], {res['samples']} samples: "
+                   f"loss {res['loss']:.4f}  top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%")
+
+
+@main.command("predict")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
+              help="A checkpoint (.pt) or a RUN_DIR (its last.pt).")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=str), metavar="IMAGE...")
+@click.option("--direct", is_flag=True,
+              help="Feed the file's own coefficients (no decode, no re-encode) when it is 4:2:0 with "
+                   "sides multiple of 16; otherwise say why and use the val transform.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
+@library_errors
+def predict_command(checkpoint, images, direct, top_k, device, as_json):
+    """Top-5 classes with probabilities for JPEG images.
+
+    \b
+    By default each image gets the store's val transform (resize the shorter side to
+    round(S/0.875), centre-crop S, 4:2:0 coefficients at the training store's quality).
+
+    \b
+    Examples:
+      jdct predict --checkpoint runs/ups/best.pt cat.jpg dog.jpg
+      jdct predict --checkpoint runs/ups --direct --json photo.jpg
+    """
+    import json
+
+    from .evaluate import predict
+
+    res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    for i, item in enumerate(res["predictions"]):
+        if i:
+            click.echo("")
+        click.echo(f"{item['file']}  ({item['mode']})")
+        if item["note"]:
+            click.echo(f"  note: {item['note']}")
+        for rank, t in enumerate(item["top"], 1):
+            click.echo(f"  {rank}. {100 * t['probability']:6.2f}%  {t['class']}")

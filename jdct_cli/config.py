@@ -60,17 +60,17 @@ class TrainConfig:
     compile: bool = False
     train_split: str = "train"
     val_split: str = "val"
-    # Filled by resolve():
+    # Filled by resolve() (milestones too, when not given):
     world_size: Optional[int] = None
     global_batch_size: Optional[int] = None
-    milestones: Optional[list] = field(default=None)
+    milestones: Optional[list] = field(default=None)  # epochs of the x0.1 decays; None: 1/3, 2/3, 8/9
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_RESOLVED_ONLY = ("world_size", "global_batch_size", "milestones")
+_RESOLVED_ONLY = ("world_size", "global_batch_size")
 
 
 def _check_type(name: str, value: Any, source: str) -> Any:
@@ -191,6 +191,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"label smoothing must be in [0, 1), not {cfg.label_smoothing}", src)
     if cfg.warmup_epochs is not None and not 0 <= cfg.warmup_epochs <= cfg.epochs:
         raise ConfigError(f"warm-up epochs must be in [0, epochs], not {cfg.warmup_epochs}", src)
+    if cfg.milestones is not None and not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in cfg.milestones):
+        raise ConfigError(f"milestones must be epochs >= 1, not {cfg.milestones!r}", src)
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"threads must be >= 1, not {cfg.threads}", src)
 

@@ -346,14 +346,18 @@ def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathL
         raise ConfigError("no config and nothing to resume")
     cfg, payload = _prepare_config(config, resume)
     dctx = _init_dist(cfg.device)
+    stop = _StopFlag()
     try:
-        return _train(cfg, payload, dctx, progress if dctx.is_main else None)
+        # Ctrl-C from here on is a request: the loop stops after the current step and saves.
+        with stop.installed():
+            return _train(cfg, payload, dctx, progress if dctx.is_main else None, stop)
     finally:
         if dctx.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Progress) -> TrainResult:
+def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Progress,
+           stop: "_StopFlag") -> TrainResult:
     from .store import read_metadata
 
     if payload is None:
@@ -443,7 +447,6 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
 
     tb = _tensorboard(run_dir) if dctx.is_main else None
     store_facts = _store_facts(info)
-    stop = _StopFlag()
 
     def make_payload(epoch_done: int, in_epoch: bool, metrics: Optional[dict]) -> dict:
         return {
@@ -483,102 +486,102 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
     interrupted = False
     epochs_done = start_epoch
     model.train()
-    with stop.installed():
-        for epoch in range(start_epoch, cfg.epochs):
-            train_loader.set_epoch(epoch)
-            if mid_epoch:
-                train_loader.load_state_dict(payload["loader"])
-            else:
-                epoch_sums = {"loss": 0.0, "correct": 0, "count": 0}
-            mid_epoch = False
-            first_step_in_epoch = step - epoch * steps_per_epoch
-            epoch_lr = lr_at(epoch * steps_per_epoch, base_lr=cfg.lr, steps_per_epoch=steps_per_epoch,
-                             warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones)
-            emit({"event": "epoch_start", "epoch": epoch + 1, "epochs": cfg.epochs, "total": steps_per_epoch,
-                  "done": first_step_in_epoch})
-            t0 = time.perf_counter()
-            seen = 0
-            for batch in train_loader:
-                lr = lr_at(step, base_lr=cfg.lr, steps_per_epoch=steps_per_epoch,
-                           warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                inputs, labels, valid = _unpack(batch, device, channels_last)
-                with _autocast(device, amp):
-                    logits = train_model(*inputs)
-                logits = logits.float()
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-                reg = model.regularization_loss() if hasattr(model, "regularization_loss") else None
-                total_loss = loss if reg is None else loss + reg
-                if not torch.isfinite(total_loss):
-                    raise JdctError(f"the training loss became {float(total_loss)} at step {step} "
-                                    f"(lr {lr:g}); lower --lr", run_dir)
-                optimizer.zero_grad(set_to_none=True)
-                total_loss.backward()
-                optimizer.step()
-                step += 1
-                n = labels.shape[0]
-                seen += n
-                epoch_sums["loss"] += float(loss.detach()) * n
-                epoch_sums["correct"] += int((logits.detach().argmax(1) == labels).sum())
-                epoch_sums["count"] += n
-                elapsed = time.perf_counter() - t0
-                emit({"event": "step", "epoch": epoch + 1, "step": step, "loss": float(loss.detach()), "lr": lr,
-                      "images_per_s": seen * dctx.world_size / elapsed if elapsed > 0 else 0.0})
-                if _any_rank(stop.requested, device, dctx):
-                    interrupted = True
-                    break
-            if interrupted:
-                if dctx.is_main:
-                    ckpt.save_checkpoint(run_dir / "last.pt", make_payload(epoch, True, last_metrics))
-                emit({"event": "interrupted", "epoch": epoch + 1, "step": step,
-                      "checkpoint": os.fspath(run_dir / "last.pt")})
-                break
-            train_time = time.perf_counter() - t0
-            loss_sum, correct, count, seen_all = _all_reduce_sum(
-                [epoch_sums["loss"], epoch_sums["correct"], epoch_sums["count"], seen], device, dctx)
-            emit({"event": "val_start", "epoch": epoch + 1, "total": len(val_loader)})
-            val = run_validation(model, val_loader, device=device, amp=amp, channels_last=channels_last,
-                                 dctx=dctx, progress=progress)
-            epoch_time = time.perf_counter() - t0
-            metrics = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lr": epoch_lr,
-                "train_loss": loss_sum / count if count else float("nan"),
-                "train_top1": correct / count if count else 0.0,
-                "val_loss": val["loss"],
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "val_samples": val["samples"],
-                "images_per_s": seen_all / train_time if train_time > 0 else 0.0,
-                "epoch_time_s": epoch_time,
-            }
-            last_metrics = metrics
-            epochs_done = epoch + 1
-            history.append(metrics)
-            improved = best_top1 is None or val["top1"] > best_top1
-            if improved:
-                best_top1 = val["top1"]
-            if dctx.is_main:
-                with open(run_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(metrics) + "\n")
-                if tb is not None:
-                    for key, value in metrics.items():
-                        if key not in ("epoch", "step"):
-                            tb.add_scalar(key, value, epoch + 1)
-                    tb.flush()
-                last_payload = make_payload(epoch + 1, False, metrics)
-                ckpt.save_checkpoint(run_dir / "last.pt", last_payload)
-                if improved:
-                    ckpt.save_checkpoint(run_dir / "best.pt", last_payload)
-            emit({"event": "epoch_end", **metrics, "best": improved})
-            # Ctrl-C during validation: the epoch is complete and saved; stop here.
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        if mid_epoch:
+            train_loader.load_state_dict(payload["loader"])
+        else:
+            epoch_sums = {"loss": 0.0, "correct": 0, "count": 0}
+        mid_epoch = False
+        first_step_in_epoch = step - epoch * steps_per_epoch
+        epoch_lr = lr_at(epoch * steps_per_epoch, base_lr=cfg.lr, steps_per_epoch=steps_per_epoch,
+                         warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones)
+        emit({"event": "epoch_start", "epoch": epoch + 1, "epochs": cfg.epochs, "total": steps_per_epoch,
+              "done": first_step_in_epoch})
+        t0 = time.perf_counter()
+        seen = 0
+        for batch in train_loader:
+            lr = lr_at(step, base_lr=cfg.lr, steps_per_epoch=steps_per_epoch,
+                       warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs, labels, valid = _unpack(batch, device, channels_last)
+            with _autocast(device, amp):
+                logits = train_model(*inputs)
+            logits = logits.float()
+            # label -1 marks padding/failed samples (never in drop_last training batches, but be safe)
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, ignore_index=-1)
+            reg = model.regularization_loss() if hasattr(model, "regularization_loss") else None
+            total_loss = loss if reg is None else loss + reg
+            if not torch.isfinite(total_loss):
+                raise JdctError(f"the training loss became {float(total_loss)} at step {step} "
+                                f"(lr {lr:g}); lower --lr", run_dir)
+            optimizer.zero_grad(set_to_none=True)
+            total_loss.backward()
+            optimizer.step()
+            step += 1
+            n = int((labels >= 0).sum())
+            seen += n
+            epoch_sums["loss"] += float(loss.detach()) * n
+            epoch_sums["correct"] += int((logits.detach().argmax(1) == labels).sum())
+            epoch_sums["count"] += n
+            elapsed = time.perf_counter() - t0
+            emit({"event": "step", "epoch": epoch + 1, "step": step, "loss": float(loss.detach()), "lr": lr,
+                  "images_per_s": seen * dctx.world_size / elapsed if elapsed > 0 else 0.0})
             if _any_rank(stop.requested, device, dctx):
                 interrupted = True
-                emit({"event": "interrupted", "epoch": epoch + 1, "step": step,
-                      "checkpoint": os.fspath(run_dir / "last.pt")})
                 break
+        if interrupted:
+            if dctx.is_main:
+                ckpt.save_checkpoint(run_dir / "last.pt", make_payload(epoch, True, last_metrics))
+            emit({"event": "interrupted", "epoch": epoch + 1, "step": step,
+                  "checkpoint": os.fspath(run_dir / "last.pt")})
+            break
+        train_time = time.perf_counter() - t0
+        loss_sum, correct, count, seen_all = _all_reduce_sum(
+            [epoch_sums["loss"], epoch_sums["correct"], epoch_sums["count"], seen], device, dctx)
+        emit({"event": "val_start", "epoch": epoch + 1, "total": len(val_loader)})
+        val = run_validation(model, val_loader, device=device, amp=amp, channels_last=channels_last,
+                             dctx=dctx, progress=progress)
+        epoch_time = time.perf_counter() - t0
+        metrics = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": epoch_lr,
+            "train_loss": loss_sum / count if count else float("nan"),
+            "train_top1": correct / count if count else 0.0,
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "val_samples": val["samples"],
+            "images_per_s": seen_all / train_time if train_time > 0 else 0.0,
+            "epoch_time_s": epoch_time,
+        }
+        last_metrics = metrics
+        epochs_done = epoch + 1
+        history.append(metrics)
+        improved = best_top1 is None or val["top1"] > best_top1
+        if improved:
+            best_top1 = val["top1"]
+        if dctx.is_main:
+            with open(run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            if tb is not None:
+                for key, value in metrics.items():
+                    if key not in ("epoch", "step"):
+                        tb.add_scalar(key, value, epoch + 1)
+                tb.flush()
+            last_payload = make_payload(epoch + 1, False, metrics)
+            ckpt.save_checkpoint(run_dir / "last.pt", last_payload)
+            if improved:
+                ckpt.atomic_link(run_dir / "last.pt", run_dir / "best.pt")
+        emit({"event": "epoch_end", **metrics, "best": improved})
+        # Ctrl-C during validation: the epoch is complete and saved; stop here.
+        if _any_rank(stop.requested, device, dctx):
+            interrupted = True
+            emit({"event": "interrupted", "epoch": epoch + 1, "step": step,
+                  "checkpoint": os.fspath(run_dir / "last.pt")})
+            break
     if tb is not None:
         tb.close()
     result = TrainResult(run_dir=run_dir, epochs_done=epochs_done, steps=step, interrupted=interrupted, best_top1=best_top1, last_metrics=last_metrics,

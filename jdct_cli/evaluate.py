@@ -1,0 +1,261 @@
+"""``jdct eval`` and ``jdct predict``: use a trained checkpoint.
+
+- :func:`evaluate` runs the exact validation pass of training (:func:`jdct_cli.train.run_validation`)
+  on a split of a store: mean cross-entropy, top-1, top-5 over every sample once.
+- :func:`predict` classifies JPEG files. By default each file goes through the store's *val
+  transform* (resize the shorter side to round(S/0.875), centre crop S, 4:2:0 coefficients at the
+  store's quality: exactly what ``jdct convert`` stores for a val image, via
+  :func:`jdct_cli.convert.convert_image`). ``direct=True`` instead feeds the coefficients read
+  straight from the file (no decode, no re-encode: the paper's inference path) when the file is
+  4:2:0 YCbCr with sides that are multiples of 16, and otherwise falls back to the val transform,
+  saying why, in the result's ``note``.
+
+Both return plain dicts (schema ``schemas/eval.v1.schema.json``) and never print.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from .errors import CheckpointError, ConfigError, JdctError
+
+EVAL_FORMAT = "jdct-eval"
+PREDICT_FORMAT = "jdct-predict"
+FORMAT_VERSION = 1
+
+Progress = Optional[Callable[[dict], None]]
+
+
+def _load(checkpoint) -> tuple[dict, Any, str]:
+    """(payload, model in eval mode on CPU, input_kind) from a checkpoint file or RUN_DIR."""
+    from . import checkpoint as ckpt
+    from .train import _build_model
+
+    payload = ckpt.load_checkpoint(checkpoint)
+    model, kind = _build_model(payload["arch"], int(payload["num_classes"]))
+    if kind != payload["input_kind"]:
+        raise CheckpointError(
+            f"architecture {payload['arch']!r} now takes {kind!r} inputs, the checkpoint was trained on "
+            f"{payload['input_kind']!r}", checkpoint)
+    ckpt.load_model_state(model, payload, checkpoint)
+    model.eval()
+    return payload, model, kind
+
+
+def evaluate(checkpoint: os.PathLike | str, data: os.PathLike | str, *, split: str = "val",
+             batch_size: Optional[int] = None, device: str = "auto", threads: Optional[int] = None,
+             progress: Progress = None) -> dict[str, Any]:
+    """Loss, top-1 and top-5 of ``checkpoint`` on ``split`` of the store ``data``.
+
+    ``checkpoint``: a ``.pt`` file or a RUN_DIR (its ``last.pt``). ``batch_size`` defaults to the
+    training batch size. Returns {"format", "format_version", "checkpoint", "arch", "data", "split",
+    "loss", "top1", "top5", "samples"} (top-k as fractions). Raises CheckpointError, StoreError
+    (missing split, other classes), SourceNotFoundError.
+    """
+    import torch
+
+    from .store import read_metadata
+    from .train import _Dist, _loader, _resolve_device, run_validation
+
+    payload, model, kind = _load(checkpoint)
+    info = read_metadata(data)
+    info.split(split)  # StoreError naming the store when the split is absent
+    if info.classes != list(payload["classes"]):
+        raise CheckpointError(
+            f"the store's {len(info.classes)} classes differ from the {payload['num_classes']} the checkpoint "
+            "was trained on", data)
+    cfg = payload["config"]
+    dev = _resolve_device(device, 0)
+    model.to(dev)
+    on_cuda = dev.type == "cuda"
+    channels_last = bool(cfg.get("channels_last", True) and on_cuda)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    bs = int(batch_size or cfg["batch_size"])
+    if bs < 1:
+        raise ConfigError(f"batch size must be >= 1, not {bs}", "--batch-size")
+    loader = _loader(data, split, batch_size=bs, shuffle=False, seed=int(cfg.get("seed", 0)), dctx=_Dist(),
+                     threads=threads, device=dev, drop_last=False, flip=False, output=kind)
+    if progress is not None:
+        progress({"event": "val_start", "total": len(loader)})
+    val = run_validation(model, loader, device=dev, amp=bool(cfg.get("amp", True) and on_cuda),
+                         channels_last=channels_last, progress=progress)
+    return {
+        "format": EVAL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "checkpoint": os.fspath(checkpoint),
+        "arch": payload["arch"],
+        "data": os.fspath(data),
+        "split": split,
+        "loss": val["loss"],
+        "top1": val["top1"],
+        "top5": val["top5"],
+        "samples": val["samples"],
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# predict
+# ------------------------------------------------------------------------------------------------
+
+
+def direct_refusal(header: dict) -> Optional[str]:
+    """Why a JPEG's own coefficients cannot be fed to the network as they are (None when they can).
+
+    They can when the file is 3-component YCbCr 4:2:0 (Y 2x2, Cb and Cr 1x1) and both sides are
+    multiples of 16, so that the block grids are exactly (H/8, W/8) and (H/16, W/16) with no
+    padding blocks.
+    """
+    comps = header["components"]
+    if header.get("num_components") != 3 or header.get("color_space") != "YCbCr":
+        return f"it is {header.get('color_space')} with {header.get('num_components')} component(s), not YCbCr"
+    factors = [(c["h"], c["v"]) for c in comps]
+    if factors != [(2, 2), (1, 1), (1, 1)]:
+        from .jpeg import sampling_name
+
+        return f"its chroma subsampling is {sampling_name(comps, header.get('color_space'))}, not 4:2:0"
+    w, h = header["width"], header["height"]
+    if w % 16 or h % 16:
+        return f"its size {w}x{h} is not a multiple of 16 on both sides"
+    return None
+
+
+def _val_coefficients(data: bytes, path, store: dict):
+    """The store's val transform of one JPEG: int16 (64, S/8, S/8), (64, S/16, S/16) x2 and
+    the quantization tables used (uint16 (3, 64): luma, chroma, chroma)."""
+    import numpy as np
+
+    from .convert import ConvertOptions, convert_image
+    from .jpeg import STD_CHROMA_QTABLE  # noqa: F401  (import check: the JPEG layer is present)
+
+    transform = store.get("transform") or {}
+    opts = ConvertOptions(size=int(store["size"]), quality=int(store.get("quality", 100)),
+                          exif=transform.get("exif", "ignore"), exact_decode=bool(transform.get("exact_decode", False)))
+    y, cb, cr, _box = convert_image(data, path, train=False, rng=np.random.default_rng(0), opts=opts)
+    tables = store.get("quant_tables") or {}
+    quant = np.array([tables["luma"], tables["chroma"], tables["chroma"]], dtype=np.uint16)
+    return y, cb, cr, quant
+
+
+def _direct_coefficients(data: bytes, path):
+    """The file's own quantized coefficients in store layout and its quant tables (uint16 (3, 64))."""
+    import numpy as np
+
+    from . import jpeg
+
+    comps, quant, _warnings = jpeg.read_coefficients(data, path=path)
+    header = jpeg.read_header(data, path=path)
+    tables = np.stack([quant[0], quant[1], quant[2]]).astype(np.uint16)
+    del header
+    y, cb, cr = (np.moveaxis(np.asarray(c), -1, 0) for c in comps[:3])
+    return y, cb, cr, tables
+
+
+def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], *, direct: bool = False,
+            top_k: int = 5, device: str = "auto", progress: Progress = None) -> dict[str, Any]:
+    """Top-``top_k`` classes with softmax probabilities for each JPEG in ``images``.
+
+    Returns {"format": "jdct-predict", "format_version": 1, "checkpoint", "arch", "predictions":
+    [{"file", "mode": "val-transform"|"direct", "note": str|None, "top": [{"index", "class",
+    "probability"}]}]}. ``note`` says why ``direct`` fell back to the val transform. Bad files raise
+    the JPEG layer's errors (NotAJpegError, JpegError...) naming the file.
+    """
+    import torch
+
+    from . import jpeg
+    from .train import _resolve_device
+
+    if top_k < 1:
+        raise ConfigError(f"top-k must be >= 1, not {top_k}", "--top-k")
+    payload, model, kind = _load(checkpoint)
+    store = payload.get("store") or {}
+    if "size" not in store or "quant_tables" not in store:
+        raise CheckpointError("the checkpoint lacks the store facts (size, quant tables) predict needs", checkpoint)
+    classes = list(payload["classes"])
+    names = _class_names(store)
+    dev = _resolve_device(device, 0)
+    model.to(dev)
+    results = []
+    for i, image in enumerate(images):
+        path = Path(image)
+        data = jpeg.read_bytes(path)
+        mode, note = "val-transform", None
+        if direct:
+            header = jpeg.read_header(data, path=path)
+            note = direct_refusal(header)
+            if note is None:
+                mode = "direct"
+                y, cb, cr, quant = _direct_coefficients(data, path)
+            else:
+                note = f"--direct not possible: {note}; used the val transform"
+        if mode == "val-transform":
+            y, cb, cr, quant = _val_coefficients(data, path, store)
+        inputs = model_inputs(y, cb, cr, quant, kind, store, dev)
+        with torch.no_grad():
+            probs = torch.softmax(model(*inputs).float(), dim=1)[0]
+        k = min(top_k, probs.numel())
+        p, idx = probs.topk(k)
+        top = [{"index": int(j), "class": names.get(classes[int(j)], classes[int(j)]), "probability": float(q)}
+               for q, j in zip(p.tolist(), idx.tolist())]
+        results.append({"file": os.fspath(path), "mode": mode, "note": note, "top": top})
+        if progress is not None:
+            progress({"event": "predict_step", "step": i + 1, "total": len(images)})
+    return {"format": PREDICT_FORMAT, "format_version": FORMAT_VERSION, "checkpoint": os.fspath(checkpoint),
+            "arch": payload["arch"], "predictions": results}
+
+
+def _class_names(store: dict) -> dict[str, str]:
+    """wnid -> readable name when the store recorded them (classes.txt style), else {}."""
+    names = store.get("class_names")
+    return dict(names) if isinstance(names, dict) else {}
+
+
+def model_inputs(y, cb, cr, quant, kind: str, store: dict, device):
+    """Model inputs for one sample from its quantized coefficients, built as :class:`DCTLoader` does.
+
+    ``y``/``cb``/``cr``: int16 (64, h, w) store layout; ``quant``: uint16 (3, 64) tables of *these*
+    coefficients (the store's for the val transform, the file's own for ``--direct``); ``store``:
+    the checkpoint's store facts (quant tables, stats). Returns a tuple for ``model(*inputs)``:
+    (y, cb, cr) float32 [1, 64, h, w] for "dct" (dequantized, standardized with the store's
+    per-channel stats), (x,) float32 [1, 3, 8h, 8w] for "rgb"/"ycbcr" (reconstructed pixels,
+    normalized like the loader). Tests check this equals the loader's output for the same sample.
+    """
+    import numpy as np
+    import torch
+
+    from . import dct_torch
+    from .data import _MIN_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    stats = store.get("stats") or {}
+    planes = {"y": y, "cb": cb, "cr": cr}
+    tables = {"y": quant[0], "cb": quant[1], "cr": quant[2]}
+    coefs = {n: torch.as_tensor(np.asarray(p, np.int16), device=device)[None].to(torch.float32)
+             for n, p in planes.items()}
+    if kind == "dct":
+        out = []
+        for name in ("y", "cb", "cr"):
+            if name not in stats:
+                raise CheckpointError(f"the training store had no statistics for {name!r}")
+            q = np.asarray(tables[name], np.float64)
+            mean = np.asarray(stats[name]["mean"], np.float64)
+            std = np.asarray(stats[name]["std"], np.float64)
+            std = np.where(std < _MIN_STD, 1.0, std)
+            # (c*q - mean)/std as one multiply-add with float64-derived constants, as the loader does
+            scale = torch.as_tensor(q / std, dtype=torch.float32, device=device).view(1, 64, 1, 1)
+            shift = torch.as_tensor(-mean / std, dtype=torch.float32, device=device).view(1, 64, 1, 1)
+            out.append(torch.addcmul(shift, coefs[name], scale))
+        return tuple(out)
+    deq = {n: coefs[n] * torch.as_tensor(np.asarray(tables[n], np.float64), dtype=torch.float32,
+                                         device=device).view(1, 64, 1, 1) for n in planes}
+    x = dct_torch.coefficients_to_ycbcr(deq["y"], deq["cb"], deq["cr"], dct_torch.idct_matrix(torch.float32, device))
+    if kind == "rgb":
+        x = dct_torch.ycbcr_to_rgb(x)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        pairs = [dct_torch.plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"]) for n in ("y", "cb", "cr")]
+        mean = [m / 255.0 for m, _ in pairs]
+        std = [sd / 255.0 for _, sd in pairs]
+    x = x.clamp(0.0, 255.0) / 255.0
+    x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (x,)
