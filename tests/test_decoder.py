@@ -118,7 +118,9 @@ def test_roi_decode_is_exactly_the_region_of_the_full_decode(shared_data):
     files += [shared_data / "odd-jpegs" / r for r in (
         "variants/chelsea_q90_420.jpg", "variants/chelsea_q90_422.jpg", "variants/chelsea_cjpeg_440.jpg",
         "variants/chelsea_cjpeg_411.jpg", "variants/chelsea_cjpeg_410.jpg", "variants/chelsea_cjpeg_mixed_chroma.jpg",
-        "variants/ocelot_jt_progressive.jpg", "pillow/hopper_gray.jpg", "jpeg-decoder/reftest/images/ycck.jpg")]
+        "variants/ocelot_jt_progressive.jpg", "pillow/hopper_gray.jpg", "jpeg-decoder/reftest/images/ycck.jpg",
+        "variants/chelsea_cjpeg_restart_every_mcu.jpg", "variants/ocelot_jt_arithmetic.jpg",
+        "cameratrap/african_elephants_cmyk.jpg", "jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg")]
     for path in files:
         data = path.read_bytes()
         for s in (1, 2, 4, 8):
