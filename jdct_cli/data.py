@@ -358,6 +358,26 @@ class DCTLoader:
         finally:
             run.close()
 
+    def host_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """The host half of an iteration, without the device step: ``(y, cb, cr, labels, flips)``.
+
+        ``y``/``cb``/``cr`` int16 ``[n, 64, ., .]`` with the flipped samples' block columns already
+        reversed (their odd-u signs are not yet changed), ``labels`` int64 ``[n]``, ``flips`` bool
+        ``[n]``. The arrays are reused buffers, valid until the next batch is requested. This is the
+        CPU work a CUDA run does per batch (it then copies these to the device); it does not
+        advance :meth:`state_dict`. Used by ``benchmarks/loader.py``.
+        """
+        plan = self.plan(self.epoch)
+        run = _EpochRun(self, plan, 0)
+        try:
+            for buf, n, labels, flips in run:
+                try:
+                    yield tuple(buf.arrays[name][:n] for name in COEFFICIENT_ARRAYS) + (labels, flips)
+                finally:
+                    buf.release(None)
+        finally:
+            run.close()
+
     def epoch_indices(self, epoch: Optional[int] = None) -> list[np.ndarray]:
         """Store sample indices of each batch this rank yields in ``epoch`` (-1 = padding); for reports."""
         plan = self.plan(epoch)
@@ -398,7 +418,7 @@ class DCTLoader:
                 std = [s / 255.0 for _, s in pairs]
             consts["pix_mean"] = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
             consts["pix_std"] = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-        consts["sign"] = torch.as_tensor(dct_torch.FLIP_SIGN, device=dev).view(1, 64, 1, 1)
+        consts["sign"] = torch.as_tensor(dct_torch.FLIP_SIGN.astype(np.float32), device=dev).view(1, 64, 1, 1)
         self._device_consts = consts
         return consts
 
@@ -406,7 +426,6 @@ class DCTLoader:
         """int16 batch in ``buf`` -> (inputs, labels) on the device; hands ``buf`` back to its pool."""
         consts = self._consts()
         planes = [buf.tensors[name][:n] for name in COEFFICIENT_ARRAYS]
-        flip_idx = np.flatnonzero(flips)
         if self.device.type == "cuda":
             stream = buf.pool.stream
             with torch.cuda.stream(stream):
@@ -421,20 +440,25 @@ class DCTLoader:
             released = True
         else:
             released = False
-        idx = torch.as_tensor(flip_idx, device=self.device)
-        for p in planes:
-            dct_torch.flip_blocks_(p, idx)
+        # Flip, second half: the block columns were reversed while gathering; negating the odd-u
+        # coefficients is folded into the per-sample dequantization scale (no extra pass).
+        flip_t = torch.as_tensor(flips, device=self.device).view(-1, 1, 1, 1)
         if self.output == "dct":
             outs = []
             for name, p in zip(COEFFICIENT_ARRAYS, planes):
                 scale, shift = consts[name]
-                x = torch.addcmul(shift, p.to(torch.float32), scale)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                scale = torch.where(flip_t, scale * consts["sign"], scale) if flips.any() else scale
+                fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+                x = torch.empty(p.shape, dtype=torch.float32, device=self.device, memory_format=fmt)
+                x.copy_(p).mul_(scale).add_(shift)  # int16 -> float, dequantize (+ standardize)
                 outs.append(x if self.dtype == torch.float32 else x.to(self.dtype))
             inputs: Any = tuple(outs)
         else:
-            deq = [p.to(torch.float32) * consts[name][0] for name, p in zip(COEFFICIENT_ARRAYS, planes)]
+            deq = []
+            for name, p in zip(COEFFICIENT_ARRAYS, planes):
+                scale = consts[name][0]
+                scale = torch.where(flip_t, scale * consts["sign"], scale) if flips.any() else scale
+                deq.append(p.to(torch.float32).mul_(scale))
             x = dct_torch.coefficients_to_ycbcr(*deq, consts["idct"])
             if self.output == "rgb":
                 x = dct_torch.ycbcr_to_rgb(x)
@@ -559,19 +583,21 @@ class _EpochRun:
             real = idx >= 0
             rows = np.flatnonzero(real)
             chunk_ids = idx[rows] // c
-            for ch in chunks_of[j].tolist():
-                data = futures[ch].result()
-                sel = rows[chunk_ids == ch]
-                local = idx[sel] - ch * c
-                for name, part in zip(COEFFICIENT_ARRAYS, data):
-                    buf.arrays[name][sel] = part[local]
+            flips = np.zeros(n, dtype=bool)
+            flips[rows] = plan.flips[idx[rows]]
+            chunk_data = {ch: futures[ch].result() for ch in chunks_of[j].tolist()}
+            dst = [buf.arrays[name] for name in COEFFICIENT_ARRAYS]
+            # One copy per sample straight from the chunk into the batch; for a flipped sample the
+            # copy reads the block columns backwards (the flip's reversal costs nothing extra).
+            for i, ch, local, flipped in zip(rows.tolist(), chunk_ids.tolist(),
+                                             (idx[rows] % c).tolist(), flips[rows].tolist()):
+                for out, part in zip(dst, chunk_data[ch]):
+                    out[i] = part[local, :, :, ::-1] if flipped else part[local]
             pads = np.flatnonzero(~real)
             for name in COEFFICIENT_ARRAYS:
                 buf.arrays[name][pads] = 0
             labels = np.full(n, -1, dtype=np.int64)
             labels[rows] = loader._labels[plan.view, idx[rows]]
-            flips = np.zeros(n, dtype=bool)
-            flips[rows] = plan.flips[idx[rows]]
             if not self._put((buf, n, labels, flips)):
                 return
             for ch in chunks_of[j].tolist():

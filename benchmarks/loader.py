@@ -1,0 +1,175 @@
+"""Loader throughput: DCTLoader batches vs a torchvision-style JPEG pipeline, same source images, same run.
+
+    python3 benchmarks/loader.py [--source ../shared/data/imagenet-originals] [--threads 1 2]
+                                 [--size 224] [--batch-size 64] [--seconds 6] [--store STORE.zarr]
+
+Both sides deliver ready float32 batches on the CPU:
+
+- ``dct``: ``DCTLoader(output="dct")`` over a store converted from ``--source`` (``jdct convert``
+  defaults: size 224, quality 100, 1 view; converted once into a temporary folder unless
+  ``--store`` is given): chunk reads + decompression, shuffling, flip, dequantize + normalize.
+- ``reference``: what ``torchvision.datasets.ImageFolder`` + ``RandomResizedCrop(224)`` +
+  ``RandomHorizontalFlip`` + ``ToTensor`` + ``Normalize`` + default collate do, written with
+  Pillow/numpy/torch (torchvision is not installed): full Pillow decode to RGB, the same
+  RandomResizedCrop box draw as the converter, Pillow's bilinear resize of the box, flip with
+  probability 0.5, HWC uint8 -> CHW float in [0, 1] -> ImageNet normalization, ``torch.stack``.
+  ``T`` threads decode in parallel (Pillow releases the GIL while decoding and resizing).
+
+Each (pipeline, threads) runs in its own fresh process (so zarr's decompression pool and torch's
+intra-op pool get exactly ``T`` threads) for about ``--seconds`` after one warm-up batch. A third
+line, ``dct host side``, runs only the CPU half of the loader (``DCTLoader.host_batches``: chunk
+reads, shuffling, int16 batch assembly with the flip's column reversal), i.e. the CPU work per batch
+of a CUDA run, where the float conversion happens on the GPU. Reported:
+samples/s of wall time and samples per CPU-second of the process (all its threads): on a shared
+machine the latter is the honest "per core" figure. Ratios are dct / reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_SOURCE = (HERE.parent.parent / "shared" / "data" / "imagenet-originals").resolve()
+
+
+def _images(source: Path) -> list[Path]:
+    return sorted(p for p in source.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+
+
+def run_reference(source: Path, threads: int, size: int, batch: int, seconds: float) -> dict:
+    import numpy as np
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+    from PIL import Image
+
+    from jdct_cli.transforms import random_resized_crop_box
+
+    torch.set_num_threads(1)  # the T threads are the decoding threads (no OpenMP spinning in the figures)
+    paths = _images(source)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+    def sample(i: int):
+        rng = np.random.default_rng(i)
+        with Image.open(paths[i % len(paths)]) as im:
+            im = im.convert("RGB")
+            x, y, w, h = random_resized_crop_box(rng, *im.size)
+            im = im.resize((size, size), Image.Resampling.BILINEAR, box=(x, y, x + w, y + h))
+            if rng.random() < 0.5:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            t = torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float().div_(255.0)
+        return t.sub_(mean).div_(std), i % 1000
+
+    pool = ThreadPoolExecutor(threads)
+
+    def batches():
+        i = 0
+        while True:
+            items = list(pool.map(sample, range(i, i + batch)))
+            i += batch
+            yield torch.stack([t for t, _ in items]), torch.tensor([lab for _, lab in items])
+
+    return _measure(batches(), seconds)
+
+
+def run_dct(store: Path, threads: int, batch: int, seconds: float, host_only: bool = False) -> dict:
+    import torch
+    import zarr
+
+    # zarr decompresses in its own thread pool: give it exactly `threads` workers, like the loader.
+    zarr.config.set({"threading.max_workers": threads})
+    torch.set_num_threads(1)
+    from jdct_cli.data import DCTLoader
+
+    loader = DCTLoader(store, "train", batch_size=batch, threads=threads, shuffle=True, flip=True, drop_last=True)
+
+    def batches():
+        epoch = 0
+        while True:
+            loader.set_epoch(epoch)
+            if host_only:  # what a CUDA run does on the CPU: int16 batches ready to copy
+                for y, cb, cr, labels, flips in loader.host_batches():
+                    yield y, labels
+            else:
+                for (y, cb, cr), labels in loader:
+                    yield y, labels
+            epoch += 1
+
+    return _measure(batches(), seconds)
+
+
+def _measure(it, seconds: float) -> dict:
+    next(it)  # warm-up: imports, first reads, pools started
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        x, labels = next(it)
+        n += len(labels)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"samples": n, "wall_s": wall, "cpu_s": cpu, "per_s": n / wall, "per_cpu_s": n / cpu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    ap.add_argument("--store", type=Path, help="an existing store converted from --source (default: convert one)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--worker", choices=["dct", "dct-host", "reference"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker == "reference":
+        print(json.dumps(run_reference(args.source, args.threads[0], args.size, args.batch_size, args.seconds)))
+        return
+    if args.worker in ("dct", "dct-host"):
+        print(json.dumps(run_dct(args.store, args.threads[0], args.batch_size, args.seconds,
+                                 host_only=args.worker == "dct-host")))
+        return
+
+    if not args.source.is_dir():
+        sys.exit(f"source not found: {args.source} (pass --source)")
+    tmp = None
+    store = args.store
+    if store is None:
+        from jdct_cli.convert import ConvertOptions, convert
+
+        tmp = tempfile.TemporaryDirectory(prefix="jdct-bench-")
+        store = Path(tmp.name) / "bench.zarr"
+        t = time.perf_counter()
+        convert(args.source, store, options=ConvertOptions(size=args.size, views=1), workers=1)
+        print(f"converted {args.source} -> {store} in {time.perf_counter() - t:.1f} s", flush=True)
+
+    def child(kind: str, threads: int) -> dict:
+        cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--source", str(args.source),
+               "--size", str(args.size), "--batch-size", str(args.batch_size), "--seconds", str(args.seconds)]
+        if kind.startswith("dct"):
+            cmd += ["--store", str(store)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    rows = []
+    for threads in args.threads:
+        ref = child("reference", threads)
+        dct = child("dct", threads)
+        host = child("dct-host", threads)
+        rows.append({"threads": threads, "reference": ref, "dct": dct, "dct_host": host})
+        print(f"threads={threads}  reference {ref['per_s']:7.1f}/s {ref['per_cpu_s']:7.1f}/cpu-s", flush=True)
+        for name, r in (("dct (float batches on CPU)", dct), ("dct host side (int16, as for a GPU)", host)):
+            print(f"  {name:36s} {r['per_s']:7.1f}/s {r['per_cpu_s']:7.1f}/cpu-s   ratio wall "
+                  f"{r['per_s'] / ref['per_s']:5.1f}x  per core {r['per_cpu_s'] / ref['per_cpu_s']:5.1f}x", flush=True)
+    print(json.dumps({"source": str(args.source), "size": args.size, "batch_size": args.batch_size,
+                      "results": rows}))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
