@@ -21,6 +21,7 @@ cdef extern from *:
     """
     #include <setjmp.h>
     #include <stdint.h>
+    #include <stdio.h>
     #include <stdlib.h>
     #include <string.h>
     #include <jpeglib.h>
@@ -74,13 +75,29 @@ cdef extern from *:
     }
 
     /* ---------------- decompression ---------------- */
+    /* A progressive file may carry thousands of tiny scans, each re-walking the whole coefficient
+       buffer: a cheap denial of service. Real encoders write about ten; refuse more than this. */
+    #define JD_MAX_SCANS 500
+
     typedef struct {
         struct jpeg_decompress_struct d;
         jd_err e;
+        struct jpeg_progress_mgr progress;
         int created;
         jvirt_barray_ptr *coefs;
         JSAMPLE *scratch;
     } jd_dec;
+
+    /* libjpeg calls this between input steps, inside our setjmp-protected wrappers. */
+    static void jd_progress(j_common_ptr cinfo) {
+        j_decompress_ptr d = (j_decompress_ptr)cinfo;
+        jd_err *e = (jd_err *)cinfo->err;
+        if (d->input_scan_number > JD_MAX_SCANS) {
+            snprintf(e->msg, JMSG_LENGTH_MAX, "too many scans in a progressive JPEG (more than %d)",
+                     JD_MAX_SCANS);
+            longjmp(e->jb, 1);
+        }
+    }
 
     /* Create the decompressor, attach the memory source and read the header. */
     static int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int save_exif) {
@@ -93,6 +110,9 @@ cdef extern from *:
         if (setjmp(c->e.jb)) return -1;
         jpeg_create_decompress(&c->d);
         c->created = 1;
+        memset(&c->progress, 0, sizeof(c->progress));
+        c->progress.progress_monitor = jd_progress;
+        c->d.progress = &c->progress;
         jpeg_mem_src(&c->d, buf, (unsigned long)len);
         if (save_exif) jpeg_save_markers(&c->d, JPEG_APP0 + 1, 0xFFFF);
         jpeg_read_header(&c->d, TRUE);

@@ -454,3 +454,18 @@ def test_accepts_any_buffer_and_reports_version(shared_data):
     d, _ = dec.decode(np.frombuffer(data, np.uint8))
     assert np.array_equal(a, b) and np.array_equal(a, c) and np.array_equal(a, d)
     assert dec.libjpeg_version().split()[0].count(".") == 2
+
+
+def test_progressive_scan_bomb_is_refused():
+    """A progressive file whose last scan is repeated 600 times (each repeat re-walks the whole
+    coefficient buffer: a denial of service) is refused; the original file decodes."""
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    last_sos, eoi = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    bomb = data[:eoi] + data[last_sos:eoi] * 600 + data[eoi:]
+    assert dec.read_coefficients(data)[2] == 0
+    for fn in (dec.read_coefficients, dec.decode):
+        with pytest.raises(JpegError, match="too many scans"):
+            fn(bomb)
