@@ -18,6 +18,8 @@ Conventions:
   (also when libjpeg itself refuses the dimensions, e.g. 65535x65535). The coefficient buffers are
   guarded too: more than ``4*max_pixels + 2**22`` coefficients (all components, MCU-padded) is
   refused the same way.
+- Progressive files with more than 500 scans (a denial-of-service pattern; real encoders write
+  about ten) raise ``JpegError("too many scans ...")``.
 - Argument errors (``scale`` not 1/2/4/8, ``roi`` outside the output, wrong array dtype/shape,
   ``quality`` outside 1..100) raise plain ``ValueError``.
 """
