@@ -425,24 +425,30 @@ class DCTLoader:
     def _finish(self, buf: "_Buffer", n: int, labels: np.ndarray, flips: np.ndarray):
         """int16 batch in ``buf`` -> (inputs, labels) on the device; hands ``buf`` back to its pool."""
         consts = self._consts()
-        planes = [buf.tensors[name][:n] for name in COEFFICIENT_ARRAYS]
+        buf.tensors["labels"][:n] = torch.from_numpy(labels)
+        buf.tensors["flips"][:n] = torch.from_numpy(flips)
+        names = COEFFICIENT_ARRAYS + ("labels", "flips")
+        host = [buf.tensors[name][:n] for name in names]
         if self.device.type == "cuda":
+            # Everything (labels and flips included) leaves pinned memory on a side stream, so the
+            # host never waits for the training step queued on the current stream.
             stream = buf.pool.stream
             with torch.cuda.stream(stream):
-                planes = [p.to(self.device, non_blocking=True) for p in planes]
+                moved = [t.to(self.device, non_blocking=True) for t in host]
                 event = torch.cuda.Event()
                 event.record(stream)
             current = torch.cuda.current_stream(self.device)
             current.wait_stream(stream)
-            for p in planes:
-                p.record_stream(current)
+            for t in moved:
+                t.record_stream(current)
             buf.release(event)  # the pinned buffer is reused once the copy has finished
             released = True
         else:
+            moved = host[:3] + [host[3].clone(), host[4].clone()]  # labels/flips outlive the reused buffer
             released = False
+        planes, labels_t, flip_t = moved[:3], moved[3], moved[4].view(-1, 1, 1, 1)
         # Flip, second half: the block columns were reversed while gathering; negating the odd-u
         # coefficients is folded into the per-sample dequantization scale (no extra pass).
-        flip_t = torch.as_tensor(flips, device=self.device).view(-1, 1, 1, 1)
         if self.output == "dct":
             outs = []
             for name, p in zip(COEFFICIENT_ARRAYS, planes):
@@ -470,8 +476,7 @@ class DCTLoader:
             inputs = x if self.dtype == torch.float32 else x.to(self.dtype)
         if not released:
             buf.release(None)
-        lab = torch.from_numpy(labels).to(self.device, non_blocking=True)
-        return inputs, lab
+        return inputs, labels_t
 
 
 class _Buffer:
@@ -481,6 +486,9 @@ class _Buffer:
         self.pool = pool
         self.tensors = {name: torch.empty(shape, dtype=torch.int16, pin_memory=pin) for name, shape in shapes.items()}
         self.arrays = {name: t.numpy() for name, t in self.tensors.items()}
+        batch = shapes["y"][0]
+        self.tensors["labels"] = torch.empty(batch, dtype=torch.int64, pin_memory=pin)
+        self.tensors["flips"] = torch.empty(batch, dtype=torch.bool, pin_memory=pin)
         self.event = None
 
     def release(self, event) -> None:
