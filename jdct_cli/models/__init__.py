@@ -14,9 +14,10 @@ Every model has ``input_kind`` ("dct": ``model(y, cb, cr)``; "rgb"/"ycbcr": ``mo
 from __future__ import annotations
 
 from . import zoo as _zoo  # noqa: F401  (registers the networks)
-from .cost import ModelCost, count_cost, model_cost, zoo_table
+from .cost import MODELS_FORMAT_VERSION, ModelCost, count_cost, model_cost, zoo_document, zoo_table
 from .registry import INPUT_KINDS, ModelInfo, create_model, get_model_info, list_models, register_model
 from .resnet import JdctNet
 
 __all__ = ["create_model", "list_models", "get_model_info", "register_model", "ModelInfo", "INPUT_KINDS",
-           "JdctNet", "ModelCost", "count_cost", "model_cost", "zoo_table"]
+           "JdctNet", "ModelCost", "count_cost", "model_cost", "zoo_table", "zoo_document",
+           "MODELS_FORMAT_VERSION"]

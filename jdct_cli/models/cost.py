@@ -20,7 +20,12 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .registry import create_model, get_model_info, list_models
+
+#: ``jdct models --json`` document: format name and version (schemas/models.v1.schema.json).
+MODELS_FORMAT = "jdct-models"
+MODELS_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ def model_cost(name: str, size: int = 224, num_classes: int = 1000) -> ModelCost
     Raises UnknownModelError for an unknown name.
     """
     info = get_model_info(name)
+    check_size(size)
     with torch.device("meta"):
         model = create_model(name, num_classes)
         inputs = example_inputs(info.input_kind, size, 1, device="meta")
@@ -101,6 +107,13 @@ def model_cost(name: str, size: int = 224, num_classes: int = 1000) -> ModelCost
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return ModelCost(name, size, params, trainable, macs)
+
+
+def check_size(size: int) -> int:
+    """``size`` (pixels) if the zoo accepts it (a multiple of 16, at least 32), else ConfigError."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 16:
+        raise ConfigError(f"input size must be a multiple of 16 pixels, at least 32; got {size!r}")
+    return size
 
 
 def zoo_table(size: int = 224, names: Optional[Sequence[str]] = None,
@@ -121,3 +134,35 @@ def zoo_table(size: int = 224, names: Optional[Sequence[str]] = None,
                    gmacs=round(cost.gmacs, 4))
         rows.append(row)
     return rows
+
+
+def zoo_document(size: int = 224, names: Optional[Sequence[str]] = None,
+                 progress: Optional[Callable[[str], None]] = None) -> dict:
+    """The ``jdct models --json`` document (schemas/models.v1.schema.json)."""
+    return {"format": MODELS_FORMAT, "format_version": MODELS_FORMAT_VERSION, "size": check_size(size),
+            "mac_counting": "conv, transposed conv and fully connected layers, per image",
+            "paper_fps_note": "images/s at batch 1024 on one Pascal GPU, as reported by Gueguen et al. 2018",
+            "models": zoo_table(size, names, progress)}
+
+
+def render_table(rows: Sequence[dict], size: int = 224, descriptions: bool = False) -> str:
+    """Plain-text table of :func:`zoo_table` rows (params in millions, GMACs at ``size``)."""
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    header = ["name", "input", "params", f"GMACs@{size}", "top-1 err", "top-5 err", "paper FPS"]
+    lines = []
+    for r in rows:
+        line = [r["name"], r["input_kind"], f"{r['params'] / 1e6:.2f}M", f"{r['gmacs']:.2f}",
+                fmt(r["paper_top1_error"], ".2f"), fmt(r["paper_top5_error"], ".2f"), fmt(r["paper_fps"], ".0f")]
+        if descriptions:
+            line.append(r["description"])
+        lines.append(line)
+    if descriptions:
+        header.append("description")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    out = []
+    for line in [header] + lines:
+        cells = [str(c).ljust(w) if i < 2 or i == 7 else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)

@@ -61,8 +61,8 @@ class UpsampledDctNet(JdctNet):
         self.chroma = chroma
         if chroma == "deconv":
             # One transposed conv per chroma plane: 64 -> 64 channels, kernel 2, stride 2 (14 -> 28).
-            self.deconv_cb = nn.ConvTranspose2d(64, 64, 2, stride=2, bias=False)
-            self.deconv_cr = nn.ConvTranspose2d(64, 64, 2, stride=2, bias=False)
+            self.conv_cb_upsample = nn.ConvTranspose2d(64, 64, 2, stride=2, bias=False)
+            self.conv_cr_upsample = nn.ConvTranspose2d(64, 64, 2, stride=2, bias=False)
         self.concatenate_1 = Concat()
         self.bn_input = nn.BatchNorm2d(192)
         self.body, width = build_stages(192, stages)
@@ -70,7 +70,7 @@ class UpsampledDctNet(JdctNet):
 
     def forward_features_and_head(self, y, cb, cr):
         if self.chroma == "deconv":
-            cb, cr = self.deconv_cb(cb), self.deconv_cr(cr)
+            cb, cr = self.conv_cb_upsample(cb), self.conv_cr_upsample(cr)
         else:
             cb = F.interpolate(cb, scale_factor=2, mode="nearest")
             cr = F.interpolate(cr, scale_factor=2, mode="nearest")
