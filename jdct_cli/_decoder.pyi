@@ -40,7 +40,8 @@ class ComponentInfo(TypedDict):
 class HeaderInfo(TypedDict):
     width: int
     height: int
-    precision: int            # bits per sample (8; 12 for 12-bit files)
+    precision: int            # bits per sample: always 8 here (libjpeg-turbo built for 8-bit raises
+                              # JpegError "Unsupported JPEG data precision 12" for 12-bit files)
     num_components: int
     color_space: str          # "GRAYSCALE", "YCbCr", "RGB", "CMYK", "YCCK" or "UNKNOWN" (libjpeg's guess)
     adobe_transform: Optional[int]  # Adobe APP14 transform flag, None without an Adobe marker
