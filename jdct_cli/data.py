@@ -25,6 +25,10 @@ Order of an epoch (a pure function of ``seed``, ``epoch``, ``rank``, ``world_siz
      ``F.cross_entropy(..., ignore_index=-1)`` / count ``labels >= 0`` so metrics count each sample
      once; :attr:`DCTLoader.num_samples` is the number of real samples a rank yields.
 4. Flips (``flip``): sample ``n`` of epoch ``e`` is flipped when ``default_rng([seed, e, 1]).random(N)[n] < 0.5``.
+   The exact DCT-domain flip is done in two free halves: the block columns are reversed by the
+   copy that gathers the sample into its batch (host), and the coefficients of odd horizontal
+   frequency ``u`` are negated by the per-sample dequantization scale (device). It equals the
+   real-valued DCT of the mirrored crop exactly (see :func:`jdct_cli.dct_torch.flip_blocks_`).
 
 Resuming: ``state_dict()`` holds the epoch and the number of batches already yielded; a loader given
 it by ``load_state_dict()`` yields exactly the remaining batches of that epoch (same samples, same
@@ -117,7 +121,8 @@ class DCTLoader:
 
     Arguments: ``store`` path; ``split``; ``batch_size`` per rank; ``shuffle`` (default: train
     split only); ``seed``; ``rank``/``world_size`` (default: torch.distributed's when initialised,
-    else 0/1); ``threads`` reading/decompressing threads; ``device``; ``drop_last`` (default: train
+    else 0/1); ``threads`` chunks read concurrently (zarr decompresses them in its own pool, sized
+    by ``zarr.config`` ``threading.max_workers``); ``device``; ``drop_last`` (default: train
     split only); ``flip`` random horizontal flips (default: train split only); ``output``; ``dtype``
     of the inputs; ``normalize``; ``window_chunks`` chunks per shuffle window; ``prefetch_batches``
     batches assembled ahead; ``channels_last`` (default: on CUDA devices).
@@ -172,7 +177,7 @@ class DCTLoader:
         if labels.size and int(labels.max()) >= len(self.classes):
             raise StoreCorruptionError(f"{split}/label holds class {int(labels.max())} but the store has "
                                        f"{len(self.classes)} classes", self.path)
-        self._labels = labels
+        self._labels = labels.astype(np.int32)  # half the memory of int64 for large stores
         self._valid = [np.flatnonzero(labels[v] >= 0) for v in range(self.views)]
         if self.drop_last and any(len(v) < self.world_size * self.batch_size for v in self._valid):
             raise ConfigError(

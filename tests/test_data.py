@@ -430,3 +430,23 @@ def test_flipped_pixels_are_the_mirror_image(val64):
     for i in range(len(a)):
         expect = a[i].flip(-1) if flips[i] else a[i]
         torch.testing.assert_close(b[i], expect, atol=1e-4, rtol=0)
+
+
+def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
+    """A chunk whose bytes were altered fails its CRC32C in the reading thread; the consumer gets a
+    StoreCorruptionError naming the store and the samples, never a hang."""
+    import shutil
+
+    from jdct_cli.errors import StoreCorruptionError
+
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(tiny, copy)
+    shard = copy / "train" / "y" / "c" / "0" / "0" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[100] ^= 0xFF  # inside the first chunk's compressed bytes
+    shard.write_bytes(bytes(raw))
+    ld = DCTLoader(copy, "train", batch_size=4, shuffle=False, drop_last=False)
+    with pytest.raises(StoreCorruptionError, match=r"samples 0\.\.7 of train view 0") as info:
+        for _ in ld:
+            pass
+    assert str(copy) in str(info.value)
