@@ -1,0 +1,129 @@
+"""Inference throughput of every network of the zoo next to ResNet-50 RGB, in the same run.
+
+For each network: images/s of ``model(*inputs)`` in eval mode at a fixed batch, inputs already on
+the device (so this measures the network's compute only, not JPEG decoding nor the host->device
+copy the paper partly credits for its DCT speed-ups), in two modes:
+
+- ``eager``: float32, NCHW;
+- ``cl_bf16``: ``channels_last`` memory format under ``torch.autocast(dtype=torch.bfloat16)``.
+
+Ratios are against ``resnet50_rgb`` in the same mode and run, printed beside the paper's FPS
+ratios (Table 1: FPS / 208, batch 1024 on one Pascal GPU). On a shared CPU the wall clock
+swings with other jobs, so the script also reports images per CPU-second of this process
+(``time.process_time``, all threads), the steadier figure; ratios are given for both.
+
+    python3 benchmarks/inference.py                       # CPU: batch 8, every network
+    python3 benchmarks/inference.py --device cuda         # GPU: batch 256
+    python3 benchmarks/inference.py --models upsampling_rfa late_concat --iters 5 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jdct_cli.models import create_model, get_model_info, list_models  # noqa: E402
+from jdct_cli.models.cost import example_inputs, model_cost  # noqa: E402
+
+REFERENCE = "resnet50_rgb"
+MODES = ("eager", "cl_bf16")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, mode: str, batch: int, size: int, iters: int, warmup: int, device: torch.device) -> dict:
+    """Images/s (wall) and images per CPU-second of ``iters`` timed forward passes after ``warmup``."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=1000).eval().to(device)
+    inputs = example_inputs(model.input_kind, size, batch, device=device)
+    autocast = contextlib.nullcontext()
+    if mode == "cl_bf16":
+        model = model.to(memory_format=torch.channels_last)
+        inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    with torch.inference_mode(), autocast:
+        for _ in range(warmup):
+            model(*inputs)
+        _sync(device)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for _ in range(iters):
+            model(*inputs)
+        _sync(device)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    images = batch * iters
+    return {"name": name, "mode": mode, "images_per_s": images / wall,
+            "images_per_cpu_s": images / cpu if cpu > 0 else None, "wall_s": wall, "cpu_s": cpu}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=None, help="default: 256 on cuda, 8 on cpu")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--iters", type=int, default=None, help="timed passes (default: 20 cuda, 2 cpu)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed passes (default: 5 cuda, 1 cpu)")
+    parser.add_argument("--models", nargs="+", default=None, help="default: every registered network")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    batch = args.batch or (256 if gpu else 8)
+    iters = args.iters or (20 if gpu else 2)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = args.models or list_models()
+    if REFERENCE in names:
+        names.remove(REFERENCE)
+    names = [REFERENCE] + names
+    where = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} torch threads"
+    print(f"# {where}; torch {torch.__version__}; batch {batch}, {size_str(args.size)}, "
+          f"{warmup} warm-up + {iters} timed passes", flush=True)
+
+    results = []
+    for mode in args.modes:
+        ref = None
+        print(f"\n## mode {mode}  (ratios vs {REFERENCE} in this mode; paper ratio = paper FPS / 208)")
+        print(f"{'network':26s} {'GMACs':>6s} {'img/s':>8s} {'ratio':>6s} {'img/cpu-s':>9s} {'ratio':>6s} "
+              f"{'paper':>6s}")
+        for name in names:
+            r = measure(name, mode, batch, args.size, iters, warmup, device)
+            if ref is None:
+                ref = r
+            info = get_model_info(name)
+            r["gmacs"] = model_cost(name, args.size).gmacs
+            r["ratio_wall"] = r["images_per_s"] / ref["images_per_s"]
+            r["ratio_cpu"] = (r["images_per_cpu_s"] / ref["images_per_cpu_s"]
+                              if r["images_per_cpu_s"] and ref["images_per_cpu_s"] else None)
+            r["paper_fps"] = info.paper_fps
+            r["paper_ratio"] = None if info.paper_fps is None else info.paper_fps / 208
+            results.append(r)
+            cpu_cols = (f"{r['images_per_cpu_s']:9.2f} {r['ratio_cpu']:6.2f}" if r["ratio_cpu"] is not None
+                        else f"{'-':>9s} {'-':>6s}")
+            paper = "-" if r["paper_ratio"] is None else f"{r['paper_ratio']:.2f}"
+            print(f"{name:26s} {r['gmacs']:6.2f} {r['images_per_s']:8.2f} {r['ratio_wall']:6.2f} {cpu_cols} "
+                  f"{paper:>6s}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": where, "batch": batch, "size": args.size, "iters": iters,
+                                         "warmup": warmup, "results": results}, indent=2))
+    return 0
+
+
+def size_str(size: int) -> str:
+    return f"{size}x{size} pixels"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
