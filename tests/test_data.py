@@ -450,3 +450,13 @@ def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
         for _ in ld:
             pass
     assert str(copy) in str(info.value)
+
+
+def test_fixture_store_metadata_matches_the_store_schema(tiny):
+    """tests/storefixture.py must keep writing what schemas/store.v1.schema.json (and convert) define."""
+    import jsonschema
+
+    from conftest import REPO
+
+    schema = json.loads((REPO / "schemas" / "store.v1.schema.json").read_text())
+    jsonschema.validate(json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"], schema)
