@@ -257,5 +257,7 @@ def model_inputs(y, cb, cr, quant, kind: str, store: dict, device):
         mean = [m / 255.0 for m, _ in pairs]
         std = [sd / 255.0 for _, sd in pairs]
     x = x.clamp(0.0, 255.0) / 255.0
-    x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+    m = torch.tensor([float(v) for v in mean], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    sd = torch.tensor([float(v) for v in std], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    x = (x - m) / sd
     return (x,)

@@ -121,6 +121,19 @@ def _all_reduce_sum(values: list[float], device: torch.device, dctx: _Dist) -> l
     return t.tolist()
 
 
+def sync_buffers(model, dctx: _Dist) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each *training* forward, so after the last step every
+    rank holds the statistics of its own last batch; validating with those would make each rank
+    use a different model from the one rank 0 saves. Called before validation and saving.
+    """
+    if not dctx.enabled:
+        return
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
+
+
 def _any_rank(flag: bool, device: torch.device, dctx: _Dist) -> bool:
     """True on every rank when ``flag`` is true on any: ranks must stop at the same step."""
     if not dctx.enabled:
@@ -532,6 +545,7 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
                 interrupted = True
                 break
         if interrupted:
+            sync_buffers(model, dctx)  # collective: every rank, before rank 0 saves
             if dctx.is_main:
                 ckpt.save_checkpoint(run_dir / "last.pt", make_payload(epoch, True, last_metrics))
             emit({"event": "interrupted", "epoch": epoch + 1, "step": step,
@@ -540,6 +554,7 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
         train_time = time.perf_counter() - t0
         loss_sum, correct, count, seen_all = _all_reduce_sum(
             [epoch_sums["loss"], epoch_sums["correct"], epoch_sums["count"], seen], device, dctx)
+        sync_buffers(model, dctx)
         emit({"event": "val_start", "epoch": epoch + 1, "total": len(val_loader)})
         val = run_validation(model, val_loader, device=device, amp=amp, channels_last=channels_last,
                              dctx=dctx, progress=progress)
