@@ -374,10 +374,12 @@ def test_clear_errors(tiny, tmp_path, shared_data):
         DCTLoader(tiny, "val", batch_size=64, drop_last=True)
 
 
-def _child_iterate(store, q):
+def _child_iterate(store, q, inherited=None):
     torch.set_num_threads(1)  # what DataLoader workers do: OpenMP pools do not survive fork
     ld = DCTLoader(store, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
     q.put([labels.tolist() for _, labels in ld])
+    if inherited is not None:  # a loader the parent created (and iterated) before forking
+        q.put([labels.tolist() for _, labels in inherited])
 
 
 def test_fork_and_concurrent_loaders(tiny):
@@ -385,14 +387,14 @@ def test_fork_and_concurrent_loaders(tiny):
     expected = [labels.tolist() for _, labels in ld]  # the parent has used zarr before forking
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    child = ctx.Process(target=_child_iterate, args=(tiny, q))
+    child = ctx.Process(target=_child_iterate, args=(tiny, q, ld))
     child.start()
     child.join(timeout=60)
     alive = child.is_alive()
     if alive:
         child.kill()
     assert not alive, "loader deadlocked in a forked child"
-    assert child.exitcode == 0 and q.get(timeout=5) == expected
+    assert child.exitcode == 0 and q.get(timeout=5) == expected and q.get(timeout=5) == expected
     # Two loaders iterating at once in one process (and a third on another thread) give the same batches.
     a = DCTLoader(tiny, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
     b = DCTLoader(tiny, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
