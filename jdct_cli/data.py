@@ -174,9 +174,10 @@ class DCTLoader:
         if labels.shape != (self.views, self.num_store_samples):
             raise StoreCorruptionError(f"{split}/label has shape {labels.shape}, expected "
                                        f"{(self.views, self.num_store_samples)}", self.path)
-        if labels.size and int(labels.max()) >= len(self.classes):
-            raise StoreCorruptionError(f"{split}/label holds class {int(labels.max())} but the store has "
-                                       f"{len(self.classes)} classes", self.path)
+        if labels.size and (int(labels.max()) >= len(self.classes) or int(labels.min()) < -1):
+            bad = int(labels.max()) if int(labels.max()) >= len(self.classes) else int(labels.min())
+            raise StoreCorruptionError(f"{split}/label holds {bad}, not a class index of the store's "
+                                       f"{len(self.classes)} classes nor -1 (failed sample)", self.path)
         self._labels = labels.astype(np.int32)  # half the memory of int64 for large stores
         self._valid = [np.flatnonzero(labels[v] >= 0) for v in range(self.views)]
         if self.drop_last and any(len(v) < self.world_size * self.batch_size for v in self._valid):
