@@ -47,8 +47,9 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/decoder.py
 
+# Fuzz the decoder for FUZZ_SECONDS, seeded with ../shared/data/odd-jpegs; corpus and findings in fuzz-out/.
 fuzz: setup
-	$(PY) tests/fuzz/fuzz_decoder.py -max_total_time=$(FUZZ_SECONDS)
+	PYTHON=$(PY) tests/fuzz/run.sh $(FUZZ_SECONDS) fuzz-out ../shared/data/odd-jpegs
 
 clean:
 	rm -rf build *.egg-info jdct_cli/_decoder*.so _decoder.c demo-out .jpeg-headers

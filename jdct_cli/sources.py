@@ -15,6 +15,7 @@ sorted by class then by relative path, as torchvision does. Paths are kept relat
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -41,25 +42,81 @@ class SplitSource:
 
 @dataclass
 class Source:
-    """What a source tree holds: ``root``, sorted ``classes`` and the splits in order (train first)."""
+    """What a source tree holds: ``root``, sorted ``classes`` and the splits in order (train first).
+
+    ``skipped``: ``{"file": path relative to root, "reason": ...}`` for each path left out of the
+    listing (symlink loops, FIFOs/sockets/devices named like images).
+    """
 
     root: Path
     classes: list[str]
     splits: dict[str, SplitSource]
+    skipped: list[dict] = field(default_factory=list)
 
 
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, following symlinks), sorted by relative path."""
+def _walk_images(folder: Path, skipped: Optional[list] = None, root: Optional[Path] = None) -> list[Path]:
+    """Image files under ``folder`` (recursively, following symlinks), sorted by relative path.
+
+    Symlinked folders are followed except where following could list an image twice or forever:
+    a link to a folder inside ``root`` (the source, listed under its own name anyway), and a
+    folder reached a second time (a loop, or a link to a folder above ``folder``). Entries that are
+    neither regular files nor dangling links (FIFOs, sockets, devices) are left out too: opening a
+    FIFO would block forever. Each left-out path is appended to ``skipped`` as ``(path, reason)``.
+    A dangling link stays listed: reading it fails, and that failure is recorded then.
+    """
     found = []
+    root_real = os.path.realpath(root if root is not None else folder)
+    seen: set[tuple[int, int]] = set()
+    for parent in Path(os.path.realpath(folder)).parents:
+        try:
+            info = os.stat(parent)
+        except OSError:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+
+    def skip(path, why):
+        if skipped is not None:
+            skipped.append((Path(path), why))
+
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        try:
+            info = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirnames[:] = []
+            skip(dirpath, "folder reached twice through symlinks (a loop): skipped")
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                real = os.path.realpath(full)
+                if real == root_real or real.startswith(root_real + os.sep):
+                    skip(full, "symlink to a folder inside the source (listed under its own name): skipped")
+                    continue
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
-            if not name.startswith(".") and is_image_name(name):
-                found.append(Path(dirpath) / name)
+            if name.startswith(".") or not is_image_name(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                mode = None  # dangling link or vanished: listed, its read failure is recorded
+            if mode is not None and not stat.S_ISREG(mode):
+                skip(path, "not a regular file (FIFO, socket or device): skipped")
+                continue
+            found.append(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -92,6 +149,10 @@ def read_labels_file(path: os.PathLike | str) -> dict[str, str]:
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 2 or not parts[0] or not parts[1]:
             raise SourceError(f"line {lineno}: expected 'filename,class', got {line!r}", path)
+        name = parts[0].replace("\\", "/")
+        if name.startswith("/") or ".." in name.split("/") or (len(name) > 1 and name[1] == ":"):
+            # entries only name files inside the flat folder; a path leaving it is refused
+            raise SourceError(f"line {lineno}: {parts[0]!r} points outside the source folder", path)
         if parts[0] in mapping and mapping[parts[0]] != parts[1]:
             raise SourceError(f"line {lineno}: {parts[0]!r} is given two classes", path)
         mapping[parts[0]] = parts[1]
@@ -117,11 +178,12 @@ def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = 
     if not split_dirs:
         split_dirs = {"train": root}
 
+    skipped: list[tuple[Path, str]] = []
     # First pass: per split, either class folders or a flat folder needing the labels file.
     layout: dict[str, tuple[str, list]] = {}
     class_names: set[str] = set()
     for name, folder in split_dirs.items():
-        classes = [c for c in _class_dirs(folder) if _walk_images(folder / c)]
+        classes = [c for c in _class_dirs(folder) if _walk_images(folder / c, root=root)]
         flat = _direct_images(folder)
         if classes and flat and labels_map is None:
             raise SourceError(
@@ -138,7 +200,7 @@ def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = 
                     "('filename,class' lines) to assign their classes",
                     folder,
                 )
-            files = _walk_images(folder)
+            files = _walk_images(folder, skipped, root)
             layout[name] = ("labels", files)
             class_names.update(labels_map.values())
         # a split folder without any image is simply not a split
@@ -153,7 +215,7 @@ def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = 
         folder = split_dirs[name]
         if kind == "folders":
             for cls in payload:
-                for path in _walk_images(folder / cls):
+                for path in _walk_images(folder / cls, skipped, root):
                     split.files.append(path.relative_to(root).as_posix())
                     split.labels.append(index[cls])
         else:
@@ -166,4 +228,12 @@ def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = 
                 split.labels.append(index[cls])
         if split.files:
             splits[name] = split
-    return Source(root=root, classes=classes, splits=splits)
+    skipped_records = [{"file": _relative_name(p, root), "reason": why} for p, why in skipped]
+    return Source(root=root, classes=classes, splits=splits, skipped=skipped_records)
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

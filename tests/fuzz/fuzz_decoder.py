@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""atheris (libFuzzer) harness over every entry point of the C decoder and the conversion path.
+
+One input = the bytes of one would-be JPEG file. Each input goes through, in order:
+
+1. ``_decoder.read_header``
+2. ``_decoder.read_coefficients`` (strict or not)
+3. ``_decoder.decode`` at a DCT scale of 1, 2, 4 or 8, whole image
+4. ``_decoder.decode`` of a region of interest inside that scaled image, compared with the same
+   region of the whole decode when neither decode saw a libjpeg warning
+5. ``convert.convert_image``: one file's bytes to one crop's coefficients (what ``jdct convert``
+   does per image: header, crop box, ROI + DCT-scaled decode, resize, forward DCT), train or val,
+   EXIF orientation ignored or applied.
+
+The choices (scale, strictness, ROI, train/val...) come from a CRC of the input, so an input
+always replays the same way (regression files under ``tests/regressions/`` rely on it) and the
+seed corpus needs no extra framing bytes.
+
+A *finding* is anything other than a clean :class:`jdct_cli.errors.JdctError`: a crash (SIGSEGV,
+abort; libFuzzer catches deadly signals), another Python exception, a result whose shape or dtype
+disagrees with the header, a slow input (``-timeout``) or memory growth (``-rss_limit_mb``).
+The decoder is compiled without coverage instrumentation (no clang here), so the coverage that
+guides the mutations is the Python layer's; libjpeg is exercised by the mutations of real files.
+
+Usage (``make fuzz`` runs it):
+    python3 tests/fuzz/fuzz_decoder.py fuzz-out/corpus /work/shared/data/odd-jpegs \
+        -max_total_time=600 -timeout=10 -rss_limit_mb=2048 -max_len=1048576 -artifact_prefix=fuzz-out/
+    python3 tests/fuzz/fuzz_decoder.py CRASH_FILE        # replay one input
+"""
+from __future__ import annotations
+
+import re
+import sys
+import zlib
+
+import numpy as np
+
+#: Pixel budget while fuzzing: small enough that one input decodes in well under a second, large
+#: enough for every seed file (the biggest odd JPEGs are 2048x1536).
+FUZZ_MAX_PIXELS = 1 << 23
+
+
+class FuzzFinding(Exception):
+    """An invariant of the decoder's contract was broken by an input."""
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise FuzzFinding(what)
+
+
+#: Distinct branches of :func:`_feature`. The decoder's C code carries no coverage instrumentation,
+#: so what libjpeg did with an input (its message, warning count, the frame's properties) is fed
+#: back to libFuzzer as Python coverage: each outcome lands on its own branch of a generated chain.
+FEATURE_SLOTS = 1024
+_NUMBERS = re.compile(rb"\d+")
+_chain = "\n".join(f"    {'el' if i else ''}if i == {i}:\n        return {i}" for i in range(FEATURE_SLOTS))
+exec(compile(f"def _feature_chain(i):\n{_chain}\n    return -1\n", __file__, "exec"))
+
+
+def _feature(*parts) -> None:
+    """Mark the outcome ``parts`` (strings/ints; numbers in messages ignored) as a coverage feature."""
+    key = _NUMBERS.sub(b"#", repr(parts).encode())
+    _feature_chain(zlib.crc32(key) % FEATURE_SLOTS)  # noqa: F821 (defined by exec above)
+
+
+def _choices(data: bytes) -> dict:
+    k = zlib.crc32(data)
+    return {
+        "scale": (1, 2, 4, 8)[k & 3],
+        "strict": bool(k & 4),
+        "train": bool(k & 8),
+        "exif": "apply" if k & 16 else "ignore",
+        "roi_bits": k >> 5,
+    }
+
+
+def one_input(data: bytes) -> None:
+    """Run one input through every entry point; raise on anything but a clean JdctError."""
+    from jdct_cli import _decoder as dec
+    from jdct_cli.convert import ConvertOptions, convert_image
+    from jdct_cli.errors import JdctError
+
+    ch = _choices(data)
+    try:
+        header = dec.read_header(data, max_pixels=FUZZ_MAX_PIXELS)
+    except JdctError as exc:
+        header = None
+        _feature("header", type(exc).__name__, exc.reason)
+    if header is not None:
+        _feature("frame", header["progressive"], header["arithmetic"], header["color_space"],
+                 header["restart_interval"] > 0, [(c["h"], c["v"]) for c in header["components"]])
+        W, H, nc = header["width"], header["height"], header["num_components"]
+        _check(W > 0 and H > 0 and W * H <= FUZZ_MAX_PIXELS, f"header size {W}x{H}")
+        _check(len(header["components"]) == nc, "component count")
+        try:
+            comps, quant, nwarn = dec.read_coefficients(data, max_pixels=FUZZ_MAX_PIXELS, strict=ch["strict"])
+        except JdctError as exc:
+            _feature("coef", type(exc).__name__, exc.reason)
+        else:
+            _feature("coef-ok", min(nwarn, 9))
+            _check(len(comps) == nc and quant.shape == (nc, 64) and quant.dtype == np.uint16, "quant shape")
+            for c, info in zip(comps, header["components"]):
+                _check(c.dtype == np.int16 and c.shape == (info["blocks_high"], info["blocks_wide"], 64),
+                       f"coefficient shape {c.shape} vs header {info}")
+        s = ch["scale"]
+        sw, sh = -(-W // s), -(-H // s)
+        full = None
+        try:
+            full, wfull = dec.decode(data, scale=s, max_pixels=FUZZ_MAX_PIXELS, strict=ch["strict"])
+        except JdctError as exc:
+            _feature("decode", s, type(exc).__name__, exc.reason)
+        else:
+            _feature("decode-ok", s, min(wfull, 9))
+            _check(full.dtype == np.uint8 and full.shape == (sh, sw, 3), f"decode shape {full.shape} for {W}x{H}/{s}")
+        b = ch["roi_bits"]
+        x = b % sw
+        y = (b >> 7) % sh
+        w = 1 + (b >> 14) % (sw - x)
+        h = 1 + (b >> 20) % (sh - y)
+        try:
+            part, wpart = dec.decode(data, scale=s, roi=(x, y, w, h), max_pixels=FUZZ_MAX_PIXELS,
+                                     strict=ch["strict"])
+        except JdctError as exc:
+            _feature("roi", s, type(exc).__name__, exc.reason)
+        else:
+            _check(part.dtype == np.uint8 and part.shape == (h, w, 3), f"roi shape {part.shape} for {(x, y, w, h)}")
+            if full is not None and wfull == 0 and wpart == 0:
+                _check(np.array_equal(part, full[y:y + h, x:x + w]), f"roi {(x, y, w, h)} at 1/{s} differs from the full decode")
+    opts = ConvertOptions(size=32, max_pixels=FUZZ_MAX_PIXELS, exif=ch["exif"])
+    try:
+        yk, cbk, crk, box = convert_image(data, "fuzz-input.jpg", train=ch["train"],
+                                          rng=np.random.default_rng(ch["roi_bits"]), opts=opts)
+    except JdctError as exc:
+        _feature("convert", type(exc).__name__, exc.reason)
+        return
+    _check(yk.shape == (64, 4, 4) and cbk.shape == (64, 2, 2) and crk.shape == (64, 2, 2), "sample shapes")
+    _check(yk.dtype == np.int16 and cbk.dtype == np.int16 and crk.dtype == np.int16, "sample dtypes")
+    _check(len(box) == 4 and all(np.isfinite(v) for v in box), f"box {box}")
+
+
+def main(argv: list[str]) -> None:
+    import atheris
+
+    atheris.instrument_func(_feature_chain)  # noqa: F821
+    with atheris.instrument_imports():
+        import jdct_cli.convert  # noqa: F401
+        import jdct_cli.dct  # noqa: F401
+        import jdct_cli.jpeg  # noqa: F401
+        import jdct_cli.transforms  # noqa: F401
+    # Setup(argv, ...) hands the remaining flags (-max_total_time, corpus folders...) to libFuzzer.
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
