@@ -19,6 +19,16 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 GOLDEN = REPO / "tests" / "golden" / "models.v1.json"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(tmp_path_factory):
+    """Keep the cost cache of these tests away from ~/.cache (and start it empty)."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("jdct-cache")
+    mp.setenv("JDCT_CACHE_DIR", str(path))
+    yield path
+    mp.undo()
+
+
 def _invoke(*args):
     return CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
 
@@ -94,3 +104,18 @@ def test_help_explains_the_columns():
     out = subprocess.run([sys.executable, "-m", "jdct_cli", "models", "--help"], capture_output=True, text=True,
                          timeout=60).stdout
     assert "multiply-accumulates" in out and "--json" in out and "Examples" in out
+
+
+def test_cost_cache_is_used_and_survives_damage(zoo_json, private_cache):
+    from jdct_cli.models.cost import zoo_table
+
+    cache = private_cache / "model_costs.json"
+    doc = json.loads(cache.read_text())  # written by the first `jdct models --json`
+    assert doc["costs"]["late_concat@224"][2] == model_cost("late_concat").macs
+    cache.write_text("{not json")
+    rows = zoo_table(224, ["late_concat"])
+    assert rows[0]["macs"] == model_cost("late_concat").macs
+    assert json.loads(cache.read_text())["costs"]["late_concat@224"][2] == rows[0]["macs"]
+    # An entry from other sources (other key) is ignored, not trusted.
+    cache.write_text(json.dumps({"key": "stale", "costs": {"late_concat@224": [1, 1, 1]}}))
+    assert zoo_table(224, ["late_concat"])[0]["macs"] == model_cost("late_concat").macs

@@ -9,11 +9,20 @@ pooling, additions and upsampling are not counted), per image:
 - Linear: output elements x in_features.
 
 Counting runs one forward pass at batch 1 on PyTorch's ``meta`` device: shapes are propagated,
-nothing is computed or allocated, so the whole zoo is counted in about a second.
+nothing is computed or allocated. That still takes a few seconds for the whole zoo (meta kernels
+are Python), so :func:`zoo_table` keeps the counts in ``$JDCT_CACHE_DIR`` (default
+``~/.cache/jdct``)/``model_costs.json``, keyed by a hash of the zoo's source files and the torch
+version: any change to a network invalidates it. The cache is optional: unreadable or unwritable
+means counting again, never an error.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -116,23 +125,76 @@ def check_size(size: int) -> int:
     return size
 
 
+def _cache_file() -> Path:
+    root = os.environ.get("JDCT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jdct")
+    return Path(root) / "model_costs.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _source_key() -> str:
+    """Hash of the files that define the networks and how they are counted, plus torch's version."""
+    h = hashlib.sha256(torch.__version__.encode())
+    for module in ("registry.py", "resnet.py", "zoo.py", "cost.py"):
+        h.update((Path(__file__).parent / module).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _load_cache() -> dict:
+    try:
+        doc = json.loads(_cache_file().read_text())
+        return doc["costs"] if doc.get("key") == _source_key() else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _save_cache(costs: dict) -> None:
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model_costs.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"key": _source_key(), "costs": costs}, f)
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+    except OSError:
+        pass
+
+
+def cached_cost(name: str, size: int, cache: dict) -> ModelCost:
+    """:func:`model_cost` through ``cache`` ({"name@size": [params, trainable, macs]}), updated in place."""
+    key = f"{name}@{size}"
+    entry = cache.get(key)
+    if isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, int) for v in entry):
+        return ModelCost(name, size, *entry)
+    cost = model_cost(name, size)
+    cache[key] = [cost.params, cost.trainable_params, cost.macs]
+    return cost
+
+
 def zoo_table(size: int = 224, names: Optional[Sequence[str]] = None,
-              progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+              progress: Optional[Callable[[str], None]] = None, use_cache: bool = True) -> list[dict]:
     """One row per network for ``jdct models``: ModelInfo fields plus params and GMACs at ``size``.
 
     Rows follow ``schemas/models.v1.schema.json`` ("models" items). ``progress(name)`` is
-    called before each network is counted.
+    called before each network is counted. ``use_cache``: read and update the on-disk cache.
     """
+    check_size(size)
+    names = list(names) if names is not None else list_models()
+    for name in names:
+        get_model_info(name)  # unknown names fail before any counting
+    cache = _load_cache() if use_cache else {}
+    before = dict(cache)
     rows = []
-    for name in names if names is not None else list_models():
+    for name in names:
         if progress is not None:
             progress(name)
         info = get_model_info(name)
-        cost = model_cost(name, size)
+        cost = cached_cost(name, size, cache)
         row = info.to_dict()
         row.update(params=cost.params, trainable_params=cost.trainable_params, macs=cost.macs,
                    gmacs=round(cost.gmacs, 4))
         rows.append(row)
+    if use_cache and cache != before:
+        _save_cache(cache)
     return rows
 
 

@@ -176,6 +176,8 @@ class Concat(nn.Module):
 def init_weights(model: nn.Module) -> None:
     """He-normal (fan-out) convolutions, BN to identity; frozen weights are left untouched."""
     for module in model.modules():
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            continue  # shape-only model (cost counting): there is nothing to initialise
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module.weight.requires_grad:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
