@@ -1,0 +1,438 @@
+"""Conversion under faults, damaged stores and hostile checkpoints.
+
+- ten SIGKILLs at random moments of one conversion, each followed by a resume: the final store's
+  arrays are byte-identical to an uninterrupted run's (sha256 of every array);
+- an output filesystem that fills up (a 1 MiB tmpfs) or turns read-only mid-run: a clear error, the
+  finished shards still read back with valid checksums and equal the reference, a resume completes;
+- hostile source trees (symlink loops, a FIFO and a directory named like JPEGs, a dangling link,
+  an empty class folder, a file vanishing mid-run, spaces and non-ASCII names): never fatal, each
+  recorded; ``--labels`` entries leaving SRC are refused;
+- ``verify_store`` finds every injected corruption (a flipped byte in a chunk of each array, in a
+  shard index, a missing or truncated shard, metadata disagreeing with the arrays) and names the
+  array and the sample range; the loader raises StoreCorruptionError on a damaged chunk;
+- a checkpoint carrying a pickled callable is refused by the weights_only loader, nothing runs.
+
+Real data: a 3-class slice of imagenette-5k (symlinks), crops of 32 pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jdct_cli import store as st
+from jdct_cli.convert import ConvertOptions, convert, convert_image, image_rng
+from jdct_cli.errors import JdctError, SourceError, StoreCorruptionError
+from jdct_cli.store_report import verify_store
+
+REPO = Path(__file__).resolve().parent.parent
+# convert.py's write-error mapping, skipped-path recording and file-size cap (issue 7) land with
+# max_file_bytes; until then the tests that need them are expected failures.
+_PENDING = pytest.mark.xfail(not hasattr(__import__("jdct_cli.convert").convert, "max_file_bytes"), strict=True,
+                             reason="needs the issue-7 edits of jdct_cli/convert.py (write_error, skipped, max_file_bytes)")
+OPTS = dict(size=32, views=2, seed=3, chunk_samples=1, shard_samples=2)
+CLI_OPTS = ["--size", "32", "--views", "2", "--seed", "3", "--chunk-samples", "1", "--shard-samples", "2",
+            "--workers", "1", "--quiet"]
+pytestmark = pytest.mark.shared
+
+
+def _tree(dst: Path, shared: Path, train: int, val: int) -> Path:
+    root = shared / "imagenette-5k"
+    classes = sorted(p.name for p in (root / "train").iterdir())[:3]
+    for split, n in (("train", train), ("val", val)):
+        for cls in classes:
+            (dst / split / cls).mkdir(parents=True)
+            for f in sorted((root / split / cls).iterdir())[:n]:
+                (dst / split / cls / f.name).symlink_to(f)
+    return dst
+
+
+def _hashes(store: Path) -> dict[str, str]:
+    import zarr
+
+    g = zarr.open_group(os.fspath(store), mode="r")
+    out = {}
+    for split in st.read_metadata(store).splits:
+        for a in st.ALL_ARRAYS:
+            arr = g[f"{split}/{a}"][...]
+            out[f"{split}/{a}"] = hashlib.sha256(arr.tobytes() + repr((arr.shape, str(arr.dtype))).encode()).hexdigest()
+    return out
+
+
+def _cli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jdct_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def src(shared_data, tmp_path_factory) -> Path:
+    """train: 3 classes x 20, val: 3 x 4 imagenette images (72 files, 66 shards of 2 samples)."""
+    return _tree(tmp_path_factory.mktemp("src"), shared_data, 20, 4)
+
+
+@pytest.fixture(scope="module")
+def ref(src, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    convert(src, out, options=ConvertOptions(**OPTS), workers=1)
+    return out
+
+
+def _markers(out: Path) -> int:
+    try:
+        return sum(1 for p in (out / st.PROGRESS_DIR).iterdir() if p.name != "plan.json" and p.suffix == ".json")
+    except OSError:
+        return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# SIGKILL / resume
+# ------------------------------------------------------------------------------------------------
+
+def test_ten_sigkills_then_resume_equal_an_uninterrupted_run(src, ref, tmp_path):
+    out = tmp_path / "killed.zarr"
+    total = 3 * 20 // 2 * 2 + 3 * 4 // 2  # shards: train 30 x 2 views, val 6
+    rng = np.random.default_rng(2026)
+    # Kill points: once a random number (0-2) of new shards is finished (0: during start-up,
+    # planning or array creation), plus a random delay: kills land in imports, planning, array
+    # creation, mid-shard and between shards.
+    steps = rng.integers(0, 3, 10)
+    delays = rng.uniform(0.0, 0.12, 10)
+    hits = []
+    for step, delay in zip(steps, delays):
+        target = _markers(out) + step
+        proc = subprocess.Popen([sys.executable, "-m", "jdct_cli", "convert", src, out, *CLI_OPTS],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _markers(out) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(delay)
+        alive = proc.poll() is None
+        hits.append(_markers(out))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert alive, f"conversion ended before kill #{len(hits)} ({proc.stderr.read().decode()[-500:]})"
+    assert hits[-1] < total, "every kill came after the last shard"
+    done = _cli("convert", src, out, *CLI_OPTS)
+    assert done.returncode == 0, done.stderr
+    assert _hashes(out) == _hashes(ref)
+    assert st.read_metadata(out).meta["splits"] == st.read_metadata(ref).meta["splits"]
+    assert verify_store(out)["ok"]
+    print(f"\nkills landed after {hits} of {total} shards")
+
+
+# ------------------------------------------------------------------------------------------------
+# Output out of space / read-only
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs ({exc})")
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=30)
+
+
+def _remount(mnt: Path, opts: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{opts}", mnt], check=True, capture_output=True, timeout=30)
+
+
+def _finished_shards_match(out: Path, ref: Path) -> int:
+    """Read every array of every shard with a completion marker (checksums checked by zarr) and
+    compare with the reference store; returns the number of shards checked."""
+    import zarr
+
+    n = 0
+    for marker in (out / st.PROGRESS_DIR).glob("*-v*-s*.json"):
+        m = json.loads(marker.read_text())
+        for a in st.ALL_ARRAYS:
+            got = zarr.open_array(os.fspath(out / m["split"] / a), mode="r")[m["view"], m["start"]:m["stop"]]
+            want = zarr.open_array(os.fspath(ref / m["split"] / a), mode="r")[m["view"], m["start"]:m["stop"]]
+            assert np.array_equal(got, want), (marker.name, a)
+        n += 1
+    return n
+
+
+@_PENDING
+def test_out_of_space_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
+    out = tmpfs / "out.zarr"
+    res = _cli("convert", src, out, *CLI_OPTS)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Error:" in res.stderr, res.stderr[-2000:]
+    assert "No space left on device" in res.stderr, res.stderr
+    assert _finished_shards_match(out, ref) > 0
+    assert not verify_store(out)["ok"]  # incomplete, and says so
+    _remount(tmpfs, "size=32m")
+    res = _cli("convert", src, out, *CLI_OPTS)
+    assert res.returncode == 0, res.stderr
+    assert _hashes(out) == _hashes(ref) and verify_store(out)["ok"]
+
+
+@_PENDING
+def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
+    _remount(tmpfs, "size=32m")
+    out = tmpfs / "out.zarr"
+
+    def progress(stage, done, total):
+        if stage == "convert" and done >= total // 2:
+            _remount(tmpfs, "ro")
+
+    with pytest.raises(JdctError, match="Read-only file system") as info:
+        convert(src, out, options=ConvertOptions(**OPTS), workers=1, progress=progress)
+    assert info.value.path and Path(info.value.path).is_relative_to(out)
+    _remount(tmpfs, "rw")
+    assert _finished_shards_match(out, ref) >= 33
+    convert(src, out, options=ConvertOptions(**OPTS), workers=1)
+    assert _hashes(out) == _hashes(ref) and verify_store(out)["ok"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile source trees
+# ------------------------------------------------------------------------------------------------
+
+@_PENDING
+def test_hostile_source_tree_is_converted_and_every_oddity_recorded(shared_data, tmp_path):
+    root = shared_data / "imagenette-5k" / "val"
+    classes = sorted(p.name for p in root.iterdir())[:2]
+    tree = tmp_path / "src"
+    a, b = tree / "val" / "clé à molette", tree / "val" / classes[1]
+    a.mkdir(parents=True)
+    b.mkdir()
+    (tree / "val" / "empty class").mkdir()
+    for i, f in enumerate(sorted((root / classes[0]).iterdir())[:3]):
+        shutil.copy(f, a / f"photo {i} ü.JPEG")
+    for f in sorted((root / classes[1]).iterdir())[:3]:
+        shutil.copy(f, b / f.name)
+    (b / "loop").symlink_to("..")                    # back to val/: would list the other class
+    (b / "self").symlink_to(".")                     # to itself
+    (a / "twice").symlink_to(b)                      # another class folder, linked in
+    (b / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(b / "fifo.jpg")                        # opening it would block forever
+    (b / "folder.jpg").mkdir()
+    vanishing = a / "photo 1 ü.JPEG"
+
+    def progress(stage, done, total):
+        if stage == "convert" and vanishing.exists():
+            vanishing.unlink()                       # gone after planning, before its shard
+
+    out = tmp_path / "out.zarr"
+    summary = convert(tree, out, options=ConvertOptions(size=32, chunk_samples=2, shard_samples=4), workers=1,
+                      progress=progress)
+    meta = st.read_metadata(out).meta
+    val = meta["splits"]["val"]
+    failed = {f["file"]: f for f in val["failures"]}
+    assert meta["classes"] == sorted(["clé à molette", classes[1]])
+    assert sorted(val["files"]) == sorted(
+        [f"val/clé à molette/photo {i} ü.JPEG" for i in range(3)]
+        + [f"val/{classes[1]}/{f.name}" for f in sorted((root / classes[1]).iterdir())[:3]])
+    assert failed[f"val/{classes[1]}/dangling.jpg"]["kind"] == "unreadable"
+    assert failed["val/clé à molette/photo 1 ü.JPEG"]["stage"] == "convert"
+    assert "no such file" in failed["val/clé à molette/photo 1 ü.JPEG"]["reason"]
+    # left out of the listing, never opened, recorded as plan-stage failures with the reason
+    for rel, why in ((f"val/{classes[1]}/fifo.jpg", "not a regular file"), (f"val/{classes[1]}/loop", "symlink"),
+                     (f"val/{classes[1]}/self", "symlink"), ("val/clé à molette/twice", "symlink")):
+        assert rel in failed and failed[rel]["stage"] == "plan" and why in failed[rel]["reason"], (rel, val["failures"])
+    # every image listed once: 3 + 3 real files, no duplicates through the links
+    assert len(val["files"]) == len(set(val["files"])) == 6
+    assert summary["converted"] == 5 and val["counts"]["converted"] == 5
+    assert val["counts"]["failed"] == 6 and val["counts"]["files"] == 11  # + dangling, vanished, 4 skipped
+    assert verify_store(out)["ok"]
+    # each stored sample is its own file's crop (failures keep their slot, shift nothing)
+    import zarr
+
+    g = zarr.open_group(os.fspath(out), mode="r")
+    opts = ConvertOptions(size=32, chunk_samples=2, shard_samples=4)
+    labels, images, ys = g["val/label"][0], g["val/image"][0], g["val/y"][0]
+    for k in range(len(images)):
+        rel = val["files"][images[k]]
+        if rel in failed:
+            assert labels[k] == -1 and not ys[k].any()
+            continue
+        want = convert_image((tree / rel).read_bytes(), rel, train=False, rng=image_rng(0, 1, 0, int(images[k])),
+                             opts=opts)[0]
+        assert labels[k] == val["file_labels"][images[k]] and np.array_equal(ys[k], want), rel
+
+
+@_PENDING
+def test_a_huge_file_is_refused_without_being_read_whole(shared_data, tmp_path):
+    # a real JPEG followed by 2 GiB of (sparse) zeros: its header is fine, its size is not
+    first = sorted((shared_data / "imagenette-5k" / "val").glob("*/*.JPEG"))[0]
+    cls = tmp_path / "src" / "val" / "a"
+    cls.mkdir(parents=True)
+    (cls / "ok.JPEG").symlink_to(first)
+    big = cls / "huge.JPEG"
+    big.write_bytes(first.read_bytes())
+    os.truncate(big, 2 << 30)
+    out = tmp_path / "o.zarr"
+    convert(tmp_path / "src", out, options=ConvertOptions(size=32), workers=1)
+    val = st.read_metadata(out).meta["splits"]["val"]
+    (rec,) = val["failures"]
+    assert rec["file"] == "val/a/huge.JPEG" and rec["kind"] == "too-large" and "bytes" in rec["reason"], rec
+    assert val["counts"]["converted"] == 1
+
+
+def test_labels_entries_cannot_leave_the_source(shared_data, tmp_path):
+    flat = tmp_path / "src" / "val"
+    flat.mkdir(parents=True)
+    first = sorted((shared_data / "imagenette-5k" / "val").glob("*/*.JPEG"))[0]
+    (flat / first.name).symlink_to(first)
+    for entry in ("../../secret.jpg", "/etc/passwd", "sub/../../x.jpg"):
+        labels = tmp_path / "labels.csv"
+        labels.write_text(f"{first.name},a\n{entry},b\n")
+        with pytest.raises(SourceError, match="line 2: .* points outside the source folder"):
+            convert(tmp_path / "src", tmp_path / "o.zarr", options=ConvertOptions(size=32), labels=labels, workers=1)
+    res = _cli("convert", tmp_path / "src", tmp_path / "o.zarr", "--labels", labels, "--size", "32", "--workers", "1")
+    assert res.returncode == 1 and "points outside the source folder" in res.stderr and "Traceback" not in res.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Damaged stores
+# ------------------------------------------------------------------------------------------------
+
+def _chunk_ranges(shard: Path, n_chunks: int) -> list[tuple[int, int]]:
+    """(offset, nbytes) of each chunk of a zarr v3 shard file (index at the end: n x 2 uint64 + crc32c)."""
+    data = shard.read_bytes()
+    index = data[-(16 * n_chunks + 4):-4]
+    return [struct.unpack("<QQ", index[16 * i:16 * i + 16]) for i in range(n_chunks)]
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def small_store(shared_data, tmp_path_factory) -> Path:
+    """val only, 3 classes x 4, chunks of 2 samples in shards of 4."""
+    tree = tmp_path_factory.mktemp("vsrc")
+    root = shared_data / "imagenette-5k"
+    for cls in sorted(p.name for p in (root / "val").iterdir())[:3]:
+        (tree / "val" / cls).mkdir(parents=True)
+        for f in sorted((root / "val" / cls).iterdir())[:4]:
+            (tree / "val" / cls / f.name).symlink_to(f)
+    out = tmp_path_factory.mktemp("vstore") / "s.zarr"
+    convert(tree, out, options=ConvertOptions(size=32, chunk_samples=2, shard_samples=4), workers=1)
+    assert verify_store(out)["ok"]
+    return out
+
+
+def _copy(store: Path, dst: Path) -> Path:
+    shutil.copytree(store, dst)
+    return dst
+
+
+def _hit(report: dict, array: str, lo: int, hi: int) -> bool:
+    return any(p["array"] == array and p["samples"][0] <= lo and hi <= p["samples"][1] and p["split"] == "val"
+               for p in report["problems"])
+
+
+INJECTED: list[tuple[str, bool]] = []  # (what, detected) for the reliability table
+
+
+@pytest.mark.parametrize("array", st.ALL_ARRAYS)
+@pytest.mark.parametrize("shard, chunk", [(0, 0), (1, 1), (2, 0)])
+def test_verify_finds_a_flipped_byte_in_any_chunk(small_store, tmp_path, array, shard, chunk):
+    out = _copy(small_store, tmp_path / "s.zarr")
+    path = out / "val" / array / st.shard_key(array, 0, shard)
+    off, nbytes = _chunk_ranges(path, 2)[chunk]
+    _flip(path, off + nbytes // 2)
+    report = verify_store(out)
+    lo = shard * 4 + chunk * 2
+    INJECTED.append((f"flip {array} shard {shard} chunk {chunk}", _hit(report, array, lo, lo + 2)))
+    assert not report["ok"] and _hit(report, array, lo, lo + 2), report["problems"]
+
+
+def test_verify_finds_index_damage_missing_and_truncated_shards(small_store, tmp_path):
+    out = _copy(small_store, tmp_path / "s.zarr")
+    idx = out / "val" / "y" / st.shard_key("y", 0, 0)
+    _flip(idx, idx.stat().st_size - 10)  # inside the shard index
+    (out / "val" / "cb" / st.shard_key("cb", 0, 1)).unlink()
+    cr = out / "val" / "cr" / st.shard_key("cr", 0, 2)
+    cr.write_bytes(cr.read_bytes()[: cr.stat().st_size // 2])
+    report = verify_store(out)
+    checks = {"index": _hit(report, "y", 0, 4), "missing": _hit(report, "cb", 4, 8),
+              "truncated": _hit(report, "cr", 8, 12)}
+    INJECTED.extend((f"shard {k}", v) for k, v in checks.items())
+    assert all(checks.values()), report["problems"]
+    text = __import__("jdct_cli.store_report", fromlist=["x"]).render_verify_text(report)
+    assert "val/cb view 0 samples 4-7: shard file missing" in text, text
+
+
+def _edit_meta(out: Path, fn) -> None:
+    zj = out / "zarr.json"
+    doc = json.loads(zj.read_text())
+    fn(doc["attributes"]["jdct"])
+    zj.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("what, edit, array", [
+    ("num_samples", lambda m: m["splits"]["val"].update(num_samples=13), None),
+    ("file label", lambda m: m["splits"]["val"]["file_labels"].__setitem__(5, 0), "label"),
+    ("counts", lambda m: m["splits"]["val"]["counts"].update(converted=11), None),
+    ("size", lambda m: m.update(size=64), "y"),
+])
+def test_verify_finds_metadata_disagreeing_with_the_arrays(small_store, tmp_path, what, edit, array):
+    out = _copy(small_store, tmp_path / "s.zarr")
+    _edit_meta(out, edit)
+    report = verify_store(out)
+    INJECTED.append((f"metadata {what}", not report["ok"]))
+    assert not report["ok"], what
+    assert any(p["split"] == "val" and (array is None or p["array"] == array) for p in report["problems"]), report
+
+
+def test_loader_raises_on_a_damaged_chunk(small_store, tmp_path):
+    from jdct_cli.data import DCTLoader
+
+    out = _copy(small_store, tmp_path / "s.zarr")
+    path = out / "val" / "y" / st.shard_key("y", 0, 1)
+    off, nbytes = _chunk_ranges(path, 2)[1]
+    _flip(path, off + nbytes // 2)
+    with pytest.raises(StoreCorruptionError, match=r"samples 6\.\.7 of val"):
+        for _ in DCTLoader(out, "val", batch_size=4, threads=1):
+            pass
+
+
+def test_checkpoint_with_a_pickled_callable_is_refused_without_running_it(tmp_path):
+    import torch
+
+    from jdct_cli.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint
+    from jdct_cli.errors import CheckpointError
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": Payload()}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_zz_reliability_counts(capsys):
+    """Prints the corruption tally of this session (used for RELIABILITY.md)."""
+    if INJECTED:
+        detected = sum(ok for _, ok in INJECTED)
+        with capsys.disabled():
+            print(f"\ncorruptions detected: {detected} of {len(INJECTED)} injected")
+        assert detected == len(INJECTED)
