@@ -124,7 +124,8 @@ def inspect_command(paths, as_json, plot, dump, sample, no_coefficients):
 
 # ---- jdct convert (owner: conversion) ----
 def _render_convert_summary(s: dict) -> str:
-    lines = [f"converted {s['converted']} of {s['images']} images into {s['out']}"]
+    lines = [f"converted {s['converted']} of {s['images']} images into {s['out']}"
+             + (" (already complete: nothing to do)" if s.get("already_complete") else "")]
     for name, sp in s["splits"].items():
         extra = f", {sp['failed_samples']} samples kept empty (label -1)" if sp.get("failed_samples") else ""
         lines.append(f"  {name}: {sp['num_samples']} samples x {sp['views']} view(s), "
@@ -135,7 +136,7 @@ def _render_convert_summary(s: dict) -> str:
     lines.append(f"  on disk: {s['bytes_on_disk'] / 1e6:.1f} MB, {s['bytes_per_sample']:.0f} bytes/sample, "
                  f"compression {s['compression_ratio']:.2f}x vs raw int16 coefficients")
     speed = s["images_per_second"]
-    lines.append(f"  {s['seconds']:.1f} s" + (f", {speed:.0f} images/s" if speed == speed else "")
+    lines.append(f"  {s['seconds']:.1f} s" + (f", {speed:.0f} images/s" if speed == speed and speed > 0 else "")
                  + (f" (resumed: {s['resumed_shards']} shards were already done)" if s["resumed_shards"] else ""))
     return "\n".join(lines)
 
@@ -148,6 +149,11 @@ class _TqdmProgress:
         self.bars = {}
 
     def __call__(self, stage: str, done: int, total: int):
+        if stage == "stopping":
+            self.close()
+            click.echo(f"interrupted: letting {total} running shard(s) finish (Ctrl-C again to abandon them)",
+                       err=True)
+            return
         if self.disable:
             return
         from tqdm import tqdm
@@ -385,6 +391,7 @@ def _milestones(_ctx, _param, value):
 @click.option("--milestones", callback=_milestones, metavar="E1,E2,...",
               help="Epochs where the LR is multiplied by 0.1 [default: 1/3, 2/3, 8/9 of --epochs; '' = none].")
 @click.option("--seed", type=int, help="Seed of the weights and the data order [default: 0].")
+@click.option("--val-split", metavar="SPLIT", help="Split validated after every epoch [default: val].")
 @click.option("--device", help="cpu, cuda, cuda:N or auto [default: auto]. Under torchrun each process "
                                "takes cuda:LOCAL_RANK.")
 @click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads per process.")
@@ -397,7 +404,8 @@ def _milestones(_ctx, _param, value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @library_errors
 def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_decay, label_smoothing,
-                  warmup_epochs, milestones, seed, device, threads, amp, compile_, config_file, resume, quiet):
+                  warmup_epochs, milestones, seed, val_split, device, threads, amp, compile_, config_file, resume,
+                  quiet):
     """Train a network of the zoo on a jdct store (the paper's ResNet-50 recipe).
 
     \b
@@ -419,7 +427,8 @@ def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_deca
 
     given = dict(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                  weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_epochs=warmup_epochs,
-                 milestones=milestones, seed=seed, device=device, threads=threads, amp=amp, compile=compile_)
+                 milestones=milestones, seed=seed, val_split=val_split, device=device, threads=threads, amp=amp,
+                 compile=compile_)
     if resume is not None:
         if config_file is not None:
             raise click.UsageError("--resume uses the run's saved config; drop --config")

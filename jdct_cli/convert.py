@@ -53,7 +53,8 @@ PERMUTATION_KEY = 0xFFFFFFFF
 HEADER_PREFIX_BYTES = 1 << 16
 HEADER_BATCH = 256
 
-#: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples.
+#: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples;
+#: "stopping" (done 0, total = running shards) after Ctrl-C, while running shards finish.
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -273,7 +274,7 @@ class _InProcess:
         for t in tasks:
             yield fn(t)
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False, progress: Optional[ProgressFn] = None) -> None:
         pass
 
 
@@ -291,20 +292,31 @@ class _Pool:
     def map_unordered(self, fn, tasks: Iterable) -> Iterator:
         from concurrent.futures import as_completed
 
-        futures = [self.executor.submit(fn, t) for t in tasks]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
+        self.futures = [self.executor.submit(fn, t) for t in tasks]
+        for fut in as_completed(self.futures):
+            yield fut.result()
 
-    def stop(self, kill: bool = False) -> None:
+    def stop(self, kill: bool = False, progress: Optional[ProgressFn] = None) -> None:
+        """Shut the pool down. ``kill`` (Ctrl-C, errors): drop queued tasks and let the running
+        ones finish their shard (their markers keep them); a second Ctrl-C terminates them (their
+        shards have no marker and will be redone)."""
+        from concurrent.futures import wait
+
         if kill:
-            # Ctrl-C: unfinished shards have no marker and will be redone, so stop at once.
-            for proc in list(getattr(self.executor, "_processes", {}).values()):
-                proc.terminate()
+            # Cancel here, not through shutdown(cancel_futures=True): the executor's thread cancels
+            # asynchronously and wait() would never see those futures finish.
+            running = [f for f in getattr(self, "futures", []) if not f.cancel() and not f.done()]
+            if running and progress:
+                progress("stopping", 0, len(running))
+            try:
+                wait(running)
+            except KeyboardInterrupt:
+                for proc in list((getattr(self.executor, "_processes", None) or {}).values()):
+                    proc.terminate()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        # Drop the executor now: an error's traceback keeps this object alive until exit.
+        self.executor = None
+        self.futures = []
 
 
 class _Dask:
@@ -326,7 +338,7 @@ class _Dask:
         for fut in as_completed(self.futures):
             yield fut.result()
 
-    def stop(self, kill: bool = False) -> None:
+    def stop(self, kill: bool = False, progress: Optional[ProgressFn] = None) -> None:
         if self.futures:
             self.client.cancel(self.futures)
         self.client.close()
@@ -350,39 +362,36 @@ def _quant_tables(quality: int, method: str) -> tuple[list[int], list[int]]:
     return [int(v) for v in quant[0]], [int(v) for v in quant[1]]
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Optional[dict[str, Any]]:
-    """Inspect OUT: return the saved plan of a resumable conversion, None for a fresh start.
+def _prepare_out(out: Path, overwrite: bool) -> tuple[str, Optional[dict[str, Any]]]:
+    """Inspect OUT: ("fresh", None), ("resume", saved plan) or ("complete", attrs["jdct"]).
 
-    Raises ConfigError when OUT holds something that is not a jdct store (or a complete one) and
-    ``overwrite`` is off.
+    Raises ConfigError when OUT holds something that is not a jdct store and ``overwrite`` is off
+    (``overwrite`` only ever deletes a folder holding a zarr.json).
     """
     plan_path = out / st.PROGRESS_DIR / "plan.json"
     if not out.exists():
-        return None
+        return "fresh", None
     if out.is_dir() and not any(out.iterdir()):
-        return None
+        return "fresh", None
     is_store = (out / "zarr.json").is_file()
     if overwrite:
         if not is_store:
             raise ConfigError("refusing to --overwrite a folder that is not a Zarr store", out)
         shutil.rmtree(out)
-        return None
+        return "fresh", None
     if not is_store:
         raise ConfigError("exists and is not a Zarr store; choose another OUT", out)
     try:
-        st.read_metadata(out)
-        complete = True
+        return "complete", st.read_metadata(out).meta
     except IncompleteStoreError:
-        complete = False
+        pass
     except StoreError:
         raise ConfigError("exists and is not a jdct store; choose another OUT or pass --overwrite", out) from None
-    if complete:
-        raise ConfigError("a complete store already exists here; pass --overwrite to convert again", out)
     if plan_path.is_file():
         import json
 
-        return json.loads(plan_path.read_text())
-    return None  # interrupted before its plan was saved: nothing finished, start over
+        return "resume", json.loads(plan_path.read_text())
+    return "fresh", None  # interrupted before its plan was saved: nothing finished, start over
 
 
 def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: str = "record",
@@ -548,6 +557,7 @@ def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, 
             "max_pixels": opts.max_pixels,
         },
         "source": plan["root"],
+        "convert_options": plan["options"],
         "splits": splits,
         "stats": stats,
     }
@@ -566,7 +576,7 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
     (default) or "fail" (raise at the first failing file). Returns the summary dict: images,
     converted, failed, failures_by_kind, samples, bytes_on_disk, bytes_per_sample,
     compression_ratio (raw int16 coefficient bytes / their bytes on disk), seconds,
-    images_per_second, resumed_shards, out. Ctrl-C stops the workers, keeps finished shards and
+    images_per_second, resumed_shards, already_complete (OUT was finished before: nothing done), out. Ctrl-C stops the workers, keeps finished shards and
     raises IncompleteStoreError saying how to resume.
     """
     opts = options or ConvertOptions()
@@ -579,7 +589,17 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         from .errors import SourceNotFoundError
 
         raise SourceNotFoundError("no such source folder", src)
-    saved = _prepare_out(out, overwrite)
+    state, saved = _prepare_out(out, overwrite)
+    if state == "complete":
+        # A finished store: nothing to do when it was made with these options (e.g. a rerun after
+        # a kill that came between the metadata write and the clean-up), else refuse.
+        if saved.get("convert_options") != asdict(opts):
+            raise ConfigError("a complete store made with other options is here; pass --overwrite to convert "
+                              "again", out)
+        shutil.rmtree(out / st.PROGRESS_DIR, ignore_errors=True)
+        return summarize(out, saved, seconds=0.0, convert_seconds=0.0, new_samples=0, already_complete=True,
+                         resumed_shards=sum(sp["views"] * len(st.shard_ranges(sp["num_samples"], opts.shard_samples))
+                                            for sp in saved["splits"].values()))
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -592,8 +612,9 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         runner = _Pool(workers)
     t_start = time.perf_counter()
     done_shards = total_shards = 0
+    tasks: list[dict[str, Any]] = []
     try:
-        if saved is not None:
+        if state == "resume":
             plan = saved
             if plan["options"] != asdict(opts):
                 raise ConfigError(
@@ -643,7 +664,8 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
                 progress("convert", done_samples, total_samples)
         convert_seconds = time.perf_counter() - t_convert
     except KeyboardInterrupt:
-        runner.stop(kill=True) if not isinstance(runner, _InProcess) else None
+        runner.stop(kill=True, progress=progress)
+        done_shards = sum(1 for t in tasks if _load_marker(out, t) is not None)
         raise IncompleteStoreError(
             f"interrupted: {done_shards} of {total_shards or '?'} shards are finished and kept; run the same "
             "`jdct convert` command again to resume", out) from None
@@ -662,7 +684,7 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
 
 
 def summarize(out: Path, meta: dict[str, Any], *, seconds: float, convert_seconds: float, new_samples: int,
-              resumed_shards: int) -> dict[str, Any]:
+              resumed_shards: int, already_complete: bool = False) -> dict[str, Any]:
     """The end-of-run summary (see :func:`convert`)."""
     size = meta["size"]
     per_sample_raw = 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
@@ -689,5 +711,5 @@ def summarize(out: Path, meta: dict[str, Any], *, seconds: float, convert_second
         "bytes_per_sample": total_bytes / samples if samples else math.nan,
         "compression_ratio": (per_sample_raw * samples / coef_bytes) if coef_bytes else math.nan,
         "seconds": seconds, "images_per_second": new_samples / convert_seconds if convert_seconds > 0 else math.nan,
-        "resumed_shards": resumed_shards,
+        "resumed_shards": resumed_shards, "already_complete": already_complete,
     }

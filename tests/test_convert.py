@@ -21,6 +21,7 @@ from PIL import Image
 
 from jdct_cli.convert import ConvertOptions, convert
 from jdct_cli.dct import psnr, reconstruct
+from jdct_cli.errors import IncompleteStoreError
 from jdct_cli.store import ALL_ARRAYS, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,34 +182,72 @@ def test_same_arrays_with_one_or_two_workers(tiny_tree, tiny_store, tmp_path):
     assert read_metadata(tiny_store[0]).meta["stats"] == read_metadata(out2).meta["stats"]
 
 
-@pytest.mark.shared
-def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
+KILL_ARGS = ["--size", "32", "--views", "3", "--chunk-samples", "2", "--shard-samples", "4", "--quiet",
+             "--exact-decode"]
+
+
+@pytest.fixture(scope="module")
+def kill_case(shared_data, tmp_path_factory):
+    """A 90-image source and its uninterrupted conversion (made by the CLI, one worker)."""
+    tmp = tmp_path_factory.mktemp("kill")
     root = shared_data / "imagenette-5k"
     classes = sorted(p.name for p in (root / "train").iterdir())[:3]
-    src = _link_tree(tmp_path / "src", root, {"train": classes}, 30)
-    args = [str(src), "--size", "32", "--views", "3", "--chunk-samples", "2", "--shard-samples", "4",
-            "--workers", "1", "--quiet", "--exact-decode"]
-    ref = tmp_path / "ref.zarr"
-    subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(ref)] + args[1:], check=True)
-    out = tmp_path / "killed.zarr"
-    proc = subprocess.Popen([sys.executable, "-m", "jdct_cli", "convert", str(src), str(out)] + args[1:])
+    src = _link_tree(tmp / "src", root, {"train": classes}, 30)
+    ref = tmp / "ref.zarr"
+    subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(ref), "--workers", "1"] + KILL_ARGS,
+                   check=True)
+    return src, ref
+
+
+def _interrupt_after_first_shard(src: Path, out: Path, workers: int, sig: int) -> subprocess.CompletedProcess:
+    """Start `jdct convert`, send ``sig`` once the first shard marker exists, return the finished process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jdct_cli", "convert", str(src), str(out), "--workers", str(workers)] + KILL_ARGS,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a child of a non-interactive shell may inherit SIGINT ignored: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progress = out / ".jdct-progress"
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if progress.is_dir() and any(p.name.startswith("train-v") for p in progress.iterdir()):
             break
         time.sleep(0.005)
-    killed = proc.poll() is None
-    proc.send_signal(signal.SIGKILL) if killed else None
-    proc.wait()
-    assert killed, "conversion finished before it could be killed"
-    with pytest.raises(Exception):
-        read_metadata(out)  # incomplete
-    done = subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(out)] + args[1:],
-                          capture_output=True, text=True)
+    assert proc.poll() is None, "conversion finished before it could be interrupted"
+    proc.send_signal(sig)
+    out_text, err_text = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out_text, err_text)
+
+
+def _resume(src: Path, out: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(out), "--workers", "1"]
+                          + KILL_ARGS, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.shared
+def test_sigkill_then_resume_equals_uninterrupted(kill_case, tmp_path):
+    src, ref = kill_case
+    out = tmp_path / "killed.zarr"
+    _interrupt_after_first_shard(src, out, 1, signal.SIGKILL)
+    with pytest.raises(IncompleteStoreError):
+        read_metadata(out)
+    _resume(src, out)
     assert _hashes(ref) == _hashes(out)
     assert read_metadata(ref).meta == read_metadata(out).meta
+
+
+@pytest.mark.shared
+def test_ctrl_c_keeps_finished_shards_and_resumes(kill_case, tmp_path):
+    src, ref = kill_case
+    out = tmp_path / "interrupted.zarr"
+    proc = _interrupt_after_first_shard(src, out, 2, signal.SIGINT)
+    assert proc.returncode == 1
+    assert "run the same `jdct convert` command again to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    kept = list((out / ".jdct-progress").glob("train-v*.json"))
+    assert kept
+    _resume(src, out)
+    assert _hashes(ref) == _hashes(out)
 
 
 @pytest.mark.shared
@@ -234,6 +273,9 @@ def test_verify_reports_damage_and_cli_exit_codes(tiny_tree, tmp_path):
     assert res.exit_code == 0, res.output
     assert "converted 36 of 36 images" in res.output and "bytes/sample" in res.output
     assert runner.invoke(main, ["verify", str(out)]).exit_code == 0
+    again = runner.invoke(main, ["convert", str(tiny_tree), str(out), "--size", "32", "--chunk-samples", "4",
+                                 "--shard-samples", "8", "--workers", "1"])
+    assert again.exit_code == 0 and "already complete" in again.output
     shard = out / "val" / "y" / "c" / "0" / "1" / "0" / "0" / "0"  # samples 8-15 of val
     data = bytearray(shard.read_bytes())
     data[len(data) // 3] ^= 0xFF
