@@ -130,6 +130,24 @@ def test_ten_sigkills_then_resume_equal_an_uninterrupted_run(src, ref, tmp_path)
     print(f"\nkills landed after {hits} of {total} shards")
 
 
+def test_verify_checks_the_finished_shards_of_an_interrupted_store(src, tmp_path):
+    out = tmp_path / "part.zarr"
+
+    def stop(stage, done, total):
+        if stage == "convert" and done >= 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(JdctError, match="interrupted"):
+        convert(src, out, options=ConvertOptions(**OPTS), workers=1, progress=stop)
+    _verify_finished_shards(out)
+    shard = out / "train" / "cb" / st.shard_key("cb", 0, 1)  # samples 2-3 of view 0, finished
+    off, nbytes = _chunk_ranges(shard, 2)[1]
+    _flip(shard, off + nbytes // 2)
+    report = verify_store(out)
+    assert any(p["array"] == "cb" and p["view"] == 0 and p["samples"] == [3, 4] and "unreadable chunk" in p["problem"]
+               for p in report["problems"]), report["problems"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Output out of space / read-only
 # ------------------------------------------------------------------------------------------------
@@ -171,6 +189,15 @@ def _finished_shards_match(out: Path, ref: Path) -> int:
 
 
 @_PENDING
+def _verify_finished_shards(out: Path) -> None:
+    """``verify`` of an interrupted store: incomplete, every chunk of the finished shards intact."""
+    report = verify_store(out)
+    assert not report["ok"] and not report["complete"] and report["checked_chunks"] > 0
+    kinds = {p["problem"] for p in report["problems"]}
+    assert kinds <= {report["problems"][0]["problem"], "shard not converted yet"}, report["problems"]
+    assert "metadata" in report["problems"][0]["problem"]
+
+
 def test_out_of_space_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
     out = tmpfs / "out.zarr"
     res = _cli("convert", src, out, *CLI_OPTS)
@@ -178,7 +205,7 @@ def test_out_of_space_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
     assert "Traceback" not in res.stderr and "Error:" in res.stderr, res.stderr[-2000:]
     assert "No space left on device" in res.stderr, res.stderr
     assert _finished_shards_match(out, ref) > 0
-    assert not verify_store(out)["ok"]  # incomplete, and says so
+    _verify_finished_shards(out)
     _remount(tmpfs, "size=32m")
     res = _cli("convert", src, out, *CLI_OPTS)
     assert res.returncode == 0, res.stderr
@@ -199,6 +226,7 @@ def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref
     assert info.value.path and Path(info.value.path).is_relative_to(out)
     _remount(tmpfs, "rw")
     assert _finished_shards_match(out, ref) >= 33
+    _verify_finished_shards(out)
     convert(src, out, options=ConvertOptions(**OPTS), workers=1)
     assert _hashes(out) == _hashes(ref) and verify_store(out)["ok"]
 
