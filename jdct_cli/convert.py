@@ -52,6 +52,9 @@ PERMUTATION_KEY = 0xFFFFFFFF
 #: Bytes read to parse a header in the plan phase (the whole file when the header is longer).
 HEADER_PREFIX_BYTES = 1 << 16
 HEADER_BATCH = 256
+#: Default largest source file (bytes) converted; bigger files are recorded as "too-large" in the
+#: plan phase without being read (no JPEG of a real photo comes near it).
+max_file_bytes = 1 << 30
 
 #: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples;
 #: "stopping" (done 0, total = running shards) after Ctrl-C, while running shards finish.
@@ -71,6 +74,7 @@ class ConvertOptions:
     chunk_samples: int = st.DEFAULT_CHUNK_SAMPLES
     shard_samples: int = st.DEFAULT_SHARD_SAMPLES
     max_pixels: int = 100_000_000
+    max_file_bytes: int = max_file_bytes
     fdct: str = "fdct"
 
     def validate(self) -> None:
@@ -89,6 +93,8 @@ class ConvertOptions:
             )
         if self.fdct not in ("fdct", "encode"):
             raise ConfigError(f"unknown DCT method {self.fdct!r} (fdct or encode)")
+        if self.max_file_bytes < 1 or self.max_pixels < 1:
+            raise ConfigError("max_file_bytes and max_pixels must be positive")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be 0..2**63-1, got {self.seed}")
 
@@ -128,6 +134,19 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def read_source(path: Path, limit: int) -> bytes:
+    """The bytes of a source file, refusing (ImageTooLargeError) files over ``limit`` bytes unread."""
+    from . import jpeg
+
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # let read_bytes name the problem
+    if size > limit:
+        raise ImageTooLargeError(f"file of {size} bytes is over the {limit}-byte limit", path)
+    return jpeg.read_bytes(path)
+
+
 def read_headers_task(task: dict[str, Any]) -> list[Optional[dict[str, Any]]]:
     """Plan-phase task: for each relative path, None when its header is usable, else a failure record."""
     from . import jpeg
@@ -139,8 +158,14 @@ def read_headers_task(task: dict[str, Any]) -> list[Optional[dict[str, Any]]]:
         try:
             try:
                 with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size > task["max_file_bytes"]:
+                        raise ImageTooLargeError(
+                            f"file of {size} bytes is over the {task['max_file_bytes']}-byte limit", path)
                     data = f.read(HEADER_PREFIX_BYTES)
                     rest = f.read(1)
+            except FileNotFoundError:
+                raise SourceError("no such file", path) from None
             except OSError as exc:
                 raise SourceError(f"cannot read: {exc.strerror or exc}", path) from None
             try:
@@ -151,7 +176,8 @@ def read_headers_task(task: dict[str, Any]) -> list[Optional[dict[str, Any]]]:
                 if not rest:
                     raise
                 # the header did not fit in the prefix (large EXIF/ICC): parse the whole file
-                jpeg.read_header(jpeg.read_bytes(path), path=path, max_pixels=task["max_pixels"])
+                jpeg.read_header(read_source(path, task["max_file_bytes"]), path=path,
+                                 max_pixels=task["max_pixels"])
             out.append(None)
         except JdctError as exc:
             out.append(_failure(rel, exc, "plan"))
@@ -229,7 +255,7 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
         path = root / rel
         rng = image_rng(opts.seed, task["split_id"], view, image_index)
         try:
-            data = jpeg.read_bytes(path)
+            data = read_source(path, opts.max_file_bytes)
             yk, cbk, crk, bk = convert_image(data, path, train=task["train"], rng=rng, opts=opts)
         except (JdctError, ValueError, OSError) as exc:  # bad data must never stop the other images
             failures.append(_failure(rel, exc, "convert", view))
@@ -254,10 +280,15 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
     if task.get("fail_fast") and failures:
         return result  # nothing written: the conversion stops
     sl = (view, slice(task["start"], task["stop"]))
-    for name, block in (("y", y), ("cb", cb), ("cr", cr), ("label", label), ("image", image), ("box", box)):
-        arr = zarr.open_array(os.fspath(out / task["split"] / name), mode="r+")
-        arr[sl] = block
-    st.write_json_atomic(_marker_path(out, task["split"], view, task["shard"]), result)
+    try:
+        for name, block in (("y", y), ("cb", cb), ("cr", cr), ("label", label), ("image", image), ("box", box)):
+            arr = zarr.open_array(os.fspath(out / task["split"] / name), mode="r+")
+            arr[sl] = block
+        st.write_json_atomic(_marker_path(out, task["split"], view, task["shard"]), result)
+    except OSError as exc:
+        # returned, not raised: the error crosses process (and Dask) boundaries as plain data
+        err = _write_error(exc, out)
+        return {**result, "write_error": {"reason": err.reason, "path": err.path}}
     return result
 
 
@@ -365,33 +396,73 @@ def _quant_tables(quality: int, method: str) -> tuple[list[int], list[int]]:
 def _prepare_out(out: Path, overwrite: bool) -> tuple[str, Optional[dict[str, Any]]]:
     """Inspect OUT: ("fresh", None), ("resume", saved plan) or ("complete", attrs["jdct"]).
 
-    Raises ConfigError when OUT holds something that is not a jdct store and ``overwrite`` is off
-    (``overwrite`` only ever deletes a folder holding a zarr.json).
+    A conversion creates ``OUT/.jdct-progress/`` before anything else and removes it last, so a
+    folder holding it is ours to resume or restart. Anything else that is not empty is refused
+    (ConfigError) unless it is a jdct store (complete: "complete"); ``overwrite`` deletes OUT only
+    when it is a Zarr store or one of ours.
     """
-    plan_path = out / st.PROGRESS_DIR / "plan.json"
     if not out.exists():
         return "fresh", None
-    if out.is_dir() and not any(out.iterdir()):
+    if not out.is_dir():
+        raise ConfigError("exists and is not a folder; choose another OUT", out)
+    if not any(out.iterdir()):
         return "fresh", None
+    ours = (out / st.PROGRESS_DIR).is_dir()
     is_store = (out / "zarr.json").is_file()
     if overwrite:
-        if not is_store:
+        if not (is_store or ours):
             raise ConfigError("refusing to --overwrite a folder that is not a Zarr store", out)
-        shutil.rmtree(out)
-        return "fresh", None
-    if not is_store:
-        raise ConfigError("exists and is not a Zarr store; choose another OUT", out)
-    try:
-        return "complete", st.read_metadata(out).meta
-    except IncompleteStoreError:
-        pass
-    except StoreError:
-        raise ConfigError("exists and is not a jdct store; choose another OUT or pass --overwrite", out) from None
-    if plan_path.is_file():
-        import json
+        return "fresh", None  # deleted by _start_fresh
+    if is_store:
+        try:
+            return "complete", st.read_metadata(out).meta
+        except IncompleteStoreError:
+            pass
+        except StoreError:
+            if not ours:
+                raise ConfigError("exists and is not a jdct store; choose another OUT or pass --overwrite", out) \
+                    from None
+    if ours:
+        plan_path = out / st.PROGRESS_DIR / "plan.json"
+        if plan_path.is_file():
+            import json
 
-        return "resume", json.loads(plan_path.read_text())
-    return "fresh", None  # interrupted before its plan was saved: nothing finished, start over
+            try:
+                return "resume", json.loads(plan_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"unreadable conversion plan ({exc}); pass --overwrite to start again",
+                                 plan_path) from None
+        return "fresh", None  # interrupted before its plan was saved: nothing finished, start over
+    raise ConfigError("exists and is not a jdct store (or its .jdct-progress folder was deleted); choose another "
+                      "OUT or pass --overwrite", out)
+
+
+def _start_fresh(out: Path) -> None:
+    """Empty OUT (already checked to be ours, a store under --overwrite, or empty) and mark it ours."""
+    if out.exists():
+        shutil.rmtree(out)
+    (out / st.PROGRESS_DIR).mkdir(parents=True)
+
+
+class _WriteGuard:
+    """Turn OS errors while writing the store (disk full, read-only...) into StoreError naming the file."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and isinstance(exc, OSError) and not isinstance(exc, JdctError):
+            raise _write_error(exc, self.out) from None
+        return False
+
+
+def _write_error(exc: OSError, out: Path) -> StoreError:
+    where = exc.filename or out
+    return StoreError(f"cannot write the store: {exc.strerror or exc}; free the problem and run the same "
+                      "`jdct convert` again to resume", where)
 
 
 def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: str = "record",
@@ -407,7 +478,7 @@ def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: st
     all_files = [(name, rel) for name, sp in source.splits.items() for rel in sp.files]
     batches = [
         {"root": os.fspath(source.root), "files": [rel for _, rel in all_files[i:i + HEADER_BATCH]],
-         "max_pixels": opts.max_pixels, "start": i}
+         "max_pixels": opts.max_pixels, "max_file_bytes": opts.max_file_bytes, "start": i}
         for i in range(0, len(all_files), HEADER_BATCH)
     ]
     verdicts: list[Optional[dict]] = [None] * len(all_files)
@@ -437,6 +508,13 @@ def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: st
             else:
                 rec["failures"].append(verdict)
         splits[name] = rec
+    # Paths the listing left out (symlink loops, FIFOs named like images) are failures too.
+    for rec in source.skipped:
+        top = rec["file"].split("/")[0]
+        name = top if top in splits else next(iter(splits))
+        splits[name]["failures"].append({"file": rec["file"], "reason": rec["reason"], "kind": "unreadable",
+                                         "stage": "plan"})
+        splits[name]["skipped"] = splits[name].get("skipped", 0) + 1
     luma, chroma = _quant_tables(opts.quality, opts.fdct)
     return {"options": asdict(opts), "root": os.fspath(Path(src).resolve()), "classes": source.classes,
             "quant": [luma, chroma], "splits": splits}
@@ -521,7 +599,8 @@ def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, 
         splits[name] = {
             "views": sp["views"], "num_samples": len(sp["files"]), "files": sp["files"],
             "file_labels": sp["labels"], "failures": failures,
-            "counts": {"files": len(sp["discovered"]), "converted": len(sp["discovered"]) - len(failed_files),
+            "counts": {"files": len(sp["discovered"]) + sp.get("skipped", 0),
+                       "converted": len(sp["discovered"]) + sp.get("skipped", 0) - len(failed_files),
                        "failed": len(failed_files), "failed_samples": sample_failures},
         }
     sums = np.zeros((3, 64))
@@ -630,12 +709,13 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         else:
             plan = plan_conversion(src, out, opts, labels=labels, on_error=on_error, runner=runner,
                                    progress=progress)
-            st.create_store(out)
-            for name, sp in plan["splits"].items():
-                st.create_split_arrays(out, name, sp["views"], len(sp["files"]), opts.size,
-                                       opts.chunk_samples, opts.shard_samples)
-            (out / st.PROGRESS_DIR).mkdir(exist_ok=True)
-            st.write_json_atomic(out / st.PROGRESS_DIR / "plan.json", plan)
+            with _WriteGuard(out):
+                _start_fresh(out)
+                st.create_store(out)
+                for name, sp in plan["splits"].items():
+                    st.create_split_arrays(out, name, sp["views"], len(sp["files"]), opts.size,
+                                           opts.chunk_samples, opts.shard_samples)
+                st.write_json_atomic(out / st.PROGRESS_DIR / "plan.json", plan)
 
         tasks = _shard_tasks(out, plan, on_error == "fail")
         total_shards = len(tasks)
@@ -652,6 +732,9 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         t_convert = time.perf_counter()
         new_samples = 0
         for res in runner.map_unordered(convert_shard_task, todo):
+            if "write_error" in res:
+                err = res["write_error"]
+                raise StoreError(err["reason"], err["path"])
             if on_error == "fail" and res["failures"]:
                 rec = res["failures"][0]
                 raise _error_from_record(rec, Path(plan["root"]))
@@ -677,7 +760,8 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         runner.stop()
 
     meta = _metadata(plan, markers)
-    st.write_metadata(out, meta)
+    with _WriteGuard(out):
+        st.write_metadata(out, meta)
     shutil.rmtree(out / st.PROGRESS_DIR, ignore_errors=True)
     return summarize(out, meta, seconds=time.perf_counter() - t_start, convert_seconds=convert_seconds,
                      new_samples=new_samples, resumed_shards=resumed)

@@ -183,10 +183,12 @@ def write_json_atomic(path: os.PathLike | str, obj: Any) -> None:
 
 
 def create_store(path: os.PathLike | str) -> None:
-    """An empty zarr v3 group at ``path`` (no attrs: a store stays 'incomplete' until the end)."""
+    """An empty zarr v3 group at ``path`` (no attrs: a store stays 'incomplete' until the end).
+
+    ``path`` must hold nothing but jdct's progress folder (mode "a": zarr's "w" would delete it)."""
     import zarr
 
-    zarr.open_group(os.fspath(path), mode="w", zarr_format=3)
+    zarr.open_group(os.fspath(path), mode="a", zarr_format=3)
 
 
 def create_split_arrays(path: os.PathLike | str, split: str, views: int, num_samples: int, size: int,

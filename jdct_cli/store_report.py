@@ -239,45 +239,58 @@ def _merge(problems: list[dict]) -> list[dict]:
     return merged
 
 
-def _incomplete_report(root: Path) -> dict:
-    """Report of an interrupted conversion: the shards still to do, and every chunk of the
-    finished shards (those with a completion marker) read and checked like a complete store's."""
+def _read_shard(root: Path, arr, name: str, array: str, view: int, shard: int, s0: int, s1: int, chunk: int,
+                problems: list) -> tuple[Optional[np.ndarray], int]:
+    """Read one shard chunk by chunk (zarr checks each chunk's CRC32C). Returns (values or None
+    when anything failed, chunks read); appends problems."""
+    if not (root / name / array / st.shard_key(array, view, shard)).is_file():
+        problems.append(_problem(name, array, view, s0, s1, "shard file missing"))
+        return None, 0
+    parts, ok, checked = [], True, 0
+    for c0 in range(s0, s1, chunk):
+        c1 = min(c0 + chunk, s1)
+        checked += 1
+        try:
+            parts.append(arr[view, c0:c1])
+        except Exception as exc:  # noqa: BLE001 - checksum ValueError, decompression errors...
+            problems.append(_problem(name, array, view, c0, c1, f"unreadable chunk: {exc}"))
+            ok = False
+    return (np.concatenate(parts) if ok and parts else None), checked
+
+
+def _incomplete_report(root: Path, progress=None) -> dict:
+    """Verify an interrupted conversion: every chunk of its finished shards, and list the others."""
     import zarr
 
     plan_path = root / st.PROGRESS_DIR / "plan.json"
-    problems = []
+    problems = [_problem(None, None, None, 0, 0, "metadata attrs['jdct'] missing: the conversion did not finish; "
+                         "rerun the same `jdct convert` to resume")]
     checked = 0
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
-        shard = plan["options"]["shard_samples"]
-        chunk = plan["options"]["chunk_samples"]
+        opts = plan["options"]
+        shard, chunk = int(opts["shard_samples"]), int(opts["chunk_samples"])
+        group = zarr.open_group(os.fspath(root), mode="r")
+        todo = []
         for name, sp in plan["splits"].items():
             n = len(sp["files"])
             for view in range(sp["views"]):
                 for k, (s0, s1) in enumerate(st.shard_ranges(n, shard)):
-                    if not (root / st.PROGRESS_DIR / f"{name}-v{view}-s{k}.json").is_file():
+                    if (root / st.PROGRESS_DIR / f"{name}-v{view}-s{k}.json").is_file():
+                        todo.append((name, view, k, s0, s1))
+                    else:
                         problems.append(_problem(name, "*", view, s0, s1, "shard not converted yet"))
-                        continue
-                    for a in st.ALL_ARRAYS:
-                        if not (root / name / a / st.shard_key(a, view, k)).is_file():
-                            problems.append(_problem(name, a, view, s0, s1, "shard file missing"))
-                            continue
-                        try:
-                            arr = zarr.open_array(os.fspath(root / name / a), mode="r")
-                        except Exception as exc:  # noqa: BLE001 - zarr raises many types for a broken array
-                            problems.append(_problem(name, a, view, s0, s1, f"array unreadable ({exc})"))
-                            continue
-                        for c0 in range(s0, s1, chunk):
-                            c1 = min(c0 + chunk, s1)
-                            checked += 1
-                            try:
-                                arr[view, c0:c1]
-                            except Exception as exc:  # noqa: BLE001 - checksum ValueError, decompression errors...
-                                problems.append(_problem(name, a, view, c0, c1, f"unreadable chunk: {exc}"))
-        problems = _merge(problems)
+        total = sum(s1 - s0 for *_, s0, s1 in todo) * len(st.ALL_ARRAYS)
+        done = 0
+        for name, view, k, s0, s1 in todo:
+            for a in st.ALL_ARRAYS:
+                _, c = _read_shard(root, group[f"{name}/{a}"], name, a, view, k, s0, s1, chunk, problems)
+                checked += c
+                done += s1 - s0
+                if progress:
+                    progress("verify", done, total)
     return {"store": os.fspath(root), "ok": False, "complete": False, "checked_chunks": checked,
-            "problems": [_problem(None, None, None, 0, 0, "metadata attrs['jdct'] missing: the conversion did not "
-                                  "finish; rerun the same `jdct convert` to resume")] + problems}
+            "problems": _merge(problems)}
 
 
 def verify_store(path: os.PathLike | str, progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
@@ -293,7 +306,7 @@ def verify_store(path: os.PathLike | str, progress: Optional[Callable[[str, int,
     try:
         info = st.read_metadata(root)
     except IncompleteStoreError:
-        return _incomplete_report(root)
+        return _incomplete_report(root, progress)
     meta = info.meta
     size, chunk, shard = int(meta["size"]), int(meta["chunk_samples"]), int(meta["shard_samples"])
     num_classes = len(meta["classes"])
@@ -327,23 +340,12 @@ def verify_store(path: os.PathLike | str, progress: Optional[Callable[[str, int,
             for a, arr in arrays.items():
                 parts = []
                 for k, (s0, s1) in enumerate(st.shard_ranges(n, shard)):
-                    if not (root / name / a / st.shard_key(a, view, k)).is_file():
-                        problems.append(_problem(name, a, view, s0, s1, "shard file missing"))
-                        parts.append(None)
-                        continue
-                    for c0 in range(s0, s1, chunk):
-                        c1 = min(c0 + chunk, s1)
-                        try:
-                            block = arr[view, c0:c1]
-                        except Exception as exc:  # noqa: BLE001 - checksum ValueError, decompression errors...
-                            problems.append(_problem(name, a, view, c0, c1, f"unreadable chunk: {exc}"))
-                            block = None
-                        checked += 1
-                        if a in ("label", "image"):
-                            parts.append(block)
-                        done += c1 - c0
-                        if progress:
-                            progress("verify", done, total)
+                    block, c = _read_shard(root, arr, name, a, view, k, s0, s1, chunk, problems)
+                    checked += c
+                    parts.append(block)
+                    done += s1 - s0
+                    if progress:
+                        progress("verify", done, total)
                 if a in ("label", "image") and parts and all(p is not None for p in parts):
                     values[a] = np.concatenate(parts)
             lab, img = values.get("label"), values.get("image")
