@@ -40,6 +40,8 @@ from .config import RESUME_OVERRIDABLE, TrainConfig, build_config, from_dict, lr
 from .errors import CheckpointError, ConfigError, JdctError
 
 Progress = Optional[Callable[[dict], None]]
+#: On CUDA the training loss is read back (and checked for NaN/inf) every this many steps.
+SYNC_EVERY = 10
 
 #: Store metadata a checkpoint keeps so that ``predict`` can rebuild the val inputs without the store.
 STORE_KEYS_FOR_PREDICT = ("size", "quality", "subsampling", "quant_tables", "stats", "transform", "coefficient_order")
@@ -513,6 +515,11 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
               "done": first_step_in_epoch})
         t0 = time.perf_counter()
         seen = 0
+        # Running sums (loss x samples, correct, samples) stay on the device: reading a CUDA value
+        # every step would stall the GPU queue, so on CUDA the loss is read every SYNC_EVERY steps.
+        sums = torch.tensor([epoch_sums["loss"], epoch_sums["correct"], epoch_sums["count"]],
+                            dtype=torch.float64, device=device)
+        shown_loss = float("nan")
         for batch in train_loader:
             lr = lr_at(step, base_lr=cfg.lr, steps_per_epoch=steps_per_epoch,
                        warmup_epochs=cfg.warmup_epochs, milestones=cfg.milestones)
@@ -526,24 +533,28 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
             loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, ignore_index=-1)
             reg = model.regularization_loss() if hasattr(model, "regularization_loss") else None
             total_loss = loss if reg is None else loss + reg
-            if not torch.isfinite(total_loss):
-                raise JdctError(f"the training loss became {float(total_loss)} at step {step} "
-                                f"(lr {lr:g}); lower --lr", run_dir)
             optimizer.zero_grad(set_to_none=True)
             total_loss.backward()
             optimizer.step()
             step += 1
-            n = int((labels >= 0).sum())
-            seen += n
-            epoch_sums["loss"] += float(loss.detach()) * n
-            epoch_sums["correct"] += int((logits.detach().argmax(1) == labels).sum())
-            epoch_sums["count"] += n
+            seen += labels.shape[0]
+            with torch.no_grad():
+                n_valid = (labels >= 0).sum().double()
+                sums += torch.stack([loss.detach().double() * n_valid,
+                                     (logits.argmax(1) == labels).sum().double(), n_valid])
+            if device.type != "cuda" or step % SYNC_EVERY == 0 or step % steps_per_epoch == 0:
+                shown_loss = float(total_loss.detach())
+                if not math.isfinite(shown_loss):
+                    raise JdctError(f"the training loss became {shown_loss} by step {step} (lr {lr:g}); "
+                                    "lower --lr (last.pt holds the last good epoch)", run_dir)
             elapsed = time.perf_counter() - t0
-            emit({"event": "step", "epoch": epoch + 1, "step": step, "loss": float(loss.detach()), "lr": lr,
+            emit({"event": "step", "epoch": epoch + 1, "step": step, "loss": shown_loss, "lr": lr,
                   "images_per_s": seen * dctx.world_size / elapsed if elapsed > 0 else 0.0})
             if _any_rank(stop.requested, device, dctx):
                 interrupted = True
                 break
+        loss_sum, correct, count = sums.tolist()
+        epoch_sums = {"loss": loss_sum, "correct": int(round(correct)), "count": int(round(count))}
         if interrupted:
             sync_buffers(model, dctx)  # collective: every rank, before rank 0 saves
             if dctx.is_main:
