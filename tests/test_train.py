@@ -354,3 +354,27 @@ def test_cli_refuses_bad_runs_with_clear_errors(tiny, tmp_path):
            "--out", os.fspath(tmp_path / "y"), "--device", "cpu"], "fewer than one batch")
     fails(["eval", "--checkpoint", os.fspath(GOLDEN), "--data", os.fspath(store)], "golden_linear")
     fails(["eval", "--checkpoint", os.fspath(tmp_path / "none.pt"), "--data", os.fspath(store)], "no such checkpoint")
+
+
+def test_dct_ortho_penalty_is_added_to_the_training_loss(tiny, tmp_path):
+    """With lr 0 the first step's reported loss must be cross-entropy + the model's penalty on the
+    very batch the loader gives, recomputed here from a freshly seeded model."""
+    from jdct_cli.data import DCTLoader
+    from jdct_cli.models import create_model
+
+    store, _ = tiny
+    events = []
+    train(_cfg(store, tmp_path / "ortho", arch="dct_ortho", lr=0.0, batch_size=12), progress=events.append)
+    first = next(e for e in events if e["event"] == "step")
+    torch.manual_seed(0)
+    model = create_model("dct_ortho", 2)
+    model.train()
+    loader = DCTLoader(store, "train", batch_size=12, shuffle=True, seed=0, flip=True, drop_last=True,
+                       output="ycbcr", threads=1)
+    x, labels = next(iter(loader))
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(model(x), labels)
+        penalty = model.regularization_loss()
+    assert penalty is not None and float(penalty) > 0
+    assert first["loss"] == pytest.approx(float(ce + penalty), rel=1e-5)
+    assert first["loss"] > float(ce) + 0.5 * float(penalty)
