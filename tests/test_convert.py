@@ -345,3 +345,36 @@ def test_inspect_store_json_and_plot(tiny_store, tmp_path):
     assert all(s["psnr_db"] > 30 for s in doc["samples"])
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert "train: 18 samples x 2 view(s)" in render_store_text(doc)
+
+
+@pytest.mark.shared
+def test_reference_dct_path_gives_the_same_store(tiny_tree, tiny_store, tmp_path):
+    """forward_dct (default) and encode+read_coefficients (reference, via libjpeg's encoder) agree bit for bit."""
+    out = tmp_path / "enc.zarr"
+    convert(tiny_tree, out, options=ConvertOptions(size=32, views=2, seed=7, fdct="encode", **SMALL), workers=1)
+    assert _hashes(out) == _hashes(tiny_store[0])
+
+
+@pytest.mark.shared
+def test_roi_and_dct_scaled_decode_match_the_exact_decode(shared_data):
+    """ROI + DCT-scaled decoding gives nearly the crop of a full decode (Pillow, independently)."""
+    from jdct_cli.transforms import crop_to_rgb, dct_scale_for
+
+    files = sorted((shared_data / "imagenet-originals").glob("*/*.JPEG"))[:40]
+    scaled = 0
+    for i, path in enumerate(files):
+        data = path.read_bytes()
+        with Image.open(path) as im:
+            w, h = im.size
+            full = im.convert("RGB")
+        # a crop of half the image, downscaled enough for DCT scaling when the image is large
+        box = (w / 4, h / 5, w / 2, h / 2)
+        size = 64 if i % 2 else 112
+        scaled += dct_scale_for(box[2], box[3], size) > 1
+        fast = crop_to_rgb(data, w, h, box, size)
+        ref = np.asarray(full.resize((size, size), Image.Resampling.BILINEAR,
+                                     box=(box[0], box[1], box[0] + box[2], box[1] + box[3])))
+        assert psnr(fast, ref) > 30, path.name
+        exact = crop_to_rgb(data, w, h, box, size, exact=True)
+        assert psnr(exact, ref) > 45, path.name  # same libjpeg decode, same Pillow resize
+    assert scaled >= 10  # the DCT-scaled path was exercised
