@@ -451,6 +451,8 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
     if dctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if payload is not None:
+            _trim_metrics(run_dir / "metrics.jsonl", start_epoch)
 
     train_model = model
     if dctx.enabled:
@@ -615,6 +617,24 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
     emit({"event": "done", "interrupted": interrupted, "steps": step, "best_top1": best_top1,
           "metrics": last_metrics, "run_dir": os.fspath(run_dir)})
     return result
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """Keep only the metrics lines of the epochs the resumed checkpoint has completed.
+
+    The line of an epoch is appended just before its ``last.pt`` is written; a run killed between
+    the two redoes that epoch when resumed, which must not leave two lines for it.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["epoch"]) <= epochs_done:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a torn last line from a hard kill
+            continue
+    ckpt.atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def _tensorboard(run_dir: Path):

@@ -155,6 +155,9 @@ def test_sigint_mid_epoch_then_resume_continues_exactly(tiny, tmp_path):
 
     with pytest.raises(ConfigError, match="epochs cannot change"):
         train({"epochs": 3}, resume=run)
+    # A kill between the metrics line of epoch 2 and its checkpoint: resuming must not duplicate it.
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(dict(_metrics(run)[0], epoch=2)) + "\n" + '{"epoch": 3, "torn')
     more = []
     second = train(None, resume=run, progress=more.append)
     assert not second.interrupted and second.steps == 6 and second.epochs_done == 2
