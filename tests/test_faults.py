@@ -36,10 +36,6 @@ from jdct_cli.errors import JdctError, SourceError, StoreCorruptionError
 from jdct_cli.store_report import verify_store
 
 REPO = Path(__file__).resolve().parent.parent
-# convert.py's write-error mapping, skipped-path recording and file-size cap (issue 7) land with
-# max_file_bytes; until then the tests that need them are expected failures.
-_PENDING = pytest.mark.xfail(not hasattr(__import__("jdct_cli.convert").convert, "max_file_bytes"), strict=True,
-                             reason="needs the issue-7 edits of jdct_cli/convert.py (write_error, skipped, max_file_bytes)")
 OPTS = dict(size=32, views=2, seed=3, chunk_samples=1, shard_samples=2)
 CLI_OPTS = ["--size", "32", "--views", "2", "--seed", "3", "--chunk-samples", "1", "--shard-samples", "2",
             "--workers", "1", "--quiet"]
@@ -188,7 +184,6 @@ def _finished_shards_match(out: Path, ref: Path) -> int:
     return n
 
 
-@_PENDING
 def _verify_finished_shards(out: Path) -> None:
     """``verify`` of an interrupted store: incomplete, every chunk of the finished shards intact."""
     report = verify_store(out)
@@ -212,7 +207,6 @@ def test_out_of_space_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
     assert _hashes(out) == _hashes(ref) and verify_store(out)["ok"]
 
 
-@_PENDING
 def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
     _remount(tmpfs, "size=32m")
     out = tmpfs / "out.zarr"
@@ -235,7 +229,6 @@ def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref
 # Hostile source trees
 # ------------------------------------------------------------------------------------------------
 
-@_PENDING
 def test_hostile_source_tree_is_converted_and_every_oddity_recorded(shared_data, tmp_path):
     root = shared_data / "imagenette-5k" / "val"
     classes = sorted(p.name for p in root.iterdir())[:2]
@@ -298,7 +291,6 @@ def test_hostile_source_tree_is_converted_and_every_oddity_recorded(shared_data,
         assert labels[k] == val["file_labels"][images[k]] and np.array_equal(ys[k], want), rel
 
 
-@_PENDING
 def test_a_huge_file_is_refused_without_being_read_whole(shared_data, tmp_path):
     # a real JPEG followed by 2 GiB of (sparse) zeros: its header is fine, its size is not
     first = sorted((shared_data / "imagenette-5k" / "val").glob("*/*.JPEG"))[0]
