@@ -26,5 +26,9 @@ while :; do
   rc=$?
   echo "session $session: rc=$rc $(( $(date +%s) - start ))s $(grep -E '^stat::number_of_executed_units' "$OUT/session-$session.log" | tail -1)" >>"$OUT/sessions.log"
   [ "$rc" -eq 0 ] && break   # time spent without a finding
+  if [ $(( $(date +%s) - start )) -lt 5 ] && ! grep -q "Test unit written to" "$OUT/session-$session.log"; then
+    echo "libFuzzer stopped at once without a finding (rc=$rc): see $OUT/session-$session.log" >&2
+    exit 1
+  fi
 done
 echo "fuzzed $SECONDS_TOTAL s in $session session(s); findings: $(ls "$OUT/artifacts" | wc -l) (see $OUT/artifacts, $OUT/sessions.log)"
