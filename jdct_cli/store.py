@@ -5,13 +5,16 @@ Layout (format ``jdct-dct-store``, ``FORMAT_VERSION`` 1; schema ``schemas/store.
     OUT.zarr/              zarr v3 group; attrs["jdct"] is written LAST (absent = incomplete store)
       <split>/y            int16   [V, N, 64, S/8,  S/8 ]  quantized coefficients, natural order 8*v+u
       <split>/cb, cr       int16   [V, N, 64, S/16, S/16]
-      <split>/label        int32   [V, N]                 class index (into attrs classes)
+      <split>/label        int32   [V, N]                 class index (into attrs classes); -1 = failed sample
       <split>/image        int32   [V, N]                 index into the split's file list
       <split>/box          float32 [V, N, 4]              crop x, y, width, height in source pixels
 
 V is the number of augmented views (val always has 1), N the number of samples of the split,
 S the crop size in pixels. Samples are chunked ``chunk_samples`` at a time inside shards of
-``shard_samples``.
+``shard_samples``. Within a view the samples are a seeded permutation of the split's files. A
+file that failed during conversion keeps its slot: label -1, box and coefficients all zero
+(readers skip it). Every chunk is Blosc(zstd, 1, bit-shuffle) then CRC32C; shard indexes CRC32C.
+While a conversion runs, ``OUT/.jdct-progress/`` holds its plan and per-shard completion markers.
 
 attrs["jdct"] (the contract between convert, loader, verify and training; schema is authoritative)::
 
@@ -25,8 +28,12 @@ attrs["jdct"] (the contract between convert, loader, verify and training; schema
     transform: {"train": {...RandomResizedCrop params...}, "val": {...}, "exif": "ignore"|"apply",
                 "exact_decode": bool}
     splits: {<split>: {"views": V, "num_samples": N, "files": [paths relative to SRC],
-                       "file_labels": [int per file], "failures": [{"file": str, "reason": str}],
-                       "counts": {"files": int, "converted": int, "failed": int}}}
+                       "file_labels": [int per file], "failures": [{"file": str, "reason": str,
+                       "kind": str, "stage": "plan"|"convert", "view": int (convert only)}],
+                       "counts": {"files": int, "converted": int, "failed": int,
+                                  "failed_samples": int}}}
+           "plan" failures are not in "files"; "convert" ones have a label -1 sample in "view".
+    source: str (SRC at conversion time)   convert_options: {...} (the options, for reruns)
     stats: {"split": "train", "y"|"cb"|"cr": {"mean": [64 floats], "std": [64 floats]}}
            per-channel statistics of the *dequantized* coefficients (coef * quant table) over
            every sample of every view of the split named in "split" (train when present).
