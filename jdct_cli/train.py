@@ -264,15 +264,24 @@ def run_validation(model, loader, *, device: torch.device, amp: bool, channels_l
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step (main thread only)."""
 
+    #: Signals within this many seconds of the first are the same request: a terminal's Ctrl-C
+    #: reaches torchrun's workers directly *and* torchrun forwards SIGINT then SIGTERM at once.
+    GRACE_S = 2.0
+
     def __init__(self):
         self.requested = False
         self.signum = None
+        self.first = 0.0
 
     def _handler(self, signum, _frame):
-        if self.requested:  # second Ctrl-C: the user really wants out, now
-            raise KeyboardInterrupt
+        if self.requested:
+            # a second Ctrl-C, later: the user really wants out, now (checkpoints are atomic)
+            if signum == signal.SIGINT and time.monotonic() - self.first > self.GRACE_S:
+                raise KeyboardInterrupt
+            return
         self.requested = True
         self.signum = signum
+        self.first = time.monotonic()
 
     @contextmanager
     def installed(self):

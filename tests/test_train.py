@@ -233,6 +233,38 @@ def test_two_process_gloo_run_gives_one_process_val_metrics(tiny, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
 
 
+def test_ctrl_c_under_torchrun_saves_and_the_run_resumes(tiny, tmp_path):
+    """Ctrl-C in a terminal reaches torchrun and its workers; torchrun also forwards SIGINT and
+    SIGTERM to them at once. The workers must agree on a step, rank 0 saves, and the run resumes."""
+    store, _ = tiny
+    run = tmp_path / "ddp"
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "jdct_cli",
+            "train"]
+    args = ["--arch", "late_concat_rfa_thinner", "--data", os.fspath(store), "--out", os.fspath(run), "--epochs",
+            "1", "--batch-size", "4", "--device", "cpu", "--threads", "1"]
+    proc = subprocess.Popen(base + args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        line = proc.stderr.readline()
+        while line and not line.startswith("training "):
+            line = proc.stderr.readline()
+        assert line.startswith("training late_concat_rfa_thinner"), line
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "interrupted after step" in err and "Aborted" not in err, err[-2000:]
+    saved = ckpt.load_checkpoint(run / "last.pt")
+    assert saved["mid_epoch"] and saved["loader"]["world_size"] == 2
+    res = subprocess.run(base + ["--resume", os.fspath(run), "-q"], cwd=REPO, env=_env(), capture_output=True,
+                         text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = _metrics(run)
+    assert [m["epoch"] for m in lines] == [1] and lines[-1]["step"] == 3  # 24 // (2 x 4)
+    assert lines[-1]["val_samples"] == 11
+
+
 # ------------------------------------------------------------------ a real learning check
 
 
