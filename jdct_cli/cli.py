@@ -133,8 +133,11 @@ def _render_convert_summary(s: dict) -> str:
     if s["failures_by_kind"]:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures_by_kind"].items())
                      + "  (details: jdct inspect OUT.zarr)")
-    lines.append(f"  on disk: {s['bytes_on_disk'] / 1e6:.1f} MB, {s['bytes_per_sample']:.0f} bytes/sample, "
-                 f"compression {s['compression_ratio']:.2f}x vs raw int16 coefficients")
+    if s["samples"]:
+        lines.append(f"  on disk: {s['bytes_on_disk'] / 1e6:.1f} MB, {s['bytes_per_sample']:.0f} bytes/sample, "
+                     f"compression {s['compression_ratio']:.2f}x vs raw int16 coefficients")
+    else:
+        lines.append("  no sample was written: every image failed")
     speed = s["images_per_second"]
     lines.append(f"  {s['seconds']:.1f} s" + (f", {speed:.0f} images/s" if speed == speed and speed > 0 else "")
                  + (f" (resumed: {s['resumed_shards']} shards were already done)" if s["resumed_shards"] else ""))

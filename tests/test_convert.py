@@ -378,3 +378,28 @@ def test_roi_and_dct_scaled_decode_match_the_exact_decode(shared_data):
         exact = crop_to_rgb(data, w, h, box, size, exact=True)
         assert psnr(exact, ref) > 45, path.name  # same libjpeg decode, same Pillow resize
     assert scaled >= 10  # the DCT-scaled path was exercised
+
+
+@pytest.mark.shared
+def test_exif_apply_turns_every_orientation_upright(shared_data, tmp_path):
+    """Landscape_1..8 are one photo stored in the 8 EXIF orientations: with --exif apply their val
+    samples agree (upright), with ignore the rotated ones differ; boxes are in upright pixels."""
+    src = tmp_path / "src" / "val" / "landscape"
+    src.mkdir(parents=True)
+    for k in range(1, 9):
+        (src / f"Landscape_{k}.jpg").symlink_to(shared_data / "odd-jpegs" / "exif-orientation" / f"Landscape_{k}.jpg")
+    recs = {}
+    for mode in ("apply", "ignore"):
+        out = tmp_path / f"{mode}.zarr"
+        convert(tmp_path / "src", out, options=ConvertOptions(size=64, exif=mode, **SMALL), workers=1)
+        info = read_metadata(out)
+        g = zarr.open_group(str(out), mode="r")
+        q = info.meta["quant_tables"]
+        files = info.split("val")["files"]
+        recs[mode] = {files[int(g["val/image"][0, i])].split("/")[-1]:
+                      reconstruct(g["val/y"][0, i], g["val/cb"][0, i], g["val/cr"][0, i], q["luma"], q["chroma"])
+                      for i in range(8)}
+    up = recs["apply"]
+    for k in range(2, 9):
+        assert psnr(up[f"Landscape_{k}.jpg"], up["Landscape_1.jpg"]) > 30, k
+    assert psnr(recs["ignore"]["Landscape_6.jpg"], up["Landscape_1.jpg"]) < 20
