@@ -54,7 +54,8 @@ HEADER_PREFIX_BYTES = 1 << 16
 HEADER_BATCH = 256
 #: Default largest source file (bytes) converted; bigger files are recorded as "too-large" in the
 #: plan phase without being read (no JPEG of a real photo comes near it).
-max_file_bytes = 1 << 30
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+max_file_bytes = DEFAULT_MAX_FILE_BYTES  # the name tests/test_faults.py looks for
 
 #: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples;
 #: "stopping" (done 0, total = running shards) after Ctrl-C, while running shards finish.
@@ -74,7 +75,7 @@ class ConvertOptions:
     chunk_samples: int = st.DEFAULT_CHUNK_SAMPLES
     shard_samples: int = st.DEFAULT_SHARD_SAMPLES
     max_pixels: int = 100_000_000
-    max_file_bytes: int = max_file_bytes
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     fdct: str = "fdct"
 
     def validate(self) -> None:
@@ -240,8 +241,6 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
     """
     import zarr
 
-    from . import jpeg
-
     opts = ConvertOptions(**task["options"])
     out, root, view = Path(task["out"]), Path(task["root"]), task["view"]
     n = task["stop"] - task["start"]
@@ -252,8 +251,8 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
     label = np.full(n, -1, np.int32)
     image = np.zeros(n, np.int32)
     box = np.zeros((n, 4), np.float32)
-    q_luma = np.asarray(task["quant"][0], np.float64).reshape(64, 1, 1)
-    q_chroma = np.asarray(task["quant"][1], np.float64).reshape(64, 1, 1)
+    q_luma = np.asarray(task["quant"][0], np.float64)
+    q_chroma = np.asarray(task["quant"][1], np.float64)
     sums = np.zeros((3, 64), np.float64)
     sumsq = np.zeros((3, 64), np.float64)
     failures = []
@@ -280,7 +279,6 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
         # exactly until the dequantization scale is applied.
         for c, (plane, q) in enumerate(((y, q_luma), (cb, q_chroma), (cr, q_chroma))):
             flat = plane.reshape(n, 64, -1)
-            q = q.reshape(64)
             sums[c] = flat.sum(axis=(0, 2), dtype=np.int64).astype(np.float64) * q
             sumsq[c] = np.einsum("ncp,ncp->c", flat, flat, dtype=np.int64).astype(np.float64) * q * q
     result = {
