@@ -49,8 +49,10 @@ from .sources import SPLIT_IDS, discover
 
 #: Last word of the seed of a view's sample permutation (image indices are int32, never this).
 PERMUTATION_KEY = 0xFFFFFFFF
-#: Bytes read to parse a header in the plan phase (the whole file when the header is longer).
-HEADER_PREFIX_BYTES = 1 << 16
+#: Bytes read to parse a header in the plan phase (the whole file when the header is longer): on
+#: ImageNet's originals 16 KiB holds 97% of the headers (the rest carry big EXIF/ICC blocks), so
+#: planning reads ~1/5 of the data instead of all of it twice.
+HEADER_PREFIX_BYTES = 1 << 14
 HEADER_BATCH = 256
 #: Default largest source file (bytes) converted; bigger files are recorded as "too-large" in the
 #: plan phase without being read (no JPEG of a real photo comes near it).
