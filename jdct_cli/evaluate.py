@@ -127,7 +127,6 @@ def _val_coefficients(data: bytes, path, store: dict):
     import numpy as np
 
     from .convert import ConvertOptions, convert_image
-    from .jpeg import STD_CHROMA_QTABLE  # noqa: F401  (import check: the JPEG layer is present)
 
     transform = store.get("transform") or {}
     opts = ConvertOptions(size=int(store["size"]), quality=int(store.get("quality", 100)),
@@ -145,9 +144,7 @@ def _direct_coefficients(data: bytes, path):
     from . import jpeg
 
     comps, quant, _warnings = jpeg.read_coefficients(data, path=path)
-    header = jpeg.read_header(data, path=path)
     tables = np.stack([quant[0], quant[1], quant[2]]).astype(np.uint16)
-    del header
     y, cb, cr = (np.moveaxis(np.asarray(c), -1, 0) for c in comps[:3])
     return y, cb, cr, tables
 

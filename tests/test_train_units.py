@@ -172,3 +172,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert torch.equal(ckpt.load_checkpoint(target)["model"]["bias"], payload["model"]["bias"])
     with pytest.raises(CheckpointError, match="format"):
         ckpt.save_checkpoint(target, {"model": {}})
+
+
+def test_run_config_json_is_a_valid_config_file(tmp_path):
+    """RUN_DIR/config.json (a resolved config) can be given back to --config and resolves the same."""
+    cfg = resolve(build_config(arch="upsampling_rfa", data="d.zarr", batch_size=128, label_smoothing=0.1), 4)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    again = resolve(build_config(path), 4)
+    assert again == cfg
+    assert resolve(build_config(path, batch_size=64), 4).lr == cfg.lr  # the saved LR is now explicit
