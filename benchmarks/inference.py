@@ -8,9 +8,10 @@ copy the paper partly credits for its DCT speed-ups), in two modes:
 - ``cl_bf16``: ``channels_last`` memory format under ``torch.autocast(dtype=torch.bfloat16)``.
 
 Ratios are against ``resnet50_rgb`` in the same mode and run, printed beside the paper's FPS
-ratios (Table 1: FPS / 208, batch 1024 on one Pascal GPU). Each timed pass is clocked on its own
-and the *best* pass gives the figure (the median is printed too): on a CPU shared with other jobs
-interference only ever slows a pass down, so the best pass is the steadiest estimate. On CPU,
+ratios (Table 1: FPS / 208, batch 1024 on one Pascal GPU). Each timed pass is clocked on its own,
+the networks take turns (pass 1 of every network, then pass 2...), and the *best* pass gives the
+figure (the median is printed too): on a CPU shared with other jobs interference only ever slows
+a pass down, so the best pass is the steadiest estimate. On CPU,
 torch runs single-threaded by default for the same reason (``--threads`` to change it).
 
     python3 benchmarks/inference.py                       # CPU: batch 8, every network
@@ -43,28 +44,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, mode: str, batch: int, size: int, iters: int, warmup: int, device: torch.device) -> dict:
-    """Images/s of the best and the median of ``iters`` separately timed forward passes after ``warmup``."""
+def prepare(name: str, mode: str, batch: int, size: int, device: torch.device):
+    """(model in eval mode, its random inputs, a fresh autocast context factory) for ``mode``."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=1000).eval().to(device)
     inputs = example_inputs(model.input_kind, size, batch, device=device)
-    autocast = contextlib.nullcontext()
     if mode == "cl_bf16":
         model = model.to(memory_format=torch.channels_last)
         inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
-        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    times = []
-    with torch.inference_mode(), autocast:
-        for _ in range(warmup):
-            model(*inputs)
+        return model, inputs, lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return model, inputs, contextlib.nullcontext
+
+
+def timed_pass(model, inputs, autocast, device: torch.device) -> float:
+    """Seconds of one forward pass (synchronised on GPU)."""
+    with torch.inference_mode(), autocast():
         _sync(device)
-        for _ in range(iters):
-            start = time.perf_counter()
-            model(*inputs)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    return {"name": name, "mode": mode, "images_per_s": batch / min(times),
-            "median_images_per_s": batch / statistics.median(times), "pass_s": times}
+        start = time.perf_counter()
+        model(*inputs)
+        _sync(device)
+        return time.perf_counter() - start
+
+
+def measure_round_robin(names, mode, batch, size, iters, warmup, device) -> dict[str, list[float]]:
+    """Pass times per network, the networks taking turns: pass 1 of every network, then pass 2...
+
+    Taking turns spreads each network's passes over the whole run, so a burst of load from other
+    jobs slows every network alike instead of the few that happened to run during it.
+    """
+    prepared = {}
+    for name in names:
+        prepared[name] = prepare(name, mode, batch, size, device)
+        for _ in range(warmup):
+            timed_pass(*prepared[name], device)
+    times = {name: [] for name in names}
+    for _ in range(iters):
+        for name in names:
+            times[name].append(timed_pass(*prepared[name], device))
+    return times
 
 
 def main(argv=None) -> int:
@@ -99,8 +116,10 @@ def main(argv=None) -> int:
         ref = None
         print(f"\n## mode {mode}  (ratios vs {REFERENCE} in this mode; paper ratio = paper FPS / 208)")
         print(f"{'network':26s} {'GMACs':>6s} {'img/s':>8s} {'median':>8s} {'ratio':>6s} {'paper':>6s}")
+        times = measure_round_robin(names, mode, batch, args.size, iters, warmup, device)
         for name in names:
-            r = measure(name, mode, batch, args.size, iters, warmup, device)
+            r = {"name": name, "mode": mode, "images_per_s": batch / min(times[name]),
+                 "median_images_per_s": batch / statistics.median(times[name]), "pass_s": times[name]}
             if ref is None:
                 ref = r
             info = get_model_info(name)

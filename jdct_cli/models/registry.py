@@ -44,13 +44,16 @@ _INFOS: dict[str, ModelInfo] = {}
 def register_model(name: str, *, input_kind: str, description: str, paper_top1_error: Optional[float] = None,
                    paper_top5_error: Optional[float] = None, paper_fps: Optional[float] = None,
                    diagram: Optional[str] = None):
-    """Decorator registering ``factory(num_classes=1000, **kw)`` under ``name``; refuses duplicates."""
+    """Decorator registering ``factory(num_classes=1000, **kw)`` under ``name``.
+
+    Raises ConfigError (a ValueError) for a name already registered or an unknown input kind.
+    """
     if input_kind not in INPUT_KINDS:
-        raise ValueError(f"model {name!r}: input_kind must be one of {INPUT_KINDS}, not {input_kind!r}")
+        raise ConfigError(f"model {name!r}: input_kind must be one of {INPUT_KINDS}, not {input_kind!r}")
 
     def decorator(factory):
         if name in _FACTORIES:
-            raise ValueError(f"a model named {name!r} is already registered")
+            raise ConfigError(f"a model named {name!r} is already registered")
         _FACTORIES[name] = factory
         _INFOS[name] = ModelInfo(name, input_kind, description, paper_top1_error, paper_top5_error,
                                  paper_fps, diagram)
@@ -89,7 +92,7 @@ def create_model(name: str, num_classes: int = 1000, **kw):
         raise ConfigError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
     factory = _FACTORIES[name]
     params = inspect.signature(factory).parameters
-    bad = [k for k in kw if k not in params or k == "num_classes"]
+    bad = [k for k in kw if k not in params]
     if bad:
         raise ConfigError(f"model {name!r} takes no option(s) {', '.join(sorted(bad))}")
     from .resnet import init_weights

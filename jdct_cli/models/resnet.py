@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 #: Stage widths [f1, f2, f3] of ResNet-50, by stage number.
 RESNET50_WIDTHS = {2: (64, 64, 256), 3: (128, 128, 512), 4: (256, 256, 1024), 5: (512, 512, 2048)}
 #: Blocks per stage of ResNet-50.
@@ -74,7 +76,7 @@ class Bottleneck(nn.Module):
         super().__init__()
         f1, f2, f3 = widths
         if not projection and (stride != 1 or in_channels != f3):
-            raise ValueError(f"an identity block needs stride 1 and {f3} input channels, got "
+            raise ConfigError(f"an identity block needs stride 1 and {f3} input channels, got "
                              f"stride {stride} and {in_channels}")
         self.branch2a = SameConv2d(in_channels, f1, 1, stride=stride)
         self.bn2a = nn.BatchNorm2d(f1)
@@ -121,7 +123,7 @@ class Stage:
             return [self.name]
         letters = self.letters or "abcdefghijklmnopqrstuvwxyz"[: len(self.kernels)]
         if len(letters) != len(self.kernels):
-            raise ValueError(f"stage {self.name}: {len(letters)} letters for {len(self.kernels)} blocks")
+            raise ConfigError(f"stage {self.name}: {len(letters)} letters for {len(self.kernels)} blocks")
         return [f"{self.name}{letter}" for letter in letters]
 
 
@@ -222,8 +224,6 @@ class JdctNet(nn.Module):
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
         # Shape mistakes would otherwise surface as an opaque size mismatch deep in a concat.
-        from ..errors import ConfigError
-
         if self.input_kind == "dct":
             if len(inputs) != 3:
                 raise ConfigError(f"model {self.arch!r} takes DCT input (y, cb, cr), got {len(inputs)} tensor(s)")

@@ -28,11 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register_model
-from .resnet import (Concat, Head, JdctNet, RESNET50_WIDTHS, SameConv2d, Stage, build_stages,
-                     init_weights, resnet_stage, rfa_stage)
-
-_PAPER = "Gueguen et al. 2018"
-
+from .resnet import (Concat, Head, JdctNet, SameConv2d, Stage, build_stages, init_weights, resnet_stage,
+                     rfa_stage)
 
 # ---------------------------------------------------------------------------- network classes
 class PixelResNet(JdctNet):
