@@ -317,7 +317,16 @@ def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):
 
     store, src = tiny
     run = tmp_path / "run"
-    train(_cfg(store, run, arch="late_concat_rfa_thinner"))
+    # Trained through the CLI with a YAML config whose epochs the flag overrides.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"arch: late_concat_rfa_thinner\ndata: {store}\nepochs: 5\nbatch-size: 12\n"
+                      "label_smoothing: 0.1\nthreads: 1\n")
+    res = CliRunner().invoke(main, ["train", "--config", os.fspath(recipe), "--epochs", "1", "--out", os.fspath(run),
+                                    "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "epoch 1: lr 0.00469" in res.output and "done: 1 epochs, 2 steps" in res.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["epochs"], config["batch_size"], config["label_smoothing"]) == (1, 12, 0.1)
     files = sorted((src / "val" / CLASSES[0]).iterdir())[:2]
     res = predict(run / "last.pt", files, device="cpu")
     jsonschema = pytest.importorskip("jsonschema")
