@@ -46,6 +46,7 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/decoder.py
+	$(PY) benchmarks/inference.py
 
 # Fuzz the decoder for FUZZ_SECONDS, seeded with ../shared/data/odd-jpegs; corpus and findings in fuzz-out/.
 fuzz: setup
