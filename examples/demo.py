@@ -199,6 +199,11 @@ def convert_store(demo: Demo) -> None:
     demo.state["store"] = store
 
 
+@step("the model zoo: input of each network, parameters, GMACs at 224, the paper's results")
+def model_zoo(demo: Demo) -> None:
+    demo.run_jdct("models", max_lines=30)
+
+
 @step("train briefly on the CPU, evaluate the checkpoint, predict two images")
 def train_and_eval(demo: Demo) -> None:
     import shutil
