@@ -395,7 +395,7 @@ def _milestones(_ctx, _param, value):
               help="Epochs where the LR is multiplied by 0.1 [default: 1/3, 2/3, 8/9 of --epochs; '' = none].")
 @click.option("--seed", type=int, help="Seed of the weights and the data order [default: 0].")
 @click.option("--val-split", metavar="SPLIT", help="Split validated after every epoch [default: val].")
-@click.option("--device", help="cpu, cuda, cuda:N or auto [default: auto]. Under torchrun each process "
+@click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto [default: auto]. Under torchrun each process "
                                "takes cuda:LOCAL_RANK.")
 @click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads per process.")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA [default: on]; ignored on CPU.")
@@ -460,9 +460,9 @@ def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_deca
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
               help="A checkpoint (.pt) or a RUN_DIR (its last.pt).")
 @click.option("--data", required=True, type=click.Path(path_type=str), metavar="STORE", help="The jdct store.")
-@click.option("--split", default="val", show_default=True, help="Split of the store to evaluate.")
+@click.option("--split", default="val", show_default=True, metavar="SPLIT", help="Split of the store to evaluate.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[default: the training batch size].")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
 @library_errors
@@ -514,7 +514,7 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
               help="Feed the file's own coefficients (no decode, no re-encode) when it is 4:2:0 with "
                    "sides multiple of 16; otherwise say why and use the val transform.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
 @library_errors
 def predict_command(checkpoint, images, direct, top_k, device, as_json):
@@ -533,7 +533,11 @@ def predict_command(checkpoint, images, direct, top_k, device, as_json):
 
     from .evaluate import predict
 
-    res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device)
+    from tqdm import tqdm
+
+    with tqdm(total=len(images), desc="predicting", unit="img", disable=None, leave=False) as bar:
+        res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device,
+                      progress=lambda _ev: bar.update(1))
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
