@@ -157,3 +157,43 @@ def test_cost_scales_with_the_input_area():
     fc = 2048 * 1000
     assert (big.macs - fc) == 4 * (small.macs - fc)
     assert big.params == small.params
+
+
+# ------------------------------------------------------------------------- receptive fields
+def _receptive_fields(blocks, rf: int, jump: int) -> dict[str, tuple[int, int]]:
+    """(receptive field, cumulative stride) in pixels after each block of ``blocks``, walking the
+    main path: the 1x1 branch2a carries the stride, branch2b's kxk widens the field by (k-1) jumps."""
+    out = {}
+    for name, block in blocks.named_children():
+        jump *= block.branch2a.stride[0]
+        rf += (block.branch2b.kernel_size[0] - 1) * jump
+        out[name] = (rf, jump)
+    return out
+
+
+def test_receptive_fields_grow_like_the_diagrams_say():
+    """The diagrams' third column, "RF / cumulative stride": architectures.md gives the stage ends
+    32/8, 96/8, 288/16, 480/32 for the RFA networks vs 35/4, 99/8, 291/16, 483/32 for ResNet-50;
+    the other values are nodes read off the crops (e.g. DownSampling add_3 64/16, res4b_branch2b
+    256/16; Late-Concat res3d_branch2c 72/8, res4a_branch2b 104/16; Thinner res2b_branch2b 16/8,
+    res3d_branch2b 96/8; Late-Concat-RFA, whose Y path has the same kernels, res4b_branch2b 160/16)."""
+    with torch.device("meta"):
+        base, rfa = create_model("resnet50_rgb"), create_model("upsampling_rfa")
+        down, late = create_model("downsampling"), create_model("late_concat")
+        thin = create_model("late_concat_rfa_thinner")
+    # ResNet-50: conv1 7/2 then max pool 3/2 -> 11/4 (diagram: max_pooling2d_1 11/4).
+    got = _receptive_fields(base.body, 11, 4)
+    assert [got[b] for b in ("res2c", "res3d", "res4f", "res5c")] == [(35, 4), (99, 8), (291, 16), (483, 32)]
+    # DCT input: one 8x8 block, stride 8.
+    got = _receptive_fields(rfa.body, 8, 8)
+    assert [got[b] for b in ("res2a", "res2b", "res2c", "res3d", "res4f", "res5c")] == [
+        (8, 8), (16, 8), (32, 8), (96, 8), (288, 16), (480, 32)]
+    # DownSampling: conv_y 2/2 on Y -> 16/16 (diagram: conv_y 16/16).
+    got = _receptive_fields(down.body, 16, 16)
+    assert got["res2c"] == (64, 16) and got["res3a"] == (96, 16) and got["res4b"] == (256, 16)
+    # Late-Concat: the Y path, then the joint body continues from its 14x14 output.
+    y = _receptive_fields(late.y_path, 8, 8)
+    assert y["res3d"] == (72, 8) and y["res4a"] == (104, 16)
+    y = _receptive_fields(thin.y_path, 8, 8)
+    assert y["res2b"] == (16, 8) and y["res3d"] == (96, 8) and y["res4a"] == (128, 16)
+    assert _receptive_fields(thin.body, *y["res4a"])["res4b"] == (160, 16)
