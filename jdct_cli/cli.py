@@ -514,10 +514,12 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
               help="Feed the file's own coefficients (no decode, no re-encode) when it is 4:2:0 with "
                    "sides multiple of 16; otherwise say why and use the val transform.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--class-names", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+              help="Readable class names: '<class folder> <name>' lines (e.g. Tiny-ImageNet's classes.txt).")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
 @library_errors
-def predict_command(checkpoint, images, direct, top_k, device, as_json):
+def predict_command(checkpoint, images, direct, top_k, class_names, device, as_json):
     """Top-5 classes with probabilities for JPEG images.
 
     \b
@@ -528,15 +530,17 @@ def predict_command(checkpoint, images, direct, top_k, device, as_json):
     Examples:
       jdct predict --checkpoint runs/ups/best.pt cat.jpg dog.jpg
       jdct predict --checkpoint runs/ups --direct --json photo.jpg
+      jdct predict --checkpoint runs/tiny --class-names tiny-imagenet/classes.txt img.JPEG
     """
     import json
 
-    from .evaluate import predict
-
     from tqdm import tqdm
 
+    from .evaluate import predict, read_class_names
+
+    names = read_class_names(class_names) if class_names else None
     with tqdm(total=len(images), desc="predicting", unit="img", disable=None, leave=False) as bar:
-        res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device,
+        res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device, class_names=names,
                       progress=lambda _ev: bar.update(1))
     if as_json:
         click.echo(json.dumps(res, indent=2))

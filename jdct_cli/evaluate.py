@@ -150,12 +150,15 @@ def _direct_coefficients(data: bytes, path):
 
 
 def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], *, direct: bool = False,
-            top_k: int = 5, device: str = "auto", progress: Progress = None) -> dict[str, Any]:
+            top_k: int = 5, device: str = "auto", class_names: Optional[dict[str, str]] = None,
+            progress: Progress = None) -> dict[str, Any]:
     """Top-``top_k`` classes with softmax probabilities for each JPEG in ``images``.
 
     Returns {"format": "jdct-predict", "format_version": 1, "checkpoint", "arch", "predictions":
     [{"file", "mode": "val-transform"|"direct", "note": str|None, "top": [{"index", "class",
-    "probability"}]}]}. ``note`` says why ``direct`` fell back to the val transform. Bad files raise
+    "probability"}]}]}. ``note`` says why ``direct`` fell back to the val transform. ``class_names``
+    maps the store's class folder names (e.g. WordNet ids) to readable names (see
+    :func:`read_class_names`); classes it lacks keep their folder name. Bad files raise
     the JPEG layer's errors (NotAJpegError, JpegError...) naming the file.
     """
     import torch
@@ -170,7 +173,7 @@ def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], 
     if "size" not in store or "quant_tables" not in store:
         raise CheckpointError("the checkpoint lacks the store facts (size, quant tables) predict needs", checkpoint)
     classes = list(payload["classes"])
-    names = _class_names(store)
+    names = dict(class_names or {})
     dev = _resolve_device(device, 0)
     model.to(dev)
     results = []
@@ -202,10 +205,30 @@ def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], 
             "arch": payload["arch"], "predictions": results}
 
 
-def _class_names(store: dict) -> dict[str, str]:
-    """wnid -> readable name when the store recorded them (classes.txt style), else {}."""
-    names = store.get("class_names")
-    return dict(names) if isinstance(names, dict) else {}
+def read_class_names(path: os.PathLike | str) -> dict[str, str]:
+    """Folder name -> readable name from a text file of ``<folder name><TAB or spaces><name>`` lines
+    (Tiny-ImageNet's ``classes.txt``, ImageNet's ``LOC_synset_mapping.txt``). Blank lines are skipped.
+
+    Raises SourceNotFoundError (no such file) or ConfigError naming the file and the bad line.
+    """
+    from .errors import SourceNotFoundError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError("no such class-names file", path)
+    names = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"unreadable class-names file ({exc})", path) from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(None, 1)
+        if len(parts) != 2:
+            raise ConfigError(f"line {number} is not '<class folder> <name>': {line.strip()[:60]!r}", path)
+        names[parts[0]] = parts[1].strip()
+    return names
 
 
 def model_inputs(y, cb, cr, quant, kind: str, store: dict, device):

@@ -361,8 +361,15 @@ def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):
     assert out[1]["mode"] == "val-transform" and "not a multiple of 16" in out[1]["note"]
 
     runner = CliRunner()
-    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), "--direct", os.fspath(files[0])])
+    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), "--direct", os.fspath(files[0]),
+                               "--class-names", os.fspath(shared_data / "tiny-imagenet-20" / "classes.txt")])
     assert res.exit_code == 0 and "(direct)" in res.output and "%" in res.output
+    assert "goldfish, Carassius auratus" in res.output and "European fire salamander" in res.output
+    bad_names = tmp_path / "names.txt"
+    bad_names.write_text("n01443537\n")
+    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(files[0]),
+                               "--class-names", os.fspath(bad_names)])
+    assert res.exit_code == 1 and "names.txt" in res.output and "line 1" in res.output
     res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(v / "png_disguised.JPEG")])
     assert res.exit_code == 1 and "png_disguised.JPEG" in res.output and "PNG" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
