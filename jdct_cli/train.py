@@ -394,6 +394,9 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
     on_cuda = device.type == "cuda"
     amp = bool(cfg.amp and on_cuda)
     channels_last = bool(cfg.channels_last and on_cuda)
+    if on_cuda:
+        # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
+        torch.backends.cudnn.benchmark = True
     run_dir = Path(cfg.out)
 
     info = read_metadata(cfg.data)

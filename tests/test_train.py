@@ -429,3 +429,16 @@ def test_dct_ortho_penalty_is_added_to_the_training_loss(tiny, tmp_path):
     assert penalty is not None and float(penalty) > 0
     assert first["loss"] == pytest.approx(float(ce + penalty), rel=1e-5)
     assert first["loss"] > float(ce) + 0.5 * float(penalty)
+
+
+def test_tensorboard_scalars_when_tensorboard_is_installed(tiny, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is optional and not installed here")
+    store, _ = tiny
+    run = tmp_path / "tb"
+    train(_cfg(store, run))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.fspath(run / "tb"))
+    acc.Reload()
+    (line,) = _metrics(run)
+    assert acc.Scalars("val_top1")[0].value == pytest.approx(line["val_top1"])
