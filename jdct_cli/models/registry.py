@@ -7,6 +7,7 @@ instance with ``arch`` (its name) and ``input_kind``.
 from __future__ import annotations
 
 import inspect
+import operator
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -88,8 +89,13 @@ def create_model(name: str, num_classes: int = 1000, **kw):
     """
     if name not in _FACTORIES:
         raise _unknown(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    try:
+        count = None if isinstance(num_classes, bool) else operator.index(num_classes)  # numpy ints too
+    except TypeError:
+        count = None
+    if count is None or count < 1:
         raise ConfigError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = count
     factory = _FACTORIES[name]
     params = inspect.signature(factory).parameters
     bad = [k for k in kw if k not in params]
