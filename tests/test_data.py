@@ -462,3 +462,34 @@ def test_fixture_store_metadata_matches_the_store_schema(tiny):
 
     schema = json.loads((REPO / "schemas" / "store.v1.schema.json").read_text())
     jsonschema.validate(json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"], schema)
+
+
+def test_reused_output_memory_never_overwrites_a_batch_still_held(tiny):
+    """The CPU loader reuses the memory of batches the consumer has dropped: a batch still held
+    (whole, through a view, or as a numpy array) must keep its values over two more epochs, and the
+    values must be the stored samples (identified by content)."""
+    ident = Identifier(tiny, "train")
+    ld = DCTLoader(tiny, "train", batch_size=4, seed=5, threads=2, normalize=False)
+    held, views, arrays, copies = [], [], [], []
+    for epoch in range(2):
+        ld.set_epoch(epoch)
+        for j, ((y, cb, cr), labels) in enumerate(ld):
+            copies.append([t.clone() for t in (y, cb, cr)])
+            kind = j % 4  # keep every fourth batch whole, one as a view, one as numpy; drop the rest
+            if kind == 0:
+                held.append((len(copies) - 1, (y, cb, cr)))
+            elif kind == 1:
+                views.append((len(copies) - 1, y[1:]))
+            elif kind == 2:
+                arrays.append((len(copies) - 1, cr.numpy()))
+    ld.set_epoch(2)
+    for _ in ld:  # more batches through the reused memory
+        pass
+    assert held and views and arrays
+    for k, planes in held:
+        assert all(torch.equal(a, b) for a, b in zip(planes, copies[k]))
+        assert all(ident(planes[0][i]) is not None for i in range(len(planes[0])))
+    for k, v in views:
+        assert torch.equal(v, copies[k][0][1:])
+    for k, a in arrays:
+        assert np.array_equal(a, copies[k][2].numpy())
