@@ -241,3 +241,40 @@ def test_ortho_penalty_is_zero_exactly_for_orthonormal_filters():
     with torch.no_grad():
         model.conv_cb.weight.copy_(2 * basis)
     assert model.regularization_loss().item() == pytest.approx(0.5 * 64 * 9, rel=1e-4)
+
+
+def test_dct_network_learns_from_real_coefficients(shared_data):
+    """The paper's best DCT network memorises 6 real ImageNet crops (3 classes) from libjpeg's
+    dequantized coefficients as they come (DC up to ~1000: the input BatchNorm is the only
+    normalization), within a few SGD steps: the whole path from coefficients to loss trains."""
+    pytest.importorskip("jdct_cli._decoder", reason="C extension not built")
+    from jdct_cli._decoder import read_coefficients
+
+    root = shared_data / "imagenette-5k" / "train"
+    classes = sorted(p.name for p in root.iterdir())[:3]
+    ys, cbs, crs, labels = [], [], [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((root / cls).iterdir())[:2]:
+            (y, cb, cr), quant, _ = read_coefficients(path.read_bytes())
+            # The top-left 64x64 pixels: Y blocks 8x8, chroma 4x4 (4:2:0); natural order, dequantized.
+            deq = [np.asarray(c[:n, :n], np.float32) * quant[i].astype(np.float32)
+                   for i, (c, n) in enumerate(((y, 8), (cb, 4), (cr, 4)))]
+            for store, d in zip((ys, cbs, crs), deq):
+                store.append(torch.from_numpy(d).permute(2, 0, 1))  # [64, H/8, W/8]
+            labels.append(label)
+    inputs = tuple(torch.stack(t) for t in (ys, cbs, crs))
+    target = torch.tensor(labels)
+    assert inputs[0].shape == (6, 64, 8, 8) and inputs[1].shape == (6, 64, 4, 4)
+    torch.manual_seed(0)
+    model = create_model("late_concat_rfa_thinner", num_classes=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(*inputs), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0], losses
+    with torch.no_grad():  # batch statistics: 8 steps are too few for BN's running averages
+        assert (model(*inputs).argmax(1) == target).all()
