@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 MEMORY_LIMIT = 1 << 30  # 1 GiB of address space for the child (Python + numpy + Pillow ~ 120 MB)
 CPU_LIMIT_S = 60
 #: CPU seconds one call may take on a crafted input (generous for a loaded CI machine; the
-#: many-scans file costs ~25 s per call without the decoder's scan limit).
+#: many-scans file cost 8 CPU-seconds per read_coefficients call before the decoder had a scan limit).
 CALL_CPU_BUDGET_S = 5.0
 
 CHILD = textwrap.dedent(r"""
@@ -99,7 +99,7 @@ def crafted(tmp_path_factory) -> dict[str, dict[str, dict]]:
     d = tmp_path_factory.mktemp("hostile")
     small = dec.encode(gradient(16, 16), 90, "4:2:0")
     files = {
-        # 896 conforming scans plus 3000 repeated ones over 2048x2048: ~25 s per call unbounded
+        # 896 conforming scans plus 3000 repeated ones over 2048x2048: 8 CPU-s per call without a scan limit
         "many_scans.jpg": progressive_gray(2048, 2048, extra_scans=3000),
         # only conforming scans, small image: cheap however many scans libjpeg accepts
         "many_scans_small.jpg": progressive_gray(64, 48),
