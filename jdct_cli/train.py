@@ -367,15 +367,16 @@ def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathL
     if config is None and resume is None:
         raise ConfigError("no config and nothing to resume")
     cfg, payload = _prepare_config(config, resume)
-    dctx = _init_dist(cfg.device)
     stop = _StopFlag()
-    try:
-        # Ctrl-C from here on is a request: the loop stops after the current step and saves.
-        with stop.installed():
+    # Ctrl-C from here on is a request: the loop stops after the current step and saves (installed
+    # before the process group forms, so no rank can miss a Ctrl-C that the others see).
+    with stop.installed():
+        dctx = _init_dist(cfg.device)
+        try:
             return _train(cfg, payload, dctx, progress if dctx.is_main else None, stop)
-    finally:
-        if dctx.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        finally:
+            if dctx.owns_group and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Progress,

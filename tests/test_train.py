@@ -209,39 +209,20 @@ def test_cli_sigint_exits_cleanly_and_the_run_resumes(tiny, tmp_path):
 # ------------------------------------------------------------------ DDP with gloo
 
 
-def test_two_process_gloo_run_gives_one_process_val_metrics(tiny, tmp_path):
-    """torchrun, 2 CPU processes: val (11 samples, batch 5 -> one padding sample on rank 1) is
-    all-reduced; it must equal a 1-process eval of the same weights, and only rank 0 writes."""
-    store, _ = tiny
-    run = tmp_path / "ddp"
-    env = _env()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "jdct_cli",
-           "train", "--arch", "late_concat_rfa_thinner", "--data", os.fspath(store), "--out", os.fspath(run),
-           "--epochs", "1", "--batch-size", "5", "--device", "cpu", "--threads", "1", "-q"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    config = json.loads((run / "config.json").read_text())
-    assert config["world_size"] == 2 and config["global_batch_size"] == 10
-    assert math.isclose(config["lr"], 0.1 * 10 / 256)
-    (line,) = _metrics(run)  # one line: rank 1 wrote nothing
-    assert line["step"] == 2 and line["val_samples"] == 11  # 24 // 10 steps; every val sample once
-    for bs in (5, 11):
-        res = evaluate(run / "last.pt", store, batch_size=bs, device="cpu", threads=1)
-        assert res["samples"] == 11
-        assert res["top1"] == line["val_top1"] and res["top5"] == line["val_top5"]
-        assert math.isclose(res["loss"], line["val_loss"], rel_tol=1e-4)
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+def test_two_process_gloo_run_survives_ctrl_c_and_gives_one_process_val_metrics(tiny, tmp_path):
+    """torchrun, 2 CPU processes (gloo).
 
-
-def test_ctrl_c_under_torchrun_saves_and_the_run_resumes(tiny, tmp_path):
-    """Ctrl-C in a terminal reaches torchrun and its workers; torchrun also forwards SIGINT and
-    SIGTERM to them at once. The workers must agree on a step, rank 0 saves, and the run resumes."""
+    Ctrl-C in a terminal reaches torchrun and its workers, and torchrun also forwards SIGINT and
+    SIGTERM at once: the workers must agree on a step, rank 0 saves, and the run resumes. The
+    validation after the epoch (11 samples, batch 5 per rank: one padding sample on rank 1) is
+    all-reduced; it must equal a 1-process eval of the saved weights, and only rank 0 writes.
+    """
     store, _ = tiny
     run = tmp_path / "ddp"
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "jdct_cli",
             "train"]
     args = ["--arch", "late_concat_rfa_thinner", "--data", os.fspath(store), "--out", os.fspath(run), "--epochs",
-            "1", "--batch-size", "4", "--device", "cpu", "--threads", "1"]
+            "1", "--batch-size", "5", "--device", "cpu", "--threads", "1"]
     proc = subprocess.Popen(base + args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -254,15 +235,25 @@ def test_ctrl_c_under_torchrun_saves_and_the_run_resumes(tiny, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert "interrupted after step" in err and "Aborted" not in err, err[-2000:]
+    assert "interrupted after step 1" in err and "Aborted" not in err, err[-2000:]
     saved = ckpt.load_checkpoint(run / "last.pt")
-    assert saved["mid_epoch"] and saved["loader"]["world_size"] == 2
+    assert saved["mid_epoch"] and saved["step"] == 1 and saved["loader"]["world_size"] == 2
+    assert not (run / "metrics.jsonl").exists()
+
     res = subprocess.run(base + ["--resume", os.fspath(run), "-q"], cwd=REPO, env=_env(), capture_output=True,
                          text=True, timeout=400)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lines = _metrics(run)
-    assert [m["epoch"] for m in lines] == [1] and lines[-1]["step"] == 3  # 24 // (2 x 4)
-    assert lines[-1]["val_samples"] == 11
+    assert res.returncode == 0, res.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["world_size"] == 2 and config["global_batch_size"] == 10
+    assert math.isclose(config["lr"], 0.1 * 10 / 256)
+    (line,) = _metrics(run)  # one line: rank 1 wrote nothing
+    assert line["step"] == 2 and line["val_samples"] == 11  # 24 // 10 steps; every val sample once
+    for bs in (5, 11):
+        res = evaluate(run / "last.pt", store, batch_size=bs, device="cpu", threads=1)
+        assert res["samples"] == 11
+        assert res["top1"] == line["val_top1"] and res["top5"] == line["val_top5"]
+        assert math.isclose(res["loss"], line["val_loss"], rel_tol=1e-4)
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
 
 
 # ------------------------------------------------------------------ a real learning check
