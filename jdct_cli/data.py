@@ -34,6 +34,11 @@ Resuming: ``state_dict()`` holds the epoch and the number of batches already yie
 it by ``load_state_dict()`` yields exactly the remaining batches of that epoch (same samples, same
 flips), provided seed, world size, batch size, shuffle, drop_last and window are the same.
 
+Memory (CPU): every large buffer is reused rather than allocated afresh, because a fresh page costs a
+page fault (that was a fifth of a sample's CPU time): zarr decodes into recycled chunk buffers (its
+``out=``), the int16 batch buffers outlive an iteration, and the float batches come from
+:class:`_OutputPool`, which hands a batch's memory out again only once no tensor refers to it.
+
 Threads and forks: reads go through zarr's public API (``arr[v, c0:c1]`` on chunk boundaries) from
 a ``ThreadPoolExecutor``; zarr >= 3.1 resets its event loop in forked children, and the loader
 re-opens its arrays when it finds itself in another process, so loaders created (or iterated) after
@@ -591,7 +596,7 @@ class _OutputPool:
     sent to another process). If every entry is in use, a fresh batch is allocated and not kept.
     """
 
-    MAX_ENTRIES = 4
+    MAX_ENTRIES = 3  # the consumer usually holds one batch while the next is made
 
     def __init__(self):
         self.lock = threading.Lock()
