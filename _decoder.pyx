@@ -26,6 +26,7 @@ cdef extern from *:
     #include <string.h>
     #include <jpeglib.h>
     #include <jerror.h>
+    #include <math.h>
 
     #define JD_STR2(x) #x
     #define JD_STR(x) JD_STR2(x)
@@ -460,6 +461,148 @@ cdef extern from *:
         return 0;
     }
 
+    /* ---------------- antialiased bilinear resize (Pillow's arithmetic) ----------------
+       Separable triangle filter stretched by the downscale factor, 22-bit fixed-point weights,
+       horizontal pass over the rows the vertical pass needs, then the vertical pass, rounding to
+       uint8 after each: the same arithmetic as Pillow's Image.resize(BILINEAR, box=...,
+       reducing_gap=None) in Pillow 13, so results are bit-identical to it (tests compare), minus the
+       RGB<->RGBX copies a PIL image costs. Box coordinates are floats, as Pillow receives them. */
+    #define JD_RS_BITS 22
+
+    /* Output sample i reads n[i] inputs from first[i] with weights w[i*ksize + t] (zero beyond n[i]).
+       Returns ksize, or 0 when out of memory. */
+    static int jd_rs_weights(int in_size, float in0, float in1, int out_size,
+                             int **first, int **n, int32_t **w) {
+        double scale = (double)(in1 - in0) / out_size;
+        double fscale = scale < 1.0 ? 1.0 : scale;  /* the filter widens only when shrinking */
+        double support = fscale, inv = 1.0 / fscale;
+        int ksize = (int)ceil(support) * 2 + 1, i, t;
+        double *tmp = (double *)malloc(sizeof(double) * ksize);
+        *first = (int *)malloc(sizeof(int) * out_size);
+        *n = (int *)malloc(sizeof(int) * out_size);
+        *w = (int32_t *)malloc(sizeof(int32_t) * (size_t)out_size * ksize);
+        if (tmp == NULL || *first == NULL || *n == NULL || *w == NULL) {
+            free(tmp);
+            return 0;
+        }
+        for (i = 0; i < out_size; i++) {
+            double center = in0 + (i + 0.5) * scale, sum = 0.0;
+            int lo = (int)(center - support + 0.5), hi = (int)(center + support + 0.5);
+            if (lo < 0) lo = 0;
+            if (hi > in_size) hi = in_size;
+            for (t = 0; t < hi - lo; t++) {
+                double d = fabs((t + lo - center + 0.5) * inv);
+                tmp[t] = d < 1.0 ? 1.0 - d : 0.0;
+                sum += tmp[t];
+            }
+            for (t = 0; t < ksize; t++) {
+                double v = t < hi - lo ? (sum != 0.0 ? tmp[t] / sum : tmp[t]) : 0.0;
+                (*w)[(size_t)i * ksize + t] = (int32_t)(v < 0 ? -0.5 + v * (1 << JD_RS_BITS)
+                                                              : 0.5 + v * (1 << JD_RS_BITS));
+            }
+            (*first)[i] = lo;
+            (*n)[i] = hi - lo;
+        }
+        free(tmp);
+        return ksize;
+    }
+
+    JD_INLINE uint8_t jd_rs_clip(int32_t v) {
+        v >>= JD_RS_BITS;
+        return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+
+    /* Horizontal pass: nrows rows of src (stride sstride bytes) into dst (dw pixels a row);
+       output pixel i reads n[i] pixels from column first[i] - c0. */
+    static void jd_rs_h(const uint8_t *src, size_t sstride, int c0, int nrows, uint8_t *dst,
+                        int dw, const int *first, const int *n, const int32_t *w, int k) {
+        int r, i, t;
+        for (r = 0; r < nrows; r++) {
+            const uint8_t *in = src + (size_t)r * sstride;
+            uint8_t *out = dst + (size_t)r * dw * 3;
+            for (i = 0; i < dw; i++) {
+                const uint8_t *p = in + (size_t)(first[i] - c0) * 3;
+                const int32_t *kk = w + (size_t)i * k;
+                int32_t a = 1 << (JD_RS_BITS - 1), b = a, c = a;
+                for (t = 0; t < n[i]; t++) {
+                    a += p[3 * t] * kk[t];
+                    b += p[3 * t + 1] * kk[t];
+                    c += p[3 * t + 2] * kk[t];
+                }
+                out[3 * i] = jd_rs_clip(a);
+                out[3 * i + 1] = jd_rs_clip(b);
+                out[3 * i + 2] = jd_rs_clip(c);
+            }
+        }
+    }
+
+    /* Vertical pass: output row i = sum over t of source row (first[i] - r0 + t), each row
+       rowlen bytes at src + row * sstride. Whole rows are accumulated at once: the inner loop
+       runs over contiguous bytes, which the compiler vectorizes. acc: rowlen int32 scratch. */
+    JD_INLINE void jd_rs_vpass(const uint8_t *src, size_t sstride, int r0, size_t rowlen, uint8_t *dst,
+                               int dh, const int *first, const int *n, const int32_t *w, int k,
+                               int32_t *acc) {
+        int i, t;
+        size_t j;
+        for (i = 0; i < dh; i++) {
+            const int32_t *kk = w + (size_t)i * k;
+            uint8_t *out = dst + (size_t)i * rowlen;
+            for (j = 0; j < rowlen; j++) acc[j] = 1 << (JD_RS_BITS - 1);
+            for (t = 0; t < n[i]; t++) {
+                const uint8_t *in = src + (size_t)(first[i] - r0 + t) * sstride;
+                int32_t kt = kk[t];
+                for (j = 0; j < rowlen; j++) acc[j] += in[j] * kt;
+            }
+            for (j = 0; j < rowlen; j++) out[j] = jd_rs_clip(acc[j]);
+        }
+    }
+
+    /* src: sh x sw x 3 (row stride sw*3); dst: dh x dw x 3. Pillow 13's pass order: vertical
+       first when the height shrinks by more than twice as many pixels as the width, else
+       horizontal first; each pass rounds to uint8, so the order is part of the result. Only
+       the rows (columns) the second pass reads are computed by the first. Returns -1 when out
+       of memory. */
+    JD_CLONES
+    static int jd_resize_bilinear(const uint8_t *src, int sw, int sh, float x0, float y0,
+                                  float x1, float y1, uint8_t *dst, int dw, int dh) {
+        int *hf = NULL, *hn = NULL, *vf = NULL, *vn = NULL, kh = 0, kv = 0, lo, hi;
+        int32_t *hw = NULL, *vw = NULL, *acc = NULL;
+        uint8_t *tmp = NULL;
+        size_t sstride = (size_t)sw * 3;
+        int need_h = dw != sw || x0 != 0 || x1 != dw, need_v = dh != sh || y0 != 0 || y1 != dh;
+        int h_first = !((sh - dh) > 0 && (sh - dh) > (sw - dw) * 2);
+        int rc = -1;
+        if (need_h && (kh = jd_rs_weights(sw, x0, x1, dw, &hf, &hn, &hw)) == 0) goto done;
+        if (need_v && (kv = jd_rs_weights(sh, y0, y1, dh, &vf, &vn, &vw)) == 0) goto done;
+        if (need_h && need_v && h_first) {
+            lo = vf[0]; hi = vf[dh - 1] + vn[dh - 1];
+            tmp = (uint8_t *)malloc((size_t)(hi - lo) * dw * 3);
+            acc = (int32_t *)malloc(sizeof(int32_t) * dw * 3);
+            if (tmp == NULL || acc == NULL) goto done;
+            jd_rs_h(src + lo * sstride, sstride, 0, hi - lo, tmp, dw, hf, hn, hw, kh);
+            jd_rs_vpass(tmp, (size_t)dw * 3, lo, (size_t)dw * 3, dst, dh, vf, vn, vw, kv, acc);
+        } else if (need_h && need_v) {
+            lo = hf[0]; hi = hf[dw - 1] + hn[dw - 1];
+            tmp = (uint8_t *)malloc((size_t)dh * (hi - lo) * 3);
+            acc = (int32_t *)malloc(sizeof(int32_t) * (hi - lo) * 3);
+            if (tmp == NULL || acc == NULL) goto done;
+            jd_rs_vpass(src + (size_t)lo * 3, sstride, 0, (size_t)(hi - lo) * 3, tmp, dh, vf, vn, vw, kv, acc);
+            jd_rs_h(tmp, (size_t)(hi - lo) * 3, lo, dh, dst, dw, hf, hn, hw, kh);
+        } else if (need_h) {
+            jd_rs_h(src, sstride, 0, dh, dst, dw, hf, hn, hw, kh);
+        } else if (need_v) {
+            acc = (int32_t *)malloc(sizeof(int32_t) * sstride);
+            if (acc == NULL) goto done;
+            jd_rs_vpass(src, sstride, 0, sstride, dst, dh, vf, vn, vw, kv, acc);
+        } else {
+            memcpy(dst, src, (size_t)dh * sstride);
+        }
+        rc = 0;
+    done:
+        free(hf); free(hn); free(hw); free(vf); free(vn); free(vw); free(acc); free(tmp);
+        return rc;
+    }
+
     static const char *jd_version(void) { return JD_VERSION; }
     """
     ctypedef struct jd_err:
@@ -492,6 +635,8 @@ cdef extern from *:
     void jd_quality_tables(int quality, uint16_t *luma, uint16_t *chroma) nogil
     int jd_forward_dct(const uint8_t *rgb, int H, int W, const uint16_t *ql, const uint16_t *qc,
                        int16_t *y, int16_t *cb, int16_t *cr) nogil
+    int jd_resize_bilinear(const uint8_t *src, int sw, int sh, float x0, float y0, float x1, float y1,
+                           uint8_t *dst, int dw, int dh) nogil
 
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -667,11 +812,13 @@ def read_coefficients(data, *, int64_t max_pixels=DEFAULT_MAX_PIXELS, bint stric
         jd_dec_close(&c)
 
 
-def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS, bint strict=False):
+def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS, bint strict=False,
+           int scale_num=1):
     """Decode to RGB with libjpeg's islow IDCT and fancy upsampling (see the .pyi).
 
-    ``scale`` 1, 2, 4 or 8 (output ``ceil(W/scale) x ceil(H/scale)``); ``roi`` ``(x, y, w, h)`` in
-    output pixels. Returns ``(rgb, warnings)``: ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
+    Scaling ``scale_num/scale``: 1/1, 1/2, 1/4, 1/8, or M/8 for M in 1..16 (output
+    ``ceil(W*M/8) x ceil(H*M/8)``); ``roi`` ``(x, y, w, h)`` in output pixels. Returns
+    ``(rgb, warnings)``: ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
     """
     cdef const unsigned char[::1] buf = data
     cdef const unsigned char *p = _ptr(buf)
@@ -680,8 +827,15 @@ def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS
     cdef int rc, cmyk = 0
     cdef JDIMENSION rx, ry, rw, rh, xoff, cropw
     cdef cnp.ndarray out
-    if scale not in (1, 2, 4, 8):
-        raise ValueError(f"scale must be 1, 2, 4 or 8, not {scale}")
+    cdef int eighths  # the scaling as M/8, which is what libjpeg-turbo implements
+    if scale_num == 1:
+        if scale not in (1, 2, 4, 8):
+            raise ValueError(f"scale must be 1, 2, 4 or 8, not {scale}")
+        eighths = 8 // scale
+    else:
+        if scale != 8 or not 1 <= scale_num <= 16:
+            raise ValueError(f"scaling {scale_num}/{scale} is not M/8 with M in 1..16")
+        eighths = scale_num
     try:
         with nogil:
             rc = jd_dec_open(&c, p, n, strict, 0)
@@ -697,8 +851,8 @@ def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS
             c.d.out_color_space = JCS_RGB
         c.d.dct_method = JDCT_ISLOW
         c.d.do_fancy_upsampling = 1
-        c.d.scale_num = 1
-        c.d.scale_denom = scale
+        c.d.scale_num = eighths
+        c.d.scale_denom = 8
         with nogil:
             rc = jd_dec_start(&c)
         if rc != 0:
@@ -720,9 +874,9 @@ def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS
         if (rx != 0 or rw != c.d.output_width) and c.d.max_h_samp_factor <= 2 and c.d.max_v_samp_factor <= 2:
             # crop_scanline widens the span leftwards to an iMCU boundary, and fancy upsampling
             # replicates the edge chroma sample at both ends of the cropped span: ask for a margin
-            # of one iMCU (at most 4*8/scale output pixels) each side so the region we keep sees its
-            # real neighbours, then drop the extra columns.
-            margin = max(1, 32 // scale)
+            # of one iMCU (at most 4*M output pixels at scaling M/8) each side so the region we keep
+            # sees its real neighbours, then drop the extra columns.
+            margin = 4 * eighths
             xoff = rx - min(<JDIMENSION>margin, rx)
             cropw = min(rx + rw + margin, c.d.output_width) - xoff
             with nogil:
@@ -799,3 +953,30 @@ def forward_dct(rgb, int quality=100):
     if rc != 0:
         raise MemoryError("forward_dct: no memory for a 16-row scratch strip")
     return y, cb, cr, quant
+
+
+def resize_bilinear(rgb, box, int width, int height):
+    """Antialiased bilinear resize of ``box`` ``(x0, y0, x1, y1)`` (float source pixels, within
+    the image) of uint8 ``(H, W, 3)`` ``rgb`` to uint8 ``(height, width, 3)``, bit-identical to
+    Pillow's ``Image.resize((width, height), BILINEAR, box=box, reducing_gap=None)`` (whose
+    fixed-point arithmetic it follows). Releases the GIL.
+    """
+    arr = np.ascontiguousarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"resize_bilinear needs a uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}")
+    if width < 1 or height < 1 or width > 65535 or height > 65535:
+        raise ValueError(f"output size {width}x{height} must be 1..65535 on each side")
+    cdef float x0, y0, x1, y1
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= arr.shape[1] and 0 <= y0 < y1 <= arr.shape[0]):
+        raise ValueError(f"box {tuple(box)} (x0, y0, x1, y1) is not a non-empty region of the "
+                         f"{arr.shape[1]}x{arr.shape[0]} image")
+    cdef const uint8_t[:, :, ::1] px = arr
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    cdef uint8_t[:, :, ::1] o = out
+    cdef int rc, sw = px.shape[1], sh = px.shape[0]
+    with nogil:
+        rc = jd_resize_bilinear(&px[0, 0, 0], sw, sh, x0, y0, x1, y1, &o[0, 0, 0], width, height)
+    if rc != 0:
+        raise MemoryError("resize_bilinear: no memory for the filter weights or a row buffer")
+    return out

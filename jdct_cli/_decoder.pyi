@@ -20,8 +20,9 @@ Conventions:
   refused the same way.
 - Progressive files with more than 500 scans (a denial-of-service pattern; real encoders write
   about ten) raise ``JpegError("too many scans ...")``.
-- Argument errors (``scale`` not 1/2/4/8, ``roi`` outside the output, wrong array dtype/shape,
-  ``quality`` outside 1..100) raise plain ``ValueError``.
+- Argument errors (``scale`` not 1/2/4/8 nor ``scale_num``/8 with ``scale_num`` 1..16, ``roi``
+  outside the output, wrong array dtype/shape, ``quality`` outside 1..100, an empty or outside
+  resize box) raise plain ``ValueError``.
 """
 from typing import Optional, TypedDict
 
@@ -75,10 +76,13 @@ def decode(
     roi: Optional[tuple[int, int, int, int]] = None,
     max_pixels: int = ...,
     strict: bool = False,
+    scale_num: int = 1,
 ) -> tuple[np.ndarray, int]:
     """Decode to RGB pixels with libjpeg's islow IDCT and fancy upsampling.
 
     ``scale``: 1, 2, 4 or 8, the output is ``ceil(W/scale) x ceil(H/scale)`` (libjpeg's DCT scaling).
+    ``scale_num`` M (1..16, with ``scale=8``): scaling M/8, output ``ceil(W*M/8) x ceil(H*M/8)``,
+    libjpeg-turbo's M-point scaled IDCTs (SIMD for M = 1, 2, 4, 8 only; plain C otherwise).
     ``roi``: ``(x, y, width, height)`` in *output* (scaled) pixels; only the needed rows/columns are
     decoded (jpeg_crop_scanline / jpeg_skip_scanlines) and exactly that region is returned.
     The region is exactly ``full[y:y+h, x:x+w]`` of the full decode at that scale for valid files
@@ -89,6 +93,13 @@ def decode(
     ``convert("RGB")`` does, which it matches exactly.
     Returns ``(rgb, warnings)``, ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
     """
+
+def resize_bilinear(rgb: np.ndarray, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
+    """Antialiased bilinear resize of ``box`` ``(x0, y0, x1, y1)`` (float source pixels,
+    ``0 <= x0 < x1 <= W``, ``0 <= y0 < y1 <= H``) of uint8 ``(H, W, 3)`` ``rgb`` to uint8
+    C-contiguous ``(height, width, 3)``: bit-identical to Pillow 13's
+    ``Image.resize((width, height), BILINEAR, box=box, reducing_gap=None)`` (same fixed-point
+    weights, same pass order), without the RGB<->RGBX copies. Releases the GIL."""
 
 def encode(rgb: np.ndarray, quality: int = 100, subsampling: str = "4:2:0") -> bytes:
     """Baseline JPEG bytes of uint8 ``(H, W, 3)`` RGB with libjpeg-turbo (islow DCT,

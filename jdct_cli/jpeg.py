@@ -384,16 +384,19 @@ def decode(
     roi: Optional[tuple[int, int, int, int]] = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     strict: bool = False,
+    scale_num: int = 1,
 ) -> Decoded:
     """Decode to RGB with libjpeg (islow IDCT, fancy upsampling); EXIF orientation NOT applied.
 
-    ``scale`` 1, 2, 4 or 8 (libjpeg DCT scaling, output ``ceil(W/scale) x ceil(H/scale)``);
+    ``scale`` 1, 2, 4 or 8 (libjpeg DCT scaling, output ``ceil(W/scale) x ceil(H/scale)``), or
+    ``scale=8, scale_num=M`` for M/8 scaling, M in 1..16 (output ``ceil(W*M/8) x ceil(H*M/8)``);
     ``roi`` ``(x, y, width, height)`` in output pixels decodes only that region.
     Returns :class:`Decoded` ``(rgb, warnings)``, ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
     """
     data = _prepare(data, path)
     try:
-        rgb, warnings = _decoder().decode(data, scale=scale, roi=roi, max_pixels=max_pixels, strict=strict)
+        rgb, warnings = _decoder().decode(data, scale=scale, roi=roi, max_pixels=max_pixels, strict=strict,
+                                          scale_num=scale_num)
     except JpegError as exc:
         raise _rethrow(exc, path) from None
     return Decoded(rgb, int(warnings))
