@@ -594,7 +594,7 @@ def _dir_bytes(path: Path) -> int:
 def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
     from . import __version__
     from .jpeg import libjpeg_version
-    from .transforms import RATIO_RANGE, RESIZE_FILTER, SCALE_RANGE, val_resize_size
+    from .transforms import DCT_EIGHTHS, RATIO_RANGE, RESIZE_FILTER, SCALE_RANGE, val_resize_size
 
     opts = ConvertOptions(**plan["options"])
     markers = sorted(markers, key=lambda m: (m["split"], m["view"], m["shard"]))
@@ -645,6 +645,7 @@ def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, 
             "resize_filter": f"Pillow {RESIZE_FILTER} (antialiased)",
             "exif": opts.exif, "exact_decode": opts.exact_decode,
             "dct_scaling": not opts.exact_decode, "roi_decode": not opts.exact_decode,
+            "dct_scaling_eighths": [] if opts.exact_decode else list(DCT_EIGHTHS),
             "max_pixels": opts.max_pixels,
         },
         "source": plan["root"],
