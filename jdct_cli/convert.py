@@ -218,7 +218,7 @@ def convert_image(data: bytes, path, *, train: bool, rng: np.random.Generator, o
     """One image to one sample: ``(y, cb, cr, box)`` in store layout (int16 planes, box float tuple)."""
     from . import jpeg
     from .dct import crop_coefficients
-    from .transforms import crop_to_rgb, oriented_size
+    from .transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, crop_to_rgb, oriented_size
 
     header = jpeg.read_header(data, path=path, max_pixels=opts.max_pixels)
     width, height = header["width"], header["height"]
@@ -228,7 +228,7 @@ def convert_image(data: bytes, path, *, train: bool, rng: np.random.Generator, o
     ow, oh = oriented_size(width, height, orientation)
     box = sample_box(rng, train, ow, oh, opts.size)
     rgb = crop_to_rgb(data, width, height, box, opts.size, exact=opts.exact_decode, orientation=orientation,
-                      max_pixels=opts.max_pixels, path=path)
+                      max_pixels=opts.max_pixels, path=path, scalings=DCT_EIGHTHS if train else DCT_EIGHTHS_VAL)
     y, cb, cr, _ = crop_coefficients(rgb, opts.quality, opts.fdct)
     return y, cb, cr, box
 
@@ -594,7 +594,7 @@ def _dir_bytes(path: Path) -> int:
 def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
     from . import __version__
     from .jpeg import libjpeg_version
-    from .transforms import DCT_EIGHTHS, RATIO_RANGE, RESIZE_FILTER, SCALE_RANGE, val_resize_size
+    from .transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, RATIO_RANGE, RESIZE_FILTER, SCALE_RANGE, val_resize_size
 
     opts = ConvertOptions(**plan["options"])
     markers = sorted(markers, key=lambda m: (m["split"], m["view"], m["shard"]))
@@ -645,7 +645,8 @@ def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, 
             "resize_filter": f"Pillow {RESIZE_FILTER} (antialiased)",
             "exif": opts.exif, "exact_decode": opts.exact_decode,
             "dct_scaling": not opts.exact_decode, "roi_decode": not opts.exact_decode,
-            "dct_scaling_eighths": [] if opts.exact_decode else list(DCT_EIGHTHS),
+            "dct_scaling_eighths": {} if opts.exact_decode else {"train": list(DCT_EIGHTHS),
+                                                                   "val": list(DCT_EIGHTHS_VAL)},
             "max_pixels": opts.max_pixels,
         },
         "source": plan["root"],
