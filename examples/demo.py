@@ -167,7 +167,7 @@ def inspect_bad(demo: Demo) -> None:
 # ---- later steps (convert, train, evaluate) are registered below this line ----
 
 
-@step("convert a slice of imagenette-5k into a Zarr store, inspect and verify it")
+@step("convert example JPEGs (a slice of imagenette-5k) into a Zarr store, inspect and verify it")
 def convert_store(demo: Demo) -> None:
     src = demo.out / "convert-src"
     store = demo.out / "imagenette-slice.zarr"
@@ -181,22 +181,39 @@ def convert_store(demo: Demo) -> None:
                         (src / split / cls / f.name).symlink_to(f)
             print(f"  {_short(src)}: 30 train + 10 val images per class of imagenette-5k (symlinks)")
         else:
-            import numpy as np
-            import skimage.data
-            from PIL import Image
-
-            for cls, names in (("animals", ("chelsea", "cat", "astronaut")), ("things", ("coffee", "rocket", "camera"))):
-                (src / cls).mkdir(parents=True)
-                for name in names:
-                    pixels = np.asarray(getattr(skimage.data, name)())
-                    Image.fromarray(pixels).convert("RGB").save(src / cls / f"{name}.jpg", quality=90)
-            print(f"  {_short(src)}: scikit-image's CC0 samples as a 2-class folder")
+            _write_skimage_folder(src)
+            print(f"  {_short(src)}: crops of scikit-image's CC0 samples as a 2-class train/val folder")
     # --overwrite: a rerun of the demo converts again instead of refusing the existing store
     demo.run_jdct("convert", src, store, "--size", "224", "--shard-samples", "128", "--chunk-samples", "32",
                   "--overwrite")
     demo.run_jdct("inspect", store, "--sample", "2", "--plot", demo.out / "store-samples.png", max_lines=30)
     demo.run_jdct("verify", store)
     demo.state["store"] = store
+
+
+def _write_skimage_folder(src: Path) -> None:
+    """A small ImageFolder tree (train/val x 2 classes) from scikit-image's CC0 photographs.
+
+    Each photograph gives several seeded random crops (60-100% of each side), so that the demo has
+    enough samples for a few batches: 3 photographs x (6 train + 2 val) crops per class.
+    """
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    classes = {"cats": ("chelsea", "cat", "astronaut"), "things": ("coffee", "rocket", "camera")}
+    for cls, names in classes.items():
+        for name in names:
+            photo = Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert("RGB")
+            for index in range(8):
+                split = "train" if index < 6 else "val"
+                w, h = photo.size
+                cw, ch = (int(side * rng.uniform(0.6, 1.0)) for side in (w, h))
+                x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                folder = src / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                photo.crop((x, y, x + cw, y + ch)).save(folder / f"{name}_{index}.jpg", quality=90)
 
 
 @step("the model zoo: input of each network, parameters, GMACs at 224, the paper's results")
@@ -215,14 +232,15 @@ def train_and_eval(demo: Demo) -> None:
     demo.run_jdct("convert", src, store, "--size", "32", "--shard-samples", "128", "--chunk-samples", "32",
                   "--overwrite", "--quiet")
     splits = json.loads((store / "zarr.json").read_text())["attributes"]["jdct"]["splits"]
-    val = "val" if "val" in splits else "train"  # the scikit-image fallback has a single split
+    val = "val" if "val" in splits else "train"
     run = demo.out / "run"
     shutil.rmtree(run, ignore_errors=True)  # a rerun of the demo starts a fresh run
     # One intra-op thread: on a small shared machine two contending torch threads run these tiny
     # convolutions several times slower than one (measured 1.0 s vs 2.5-11 s per step).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    batch = "32" if demo.shared is not None else "8"  # the scikit-image fallback has 36 train images
     demo.run_jdct("train", "--arch", "late_concat_rfa_thinner", "--data", store, "--out", run, "--epochs", "2",
-                  "--batch-size", "32", "--lr", "0.005", "--device", "cpu", "--val-split", val)
+                  "--batch-size", batch, "--lr", "0.005", "--device", "cpu", "--val-split", val)
     for line in (run / "metrics.jsonl").read_text().splitlines():
         m = json.loads(line)
         print(f"    metrics.jsonl: epoch {m['epoch']}: train loss {m['train_loss']:.3f}, val top-1 "
@@ -232,8 +250,7 @@ def train_and_eval(demo: Demo) -> None:
     if json.loads(proc.stdout)["top1"] != logged:
         raise DemoFailed("eval did not reproduce the best val top-1 logged during training")
     print(f"  eval reproduces the best logged val top-1 ({100 * logged:.1f}%)")
-    images = sorted((src / val).rglob("*.JPEG"))[:1] if (src / val).is_dir() else []
-    images = images or sorted(src.rglob("*.jpg"))[:1]
+    images = sorted(p for p in (src / val).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:1]
     demo.run_jdct("predict", "--checkpoint", run / "best.pt", "--direct", *images, *demo.samples[:1])
 
 
