@@ -5,10 +5,11 @@ One input = the bytes of one would-be JPEG file. Each input goes through, in ord
 
 1. ``_decoder.read_header``
 2. ``_decoder.read_coefficients`` (strict or not)
-3. ``_decoder.decode`` at a DCT scale of 1, 2, 4 or 8, whole image
+3. ``_decoder.decode`` at a DCT scale of 1, 2, 4 or 8 or M/8 (``scale_num``), whole image
 4. ``_decoder.decode`` of a region of interest inside that scaled image, compared with the same
    region of the whole decode when neither decode saw a libjpeg warning
-5. ``convert.convert_image``: one file's bytes to one crop's coefficients (what ``jdct convert``
+5. ``_decoder.resize_bilinear`` of a box of that image, compared with Pillow's resize
+6. ``convert.convert_image``: one file's bytes to one crop's coefficients (what ``jdct convert``
    does per image: header, crop box, ROI + DCT-scaled decode, resize, forward DCT), train or val,
    EXIF orientation ignored or applied.
 
@@ -66,13 +67,38 @@ def _feature(*parts) -> None:
 
 def _choices(data: bytes) -> dict:
     k = zlib.crc32(data)
+    k2 = zlib.crc32(data, 0x9E3779B9)
     return {
         "scale": (1, 2, 4, 8)[k & 3],
         "strict": bool(k & 4),
         "train": bool(k & 8),
         "exif": "apply" if k & 16 else "ignore",
         "roi_bits": k >> 5,
+        # a second, independent draw: libjpeg's M/8 scaling (scale=8, scale_num=M) for half the
+        # inputs, and the box/size of the resize_bilinear call
+        "scale_num": 1 + (k2 & 15) if k2 & 16 else None,
+        "resize_bits": k2 >> 5,
     }
+
+
+def _check_resize(rgb: np.ndarray, bits: int) -> None:
+    """``resize_bilinear`` of a box of ``rgb`` drawn from ``bits`` equals Pillow's resize (its contract)."""
+    from PIL import Image
+
+    from jdct_cli import _decoder as dec
+
+    h0, w0 = rgb.shape[:2]
+    x0 = w0 * (bits & 255) / 256
+    y0 = h0 * ((bits >> 8) & 255) / 256
+    x1 = x0 + (w0 - x0) * (((bits >> 16) & 15) + 1) / 16
+    y1 = y0 + (h0 - y0) * (((bits >> 20) & 15) + 1) / 16
+    ow, oh = 1 + ((bits >> 8) & 63), 1 + ((bits >> 14) & 63)
+    got = dec.resize_bilinear(rgb, (x0, y0, x1, y1), ow, oh)
+    want = np.asarray(Image.fromarray(rgb, "RGB").resize((ow, oh), Image.Resampling.BILINEAR,
+                                                         box=(x0, y0, x1, y1), reducing_gap=None))
+    _check(got.dtype == np.uint8 and got.shape == (oh, ow, 3), f"resize shape {got.shape}")
+    _check(np.array_equal(got, want), f"resize_bilinear of {(x0, y0, x1, y1)} of {w0}x{h0} to {ow}x{oh} "
+                                      "differs from Pillow")
 
 
 def one_input(data: bytes) -> None:
@@ -103,11 +129,16 @@ def one_input(data: bytes) -> None:
             for c, info in zip(comps, header["components"]):
                 _check(c.dtype == np.int16 and c.shape == (info["blocks_high"], info["blocks_wide"], 64),
                        f"coefficient shape {c.shape} vs header {info}")
-        s = ch["scale"]
-        sw, sh = -(-W // s), -(-H // s)
+        s, m = ch["scale"], ch["scale_num"]
+        if m is not None and W * H * m * m <= 64 * FUZZ_MAX_PIXELS:
+            s, scaling = f"{m}/8", {"scale": 8, "scale_num": m}
+            sw, sh = -(-W * m // 8), -(-H * m // 8)
+        else:
+            scaling = {"scale": s}
+            sw, sh = -(-W // s), -(-H // s)
         full = None
         try:
-            full, wfull = dec.decode(data, scale=s, max_pixels=FUZZ_MAX_PIXELS, strict=ch["strict"])
+            full, wfull = dec.decode(data, **scaling, max_pixels=FUZZ_MAX_PIXELS, strict=ch["strict"])
         except JdctError as exc:
             _feature("decode", s, type(exc).__name__, exc.reason)
         else:
@@ -119,7 +150,7 @@ def one_input(data: bytes) -> None:
         w = 1 + (b >> 14) % (sw - x)
         h = 1 + (b >> 20) % (sh - y)
         try:
-            part, wpart = dec.decode(data, scale=s, roi=(x, y, w, h), max_pixels=FUZZ_MAX_PIXELS,
+            part, wpart = dec.decode(data, **scaling, roi=(x, y, w, h), max_pixels=FUZZ_MAX_PIXELS,
                                      strict=ch["strict"])
         except JdctError as exc:
             _feature("roi", s, type(exc).__name__, exc.reason)
@@ -127,6 +158,8 @@ def one_input(data: bytes) -> None:
             _check(part.dtype == np.uint8 and part.shape == (h, w, 3), f"roi shape {part.shape} for {(x, y, w, h)}")
             if full is not None and wfull == 0 and wpart == 0:
                 _check(np.array_equal(part, full[y:y + h, x:x + w]), f"roi {(x, y, w, h)} at 1/{s} differs from the full decode")
+    if header is not None and full is not None:
+        _check_resize(full, ch["resize_bits"])
     opts = ConvertOptions(size=32, max_pixels=FUZZ_MAX_PIXELS, exif=ch["exif"])
     try:
         yk, cbk, crk, box = convert_image(data, "fuzz-input.jpg", train=ch["train"],
