@@ -99,7 +99,9 @@ def resize_bilinear(rgb: np.ndarray, box: tuple[float, float, float, float], wid
     ``0 <= x0 < x1 <= W``, ``0 <= y0 < y1 <= H``) of uint8 ``(H, W, 3)`` ``rgb`` to uint8
     C-contiguous ``(height, width, 3)``: bit-identical to Pillow 13's
     ``Image.resize((width, height), BILINEAR, box=box, reducing_gap=None)`` (same fixed-point
-    weights, same pass order), without the RGB<->RGBX copies. Releases the GIL."""
+    weights, same pass order), without the RGB<->RGBX copies. Releases the GIL. Being jdct's own
+    code, its results do not depend on the installed Pillow (whose pass order, and so the last
+    bit of some pixels, has changed across versions)."""
 
 def encode(rgb: np.ndarray, quality: int = 100, subsampling: str = "4:2:0") -> bytes:
     """Baseline JPEG bytes of uint8 ``(H, W, 3)`` RGB with libjpeg-turbo (islow DCT,
