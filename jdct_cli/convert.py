@@ -528,8 +528,17 @@ def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: st
                                          "stage": "plan"})
         splits[name]["skipped"] = splits[name].get("skipped", 0) + 1
     luma, chroma = _quant_tables(opts.quality, opts.fdct)
-    return {"options": asdict(opts), "root": os.fspath(Path(src).resolve()), "classes": source.classes,
-            "quant": [luma, chroma], "splits": splits}
+    return {"options": asdict(opts), "software": _software_versions(), "root": os.fspath(Path(src).resolve()),
+            "classes": source.classes, "quant": [luma, chroma], "splits": splits}
+
+
+def _software_versions() -> dict[str, str]:
+    """jdct's and libjpeg's versions: a resumed conversion must run the code that began it, or the
+    shards written before and after the resume could hold differently computed samples."""
+    from . import __version__
+    from .jpeg import libjpeg_version
+
+    return {"jdct": __version__, "libjpeg": libjpeg_version() or "unknown"}
 
 
 def _header_batch_with_start(batch: dict[str, Any]):
@@ -713,6 +722,12 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
                 raise ConfigError(
                     "an interrupted conversion with different options is here: rerun it with the same "
                     "options to resume, or pass --overwrite to start again", out)
+            began_with = plan.get("software", {})
+            if began_with != _software_versions():
+                raise ConfigError(
+                    f"this interrupted conversion was begun by jdct {began_with.get('jdct', '(unknown)')} with "
+                    f"libjpeg-turbo {began_with.get('libjpeg', '(unknown)')}; resuming it with other versions "
+                    "could mix differently computed samples: pass --overwrite to start again", out)
             fresh = discover(src, labels)
             same = set(fresh.splits) == set(plan["splits"]) and all(
                 fresh.splits[n].files == plan["splits"][n]["discovered"]

@@ -311,6 +311,11 @@ def test_resume_with_other_options_is_refused(tiny_tree, tmp_path):
     cv.st.write_json_atomic(out / ".jdct-progress" / "plan.json", plan)
     with pytest.raises(ConfigError, match="different options"):
         convert(tiny_tree, out, options=ConvertOptions(size=64, **SMALL), workers=1)
+    # the same options, but the plan was made by another jdct/libjpeg: resuming could mix samples
+    plan["software"] = {"jdct": "0.0.1", "libjpeg": plan["software"]["libjpeg"]}
+    cv.st.write_json_atomic(out / ".jdct-progress" / "plan.json", plan)
+    with pytest.raises(ConfigError, match="begun by jdct 0.0.1"):
+        convert(tiny_tree, out, options=ConvertOptions(size=32, **SMALL), workers=1)
 
 
 @pytest.mark.shared
