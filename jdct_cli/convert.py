@@ -588,18 +588,6 @@ def _load_marker(out: Path, task: dict[str, Any]) -> Optional[dict[str, Any]]:
         return None  # unreadable marker: redo the shard
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = [d for d in dirnames if d != st.PROGRESS_DIR]
-        for f in filenames:
-            try:
-                total += os.path.getsize(os.path.join(dirpath, f))
-            except OSError:
-                pass
-    return total
-
-
 def _metadata(plan: dict[str, Any], markers: list[dict[str, Any]]) -> dict[str, Any]:
     from . import __version__
     from .jpeg import libjpeg_version
@@ -802,8 +790,8 @@ def summarize(out: Path, meta: dict[str, Any], *, seconds: float, convert_second
     size = meta["size"]
     per_sample_raw = 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
     samples = sum(sp["views"] * sp["num_samples"] for sp in meta["splits"].values())
-    coef_bytes = sum(_dir_bytes(out / split / a) for split in meta["splits"] for a in st.COEFFICIENT_ARRAYS)
-    total_bytes = _dir_bytes(out)
+    coef_bytes = sum(st.dir_bytes(out / split / a) for split in meta["splits"] for a in st.COEFFICIENT_ARRAYS)
+    total_bytes = st.dir_bytes(out)
     kinds: Counter = Counter()
     images = converted = failed = 0
     for sp in meta["splits"].values():

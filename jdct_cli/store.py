@@ -231,3 +231,17 @@ def write_metadata(path: os.PathLike | str, meta: dict[str, Any]) -> None:
     group_meta = json.loads(zarr_json.read_text())
     group_meta.setdefault("attributes", {})[ATTRS_KEY] = meta
     write_json_atomic(zarr_json, group_meta)
+
+
+def dir_bytes(path: os.PathLike | str) -> int:
+    """Bytes on disk of the files under ``path`` (a store or one of its arrays), skipping the
+    conversion's ``PROGRESS_DIR`` bookkeeping; files that vanish meanwhile count 0."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = [d for d in dirnames if d != PROGRESS_DIR]
+        for name in filenames:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                pass
+    return total

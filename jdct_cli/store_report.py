@@ -25,17 +25,6 @@ INSPECT_FORMAT = "jdct-store-inspect"
 INSPECT_VERSION = 1
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(dirpath, f))
-            except OSError:
-                pass
-    return total
-
-
 def _raw_sample_bytes(size: int) -> int:
     """Bytes of one sample's y, cb, cr as raw int16."""
     return 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
@@ -80,7 +69,7 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
         coef_bytes = split_bytes = 0
         for a in st.ALL_ARRAYS:
             arr = group[f"{name}/{a}"]
-            nbytes = _dir_bytes(root / name / a)
+            nbytes = st.dir_bytes(root / name / a)
             split_bytes += nbytes
             if a in st.COEFFICIENT_ARRAYS:
                 coef_bytes += nbytes
