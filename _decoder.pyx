@@ -10,7 +10,7 @@ every path, so libjpeg's memory is always released.
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, int16_t, uint16_t, int32_t, int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memchr
 from jpeglib cimport *
 
 from jdct_cli.errors import ImageTooLargeError, JpegError
@@ -619,6 +619,7 @@ cdef extern from *:
         unsigned char *out
         unsigned long outsize
 
+    int JD_MAX_SCANS
     int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int save_exif) nogil
     void jd_dec_close(jd_dec *c) nogil
     int jd_dec_read_coefficients(jd_dec *c) nogil
@@ -673,8 +674,38 @@ cdef object _header_failure(jd_dec *c, int64_t max_pixels):
     return JpegError(msg)
 
 
-cdef object _check_budget(jd_dec *c, int64_t max_pixels):
-    """None when the declared image fits the pixel and coefficient budgets, else the exception."""
+# A progressive scan walks every block of the image, at ~10-15 ns a block here: a small file can
+# carry hundreds of scans over a huge image (seconds per scan-walk budget is what matters, not the
+# count alone). Scans are capped so that scans x blocks stays near this many block visits (about
+# 1.5 s of decoding here), but never below _MIN_SCAN_LIMIT, which real encoders never approach
+# (jpegtran's progressive script has 10 scans, mozjpeg's up to ~20).
+_SCAN_BLOCK_BUDGET = 100_000_000
+_MIN_SCAN_LIMIT = 64
+
+
+cdef int64_t _count_sos(const unsigned char *data, size_t size) noexcept nogil:
+    """Start-of-scan markers (0xFF 0xDA) in the bytes: entropy-coded data stuffs every 0xFF with
+    0x00, so each pair found is a real marker (fill bytes 0xFF 0xFF... are skipped one by one)."""
+    cdef int64_t count = 0
+    cdef size_t i = 0
+    cdef const unsigned char *hit
+    while i < size:
+        hit = <const unsigned char *>memchr(data + i, 0xFF, size - i)
+        if hit == NULL:
+            break
+        i = <size_t>(hit - data) + 1
+        if i < size and data[i] == 0xDA:
+            count += 1
+    return count
+
+
+cdef object _check_budget(jd_dec *c, int64_t max_pixels, const unsigned char *data, size_t size):
+    """None when the declared image fits the pixel, coefficient and scan budgets, else the exception.
+
+    The scan budget (progressive files only) counts the file's SOS markers before any decoding:
+    more than ``max(_MIN_SCAN_LIMIT, _SCAN_BLOCK_BUDGET / blocks)`` scans (and never more than
+    JD_MAX_SCANS, which the progress monitor also enforces) is refused at once.
+    """
     cdef int64_t pixels = <int64_t>c.d.image_width * <int64_t>c.d.image_height
     cdef int64_t coefs = 0
     cdef int ci
@@ -689,6 +720,16 @@ cdef object _check_budget(jd_dec *c, int64_t max_pixels):
         return ImageTooLargeError(
             f"image would need {coefs} DCT coefficients ({c.d.num_components} components), more than "
             f"the budget allows for {max_pixels} pixels", pixels=pixels, max_pixels=max_pixels)
+    cdef int64_t blocks, limit, scans
+    if c.d.progressive_mode and data != NULL:
+        blocks = max(coefs // 64, 1)
+        limit = min(max(_SCAN_BLOCK_BUDGET // blocks, _MIN_SCAN_LIMIT), JD_MAX_SCANS)
+        with nogil:
+            scans = _count_sos(data, size)
+        if scans > limit:
+            return JpegError(
+                f"too many scans in a progressive JPEG for its size: {scans} scans over {blocks} blocks "
+                f"(at most {limit} allowed: decoding cost grows with scans x blocks)")
     return None
 
 
@@ -720,7 +761,7 @@ def read_header(data, *, int64_t max_pixels=DEFAULT_MAX_PIXELS):
             rc = jd_dec_open(&c, p, n, 0, 1)
         if rc != 0:
             raise _header_failure(&c, max_pixels)
-        err = _check_budget(&c, max_pixels)
+        err = _check_budget(&c, max_pixels, NULL, 0)  # facts only: the scan budget is a decoding matter
         if err is not None:
             raise err
         components = []
@@ -778,7 +819,7 @@ def read_coefficients(data, *, int64_t max_pixels=DEFAULT_MAX_PIXELS, bint stric
             rc = jd_dec_open(&c, p, n, strict, 0)
         if rc != 0:
             raise _header_failure(&c, max_pixels)
-        err = _check_budget(&c, max_pixels)
+        err = _check_budget(&c, max_pixels, p, n)
         if err is not None:
             raise err
         with nogil:
@@ -841,7 +882,7 @@ def decode(data, *, int scale=1, roi=None, int64_t max_pixels=DEFAULT_MAX_PIXELS
             rc = jd_dec_open(&c, p, n, strict, 0)
         if rc != 0:
             raise _header_failure(&c, max_pixels)
-        err = _check_budget(&c, max_pixels)
+        err = _check_budget(&c, max_pixels, p, n)
         if err is not None:
             raise err
         if c.d.jpeg_color_space == JCS_CMYK or c.d.jpeg_color_space == JCS_YCCK:

@@ -58,12 +58,13 @@ def _eob_runs(nblocks: int) -> bytes:
     return bits.flush()
 
 
-def progressive_gray(width: int, height: int, *, extra_scans: int = 0) -> bytes:
+def progressive_gray(width: int, height: int, *, extra_scans: int = 0, refinements: int = 13) -> bytes:
     """A valid progressive (SOF2) grayscale JPEG of a flat mid-grey image with a maximal scan script.
 
     Scans: DC first (Al=13) and its 13 refinements, then for each AC coefficient k = 1..63 its
     first scan (Al=13) and 13 refinements: 14 * 64 = 896 scans, every one conforming (libjpeg
-    reports no warning). ``extra_scans`` appends that many more AC refinement scans of band 1..63,
+    reports no warning). ``refinements`` < 13 keeps that many refinement scans per coefficient:
+    (1 + refinements) * 64 scans, starting at Al = refinements. ``extra_scans`` appends that many more AC refinement scans of band 1..63,
     which repeat an already finished progression (libjpeg only warns about those).
     Every coefficient is zero, so all data is: DC category 0 (1-bit code '0') and EOB runs.
     """
@@ -78,13 +79,13 @@ def progressive_gray(width: int, height: int, *, extra_scans: int = 0) -> bytes:
         return segment(0xDA, bytes([1, 1, 0x00, ss, se, (ah << 4) | al]))
 
     zero_bits = bytes((nb + 7) // 8)  # DC first: nb codes '0'; DC refinement: nb raw 0 bits
-    out += sos(0, 0, 0, 13) + zero_bits
-    for al in range(12, -1, -1):
+    out += sos(0, 0, 0, refinements) + zero_bits
+    for al in range(refinements - 1, -1, -1):
         out += sos(0, 0, al + 1, al) + zero_bits
     ac = _eob_runs(nb)
     for k in range(1, 64):
-        out += sos(k, k, 0, 13) + ac
-        for al in range(12, -1, -1):
+        out += sos(k, k, 0, refinements) + ac
+        for al in range(refinements - 1, -1, -1):
             out += sos(k, k, al + 1, al) + ac
     for _ in range(extra_scans):
         out += sos(1, 63, 1, 0) + ac

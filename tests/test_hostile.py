@@ -103,6 +103,10 @@ def crafted(tmp_path_factory) -> dict[str, dict[str, dict]]:
         "many_scans.jpg": progressive_gray(2048, 2048, extra_scans=3000),
         # only conforming scans, small image: cheap however many scans libjpeg accepts
         "many_scans_small.jpg": progressive_gray(64, 48),
+        # 128 conforming scans: fine on a small image, a decoding-time bomb over 8192x8192
+        # (128 x 1M block visits); refused from the scan count before any decoding
+        "scans_128_over_8192.jpg": progressive_gray(8192, 8192, refinements=1),
+        "scans_128_over_256.jpg": progressive_gray(256, 256, refinements=1),
         "declared_65535x65535.jpg": with_declared_size(small, 65535, 65535),
         "strip_1x65000.jpg": dec.encode(gradient(65000, 1), 90, "4:2:0"),
         "strip_65000x1.jpg": dec.encode(gradient(1, 65000), 90, "4:2:0"),
@@ -120,6 +124,18 @@ def test_progressive_with_thousands_of_scans_is_bounded(crafted):
     assert calls["read_header"]["outcome"] == "ok" and calls["read_header"]["shape"] == [2048, 2048]
     for name in ("read_coefficients", "decode", "convert_val", "convert_train"):
         assert calls[name]["outcome"] == "error" and "scans" in calls[name]["reason"], calls[name]
+
+
+def test_scan_limit_scales_with_the_image_size(crafted):
+    big, small = crafted["scans_128_over_8192.jpg"], crafted["scans_128_over_256.jpg"]
+    _check_bounded(big)
+    _check_bounded(small)
+    assert big["read_header"]["outcome"] == "ok" and big["read_header"]["shape"] == [8192, 8192]
+    for name in ("read_coefficients", "decode", "convert_val", "convert_train"):
+        assert big[name]["outcome"] == "error" and "scans" in big[name]["reason"], big[name]
+        assert big[name]["cpu"] < 1.0, big[name]  # refused from the marker count, not after decoding
+    assert small["read_coefficients"]["outcome"] == "ok" and small["read_coefficients"]["shape"] == [[32, 32, 64]]
+    assert small["decode"]["outcome"] == "ok"
 
 
 def test_progressive_with_a_full_conforming_scan_script_decodes(crafted):
