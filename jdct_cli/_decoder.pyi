@@ -18,6 +18,9 @@ Conventions:
   (also when libjpeg itself refuses the dimensions, e.g. 65535x65535). The coefficient buffers are
   guarded too: more than ``4*max_pixels + 2**22`` coefficients (all components, MCU-padded) is
   refused the same way.
+- Progressive files: ``read_coefficients`` and ``decode`` count the SOS markers first and refuse
+  (``JpegError``, "too many scans ...") more than ``max(64, 100_000_000 / blocks)`` scans, at most
+  500 (also enforced while decoding), since each scan walks every block; ``read_header`` does not.
 - Progressive files with more than 500 scans (a denial-of-service pattern; real encoders write
   about ten) raise ``JpegError("too many scans ...")``.
 - Argument errors (``scale`` not 1/2/4/8 nor ``scale_num``/8 with ``scale_num`` 1..16, ``roi``
