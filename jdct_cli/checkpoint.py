@@ -155,7 +155,7 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError... for bad files
-        raise CheckpointError(f"not a readable checkpoint ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
+        raise CheckpointError(_unreadable_reason(path, exc), path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError("not a jdct checkpoint (no 'format': 'jdct-checkpoint')", path)
     version = payload.get("format_version")
@@ -170,6 +170,20 @@ def load_checkpoint(
     if arch is not None and payload["arch"] != arch:
         raise CheckpointError(f"checkpoint is for architecture {payload['arch']!r}, not {arch!r}", path)
     return payload
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why torch.load refused ``path``, in the user's terms. torch's own weights_only message
+    advises loading with ``weights_only=False``, which a user must not do with an untrusted file."""
+    import pickle
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "not a readable checkpoint: not a file written by torch.save (truncated, or another kind of file)"
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return ("not a readable checkpoint: it holds pickled objects other than tensors and plain containers, "
+                "which jdct never unpickles (weights_only loading)")
+    return f"not a readable checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]
 
 
 def validate_json_part(payload: dict[str, Any], path: os.PathLike | str | None = None) -> None:

@@ -456,41 +456,12 @@ class DCTLoader:
     # ---------------------------------------------------------------- device side
     def _consts(self):
         """Per-channel scale/shift (dct) or IDCT matrix, quant tables, pixel stats (pixels), on the device."""
-        if self._device_consts is not None:
-            return self._device_consts
-        dev = self.device
-        qt = self.info.meta["quant_tables"]
-        quant = {"y": np.asarray(qt["luma"], np.float64), "cb": np.asarray(qt["chroma"], np.float64),
-                 "cr": np.asarray(qt["chroma"], np.float64)}
-        stats = self.info.meta.get("stats") or {}
-        consts: dict[str, Any] = {}
-        for name in COEFFICIENT_ARRAYS:
-            scale, shift = quant[name], np.zeros(64)
-            if self.normalize and self.output == "dct":
-                if name not in stats:
-                    raise StoreError(f"the store has no statistics for {name!r}: use normalize=False", self.path)
-                mean = np.asarray(stats[name]["mean"], np.float64)
-                std = np.asarray(stats[name]["std"], np.float64)
-                std = np.where(std < _MIN_STD, 1.0, std)
-                scale, shift = quant[name] / std, -mean / std
-            consts[name] = (torch.as_tensor(scale, dtype=torch.float32, device=dev).view(1, 64, 1, 1),
-                            torch.as_tensor(shift, dtype=torch.float32, device=dev).view(1, 64, 1, 1))
-        if self.output != "dct":
-            consts["idct"] = dct_torch.idct_matrix(torch.float32, dev)
-            if self.output == "rgb":
-                mean, std = IMAGENET_MEAN, IMAGENET_STD
-            else:
-                if self.normalize and not all(n in stats for n in COEFFICIENT_ARRAYS):
-                    raise StoreError("the store has no coefficient statistics: use normalize=False", self.path)
-                pairs = [dct_torch.plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"])
-                         if self.normalize else (0.0, 255.0) for n in COEFFICIENT_ARRAYS]
-                mean = [m / 255.0 for m, _ in pairs]
-                std = [s / 255.0 for _, s in pairs]
-            consts["pix_mean"] = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-            consts["pix_std"] = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-        consts["sign"] = torch.as_tensor(dct_torch.FLIP_SIGN.astype(np.float32), device=dev).view(1, 64, 1, 1)
-        self._device_consts = consts
-        return consts
+        if self._device_consts is None:
+            qt = self.info.meta["quant_tables"]
+            self._device_consts = device_constants(
+                {"y": qt["luma"], "cb": qt["chroma"], "cr": qt["chroma"]}, self.info.meta.get("stats"),
+                output=self.output, normalize=self.normalize, device=self.device, path=self.path)
+        return self._device_consts
 
     def _finish(self, buf: "_Buffer", n: int, labels: np.ndarray, flips: np.ndarray):
         """int16 batch in ``buf`` -> (inputs, labels) on the device; hands ``buf`` back to its pool."""
@@ -549,18 +520,71 @@ class DCTLoader:
                 scale = consts[name][0]
                 scale = torch.where(flip_t, scale * consts["sign"], scale) if flips.any() else scale
                 deq.append(p.to(torch.float32).mul_(scale))
-            x = dct_torch.coefficients_to_ycbcr(*deq, consts["idct"])
-            if self.output == "rgb":
-                x = dct_torch.ycbcr_to_rgb(x)
-            x = x.clamp_(0.0, 255.0).div_(255.0)
-            if self.normalize:
-                x = x.sub_(consts["pix_mean"]).div_(consts["pix_std"])
+            x = dequantized_to_pixels(deq, consts, self.output)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             inputs = x if self.dtype == torch.float32 else x.to(self.dtype)
         if not released:
             buf.release(None)
         return inputs, labels_t
+
+
+def device_constants(quant: dict, stats: Optional[dict], *, output: str, normalize: bool, device,
+                     path=None) -> dict[str, Any]:
+    """The per-channel constants that turn int16 coefficients into model inputs, on ``device``.
+
+    The one definition of the loader's normalization, shared by :class:`DCTLoader` and
+    :func:`jdct_cli.evaluate.model_inputs` (predict), so both give the same tensors.
+    ``quant``: {"y", "cb", "cr"} -> 64 quantization steps of the coefficients to be converted;
+    ``stats``: the store's ``stats`` ({plane: {"mean", "std"}}, 64 floats each, dequantized units).
+    Returns {plane: (scale, shift)} float32 ``[1, 64, 1, 1]`` each, so that ``c*scale + shift`` is the
+    dequantized (``output="dct"`` and ``normalize``: standardized, ``(c*q - mean)/std``)
+    coefficient; ``"sign"`` float32 ``[1, 64, 1, 1]`` (-1 at odd horizontal frequency, for flips); for
+    pixel outputs also ``"idct"`` ``[64, 64]`` and ``"pix_mean"``/``"pix_std"`` float32 ``[1, 3, 1, 1]``
+    (in [0, 1] units). StoreError (naming ``path``) when normalizing needs statistics that are absent.
+    """
+    stats = stats or {}
+    consts: dict[str, Any] = {}
+    for name in COEFFICIENT_ARRAYS:
+        q = np.asarray(quant[name], np.float64)
+        scale, shift = q, np.zeros(64)
+        if normalize and output == "dct":
+            if name not in stats:
+                raise StoreError(f"the store has no statistics for {name!r}: use normalize=False", path)
+            mean = np.asarray(stats[name]["mean"], np.float64)
+            std = np.asarray(stats[name]["std"], np.float64)
+            std = np.where(std < _MIN_STD, 1.0, std)
+            scale, shift = q / std, -mean / std
+        consts[name] = (torch.as_tensor(scale, dtype=torch.float32, device=device).view(1, 64, 1, 1),
+                        torch.as_tensor(shift, dtype=torch.float32, device=device).view(1, 64, 1, 1))
+    if output != "dct":
+        consts["idct"] = dct_torch.idct_matrix(torch.float32, device)
+        if output == "rgb":
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            if normalize and not all(n in stats for n in COEFFICIENT_ARRAYS):
+                raise StoreError("the store has no coefficient statistics: use normalize=False", path)
+            pairs = [dct_torch.plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"])
+                     if normalize else (0.0, 255.0) for n in COEFFICIENT_ARRAYS]
+            mean = [m / 255.0 for m, _ in pairs]
+            std = [s / 255.0 for _, s in pairs]
+        if not normalize:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        consts["pix_mean"] = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        consts["pix_std"] = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    consts["sign"] = torch.as_tensor(dct_torch.FLIP_SIGN.astype(np.float32), device=device).view(1, 64, 1, 1)
+    return consts
+
+
+def dequantized_to_pixels(deq, consts: dict[str, Any], output: str) -> torch.Tensor:
+    """Dequantized planes (y ``[B,64,S/8,S/8]``, cb, cr ``[B,64,S/16,S/16]``, float32) -> pixel inputs
+    ``[B, 3, S, S]``: block IDCT, chroma upsampling, (``"rgb"``) colour conversion, clamp to [0, 1],
+    then minus ``consts["pix_mean"]`` over ``consts["pix_std"]`` (see :func:`device_constants`)."""
+    x = dct_torch.coefficients_to_ycbcr(*deq, consts["idct"])
+    if output == "rgb":
+        x = dct_torch.ycbcr_to_rgb(x)
+    x = x.clamp_(0.0, 255.0).div_(255.0)
+    return x.sub_(consts["pix_mean"]).div_(consts["pix_std"])
 
 
 def _nd_buffer(array: np.ndarray):

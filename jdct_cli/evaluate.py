@@ -244,40 +244,17 @@ def model_inputs(y, cb, cr, quant, kind: str, store: dict, device):
     import numpy as np
     import torch
 
-    from . import dct_torch
-    from .data import _MIN_STD, IMAGENET_MEAN, IMAGENET_STD
+    from .data import device_constants, dequantized_to_pixels
+    from .errors import StoreError
 
-    stats = store.get("stats") or {}
-    planes = {"y": y, "cb": cb, "cr": cr}
-    tables = {"y": quant[0], "cb": quant[1], "cr": quant[2]}
-    coefs = {n: torch.as_tensor(np.asarray(p, np.int16), device=device)[None].to(torch.float32)
-             for n, p in planes.items()}
+    try:
+        consts = device_constants({"y": quant[0], "cb": quant[1], "cr": quant[2]}, store.get("stats"),
+                                  output=kind, normalize=True, device=device)
+    except StoreError as exc:
+        raise CheckpointError(f"the training store's facts are incomplete: {exc.args[0]}") from None
+    planes = [torch.as_tensor(np.asarray(p, np.int16), device=device)[None].to(torch.float32) for p in (y, cb, cr)]
     if kind == "dct":
-        out = []
-        for name in ("y", "cb", "cr"):
-            if name not in stats:
-                raise CheckpointError(f"the training store had no statistics for {name!r}")
-            q = np.asarray(tables[name], np.float64)
-            mean = np.asarray(stats[name]["mean"], np.float64)
-            std = np.asarray(stats[name]["std"], np.float64)
-            std = np.where(std < _MIN_STD, 1.0, std)
-            # (c*q - mean)/std as one multiply-add with float64-derived constants, as the loader does
-            scale = torch.as_tensor(q / std, dtype=torch.float32, device=device).view(1, 64, 1, 1)
-            shift = torch.as_tensor(-mean / std, dtype=torch.float32, device=device).view(1, 64, 1, 1)
-            out.append(torch.addcmul(shift, coefs[name], scale))
-        return tuple(out)
-    deq = {n: coefs[n] * torch.as_tensor(np.asarray(tables[n], np.float64), dtype=torch.float32,
-                                         device=device).view(1, 64, 1, 1) for n in planes}
-    x = dct_torch.coefficients_to_ycbcr(deq["y"], deq["cb"], deq["cr"], dct_torch.idct_matrix(torch.float32, device))
-    if kind == "rgb":
-        x = dct_torch.ycbcr_to_rgb(x)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        pairs = [dct_torch.plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"]) for n in ("y", "cb", "cr")]
-        mean = [m / 255.0 for m, _ in pairs]
-        std = [sd / 255.0 for _, sd in pairs]
-    x = x.clamp(0.0, 255.0) / 255.0
-    m = torch.tensor([float(v) for v in mean], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    sd = torch.tensor([float(v) for v in std], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    x = (x - m) / sd
-    return (x,)
+        # the loader's two passes (multiply, then add), in its order, so the roundings are the same
+        return tuple(p.mul_(consts[n][0]).add_(consts[n][1]) for n, p in zip(("y", "cb", "cr"), planes))
+    deq = [p.mul_(consts[n][0]) for n, p in zip(("y", "cb", "cr"), planes)]
+    return (dequantized_to_pixels(deq, consts, kind),)

@@ -136,6 +136,24 @@ def sync_buffers(model, dctx: _Dist) -> None:
         dist.broadcast(buf, src=0)
 
 
+def global_partial_sums(sums: dict, device: torch.device, dctx: _Dist) -> dict:
+    """A mid-epoch checkpoint's train sums ({"loss", "correct", "count"}) over all ranks.
+
+    Rank 0 alone writes the checkpoint, so it must hold every rank's part of the interrupted epoch
+    (collective: every rank calls it). :func:`resumed_partial_sums` then hands them back to one rank.
+    """
+    loss, correct, count = _all_reduce_sum([sums["loss"], sums["correct"], sums["count"]], device, dctx)
+    return {"loss": loss, "correct": int(round(correct)), "count": int(round(count))}
+
+
+def resumed_partial_sums(saved: dict, dctx: _Dist) -> dict:
+    """Each rank's starting sums when a mid-epoch checkpoint resumes: rank 0 takes the saved global
+    sums, the other ranks start from zero, so the end-of-epoch all-reduce counts them once."""
+    if dctx.rank == 0:
+        return {"loss": float(saved["loss"]), "correct": int(saved["correct"]), "count": int(saved["count"])}
+    return {"loss": 0.0, "correct": 0, "count": 0}
+
+
 def _any_rank(flag: bool, device: torch.device, dctx: _Dist) -> bool:
     """True on every rank when ``flag`` is true on any: ranks must stop at the same step."""
     if not dctx.enabled:
@@ -449,7 +467,7 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
         best_top1 = payload.get("best_top1")
         mid_epoch = bool(payload.get("mid_epoch"))
         if mid_epoch:
-            epoch_sums = dict(payload["epoch_sums"])
+            epoch_sums = resumed_partial_sums(payload["epoch_sums"], dctx)
         if "rng" in payload and "torch" in payload["rng"]:
             torch.set_rng_state(payload["rng"]["torch"])
         sched = payload.get("scheduler") or {}
@@ -570,6 +588,7 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
         epoch_sums = {"loss": loss_sum, "correct": int(round(correct)), "count": int(round(count))}
         if interrupted:
             sync_buffers(model, dctx)  # collective: every rank, before rank 0 saves
+            epoch_sums = global_partial_sums(epoch_sums, device, dctx)  # collective too
             if dctx.is_main:
                 ckpt.save_checkpoint(run_dir / "last.pt", make_payload(epoch, True, last_metrics))
             emit({"event": "interrupted", "epoch": epoch + 1, "step": step,

@@ -305,6 +305,24 @@ def test_predict_inputs_equal_the_loader_inputs(tiny, kind):
         for a, b in zip(mine, inputs):
             assert a.shape[1:] == b.shape[1:]
             assert torch.allclose(a[0], b[n], atol=1e-5), (kind, n)
+            # one shared definition of the normalization (data.device_constants): the same bits
+            assert torch.equal(a[0], b[n]), (kind, n, (a[0] - b[n]).abs().max())
+
+
+def test_predict_inputs_name_missing_store_statistics(tiny):
+    """A checkpoint whose store facts lack the statistics: a CheckpointError, not a KeyError."""
+    store, src = tiny
+    from jdct_cli.store import read_metadata
+
+    facts = _store_facts(read_metadata(store))
+    facts.pop("stats")
+    f = sorted((src / "val" / CLASSES[0]).iterdir())[0]
+    y, cb, cr, quant = _val_coefficients(f.read_bytes(), f, facts)
+    for kind in ("dct", "ycbcr"):
+        with pytest.raises(CheckpointError, match="statistics"):
+            model_inputs(y, cb, cr, quant, kind, facts, "cpu")
+    (x,) = model_inputs(y, cb, cr, quant, "rgb", facts, "cpu")  # ImageNet constants: needs none
+    assert x.shape == (1, 3, 32, 32)
 
 
 def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):

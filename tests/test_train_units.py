@@ -142,8 +142,13 @@ def test_checkpoint_refuses_other_versions_arch_and_non_checkpoints(tmp_path):
         ckpt.load_checkpoint(tmp_path / "absent.pt")
     # A pickled class is refused by weights_only loading: never executed.
     torch.save(dict(payload, extra=Path("x")), tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as err:
         ckpt.load_checkpoint(tmp_path / "evil.pt")
+    # the user is told what is wrong, never torch's advice to load untrusted files unsafely
+    assert "pickled objects other than tensors" in str(err.value)
+    assert "weights_only=False" not in str(err.value) and "weights_only` set to `False" not in str(err.value)
+    with pytest.raises(CheckpointError, match="not a file written by torch.save"):
+        ckpt.load_checkpoint(tmp_path / "junk.pt")
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused():
@@ -182,3 +187,41 @@ def test_run_config_json_is_a_valid_config_file(tmp_path):
     again = resolve(build_config(path), 4)
     assert again == cfg
     assert resolve(build_config(path, batch_size=64), 4).lr == cfg.lr  # the saved LR is now explicit
+
+
+# ------------------------------------------------------------------------------------ DDP sums
+
+
+def _interrupt_and_resume_worker(rank, world, init_file, out_file):
+    """One rank of a simulated interrupted epoch: partial sums, save (rank 0), resume, finish."""
+    import torch.distributed as dist
+
+    from jdct_cli.train import _all_reduce_sum, _Dist, global_partial_sums, resumed_partial_sums
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        dctx = _Dist(rank=rank, world_size=world)
+        cpu = torch.device("cpu")
+        # before Ctrl-C: rank r has seen 4 samples, loss sum 1+r, r+1 correct
+        mine = {"loss": 1.0 + rank, "correct": rank + 1, "count": 4}
+        saved = global_partial_sums(mine, cpu, dctx)  # what rank 0 writes into last.pt
+        # resumed: every rank reads rank 0's checkpoint, then sees 4 more samples (loss 0.5, 1 correct)
+        start = resumed_partial_sums(saved, dctx)
+        final = _all_reduce_sum([start["loss"] + 0.5, start["correct"] + 1, start["count"] + 4], cpu, dctx)
+        if rank == 0:
+            Path(out_file).write_text(json.dumps({"saved": saved, "final": final}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_interrupted_ddp_epoch_counts_every_rank_once_after_resume(tmp_path):
+    """Rank 0 alone saves a mid-epoch checkpoint: it must hold every rank's partial train sums, and
+    after resuming the end-of-epoch all-reduce must count them once (not once per rank)."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "out.json"
+    mp.spawn(_interrupt_and_resume_worker, args=(2, os.fspath(tmp_path / "init"), os.fspath(out)), nprocs=2)
+    res = json.loads(out.read_text())
+    assert res["saved"] == {"loss": 3.0, "correct": 3, "count": 8}
+    # before the resume 8 samples (loss 1 + 2, 1 + 2 correct); after, 4 per rank (loss 0.5, 1 correct)
+    assert res["final"] == [3.0 + 2 * 0.5, 3 + 2, 8 + 8]
