@@ -59,6 +59,11 @@ HEADER_BATCH = 256
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 max_file_bytes = DEFAULT_MAX_FILE_BYTES  # the name tests/test_faults.py looks for
 
+#: Largest --size: 16x a 224 crop, far beyond what a DCT network takes.
+MAX_SIZE = 4096
+#: Largest shard a worker builds in memory (bytes of its coefficient arrays): 154 MB by default.
+MAX_SHARD_BYTES = 4 << 30
+
 #: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples;
 #: "stopping" (done 0, total = running shards) after Ctrl-C, while running shards finish.
 ProgressFn = Callable[[str, int, int], None]
@@ -83,6 +88,8 @@ class ConvertOptions:
     def validate(self) -> None:
         if self.size < 16 or self.size % 16:
             raise ConfigError(f"--size must be a positive multiple of 16 (4:2:0 blocks), got {self.size}")
+        if self.size > MAX_SIZE:
+            raise ConfigError(f"--size must be at most {MAX_SIZE}, got {self.size}")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be 1..100, got {self.quality}")
         if self.views < 1:
@@ -94,6 +101,13 @@ class ConvertOptions:
                 f"--shard-samples ({self.shard_samples}) must be a positive multiple of --chunk-samples "
                 f"({self.chunk_samples})"
             )
+        # A task holds its whole shard in memory (coefficients: 3 bytes per pixel of int16).
+        shard_bytes = self.shard_samples * 3 * self.size * self.size
+        if shard_bytes > MAX_SHARD_BYTES:
+            raise ConfigError(
+                f"one shard of {self.shard_samples} samples at --size {self.size} needs "
+                f"{shard_bytes / 2**30:.1f} GiB of memory per worker (at most {MAX_SHARD_BYTES >> 30} GiB): "
+                "lower --shard-samples")
         if self.fdct not in ("fdct", "encode"):
             raise ConfigError(f"unknown DCT method {self.fdct!r} (fdct or encode)")
         if self.max_file_bytes < 1 or self.max_pixels < 1:

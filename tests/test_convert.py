@@ -260,6 +260,25 @@ def test_dask_localcluster_equals_local(tiny_tree, tiny_store, tmp_path):
     assert _hashes(tiny_store[0]) == _hashes(out)
 
 
+def test_huge_size_or_shard_is_a_clear_error_before_any_work(tmp_path):
+    """--size 65536 once died in a worker with numpy's 8 TiB MemoryError traceback: sizes and shards
+    a worker cannot hold are refused up front, in one line, and nothing is created."""
+    from click.testing import CliRunner
+
+    from jdct_cli.cli import main
+
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(src / "x.jpg")
+    for extra, words in ((["--size", "65536"], "at most 4096"),
+                         (["--size", "2048"], "lower --shard-samples")):
+        res = CliRunner().invoke(main, ["convert", str(tmp_path / "src"), str(tmp_path / "o.zarr"),
+                                        "--workers", "1", *extra])
+        assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output, res.output
+        assert not (tmp_path / "o.zarr").exists()
+    ConvertOptions(size=2048, shard_samples=256, chunk_samples=64).validate()  # 3 GiB: allowed
+
+
 @pytest.mark.shared
 def test_verify_reports_damage_and_cli_exit_codes(tiny_tree, tmp_path):
     from click.testing import CliRunner
