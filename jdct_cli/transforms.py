@@ -82,14 +82,6 @@ def center_crop_box(width: int, height: int, size: int) -> tuple[float, float, f
     return left * sx, top * sy, size * sx, size * sy
 
 
-def dct_scale_for(box_w: float, box_h: float, size: int) -> int:
-    """Largest libjpeg DCT scaling denominator (8, 4, 2, else 1) keeping the scaled box >= size on both sides."""
-    for s in (8, 4, 2):
-        if box_w / s >= size and box_h / s >= size:
-            return s
-    return 1
-
-
 #: DCT scalings M/8 used when decoding a crop. 7/8 is left out on purpose: libjpeg-turbo has SIMD
 #: inverse DCTs for 8x8, 4x4 and 2x2 only, and at 7/8 its plain-C 7x7 IDCT (14x14 for 4:2:0
 #: chroma) costs more than the 1.3x fewer pixels save in the resize (measured on

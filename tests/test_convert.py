@@ -382,7 +382,7 @@ def test_reference_dct_path_gives_the_same_store(tiny_tree, tiny_store, tmp_path
 @pytest.mark.shared
 def test_roi_and_dct_scaled_decode_match_the_exact_decode(shared_data):
     """ROI + DCT-scaled decoding gives nearly the crop of a full decode (Pillow, independently)."""
-    from jdct_cli.transforms import crop_to_rgb, dct_scale_for
+    from jdct_cli.transforms import crop_to_rgb, dct_eighths_for
 
     files = sorted((shared_data / "imagenet-originals").glob("*/*.JPEG"))[:40]
     scaled = 0
@@ -394,7 +394,7 @@ def test_roi_and_dct_scaled_decode_match_the_exact_decode(shared_data):
         # a crop of half the image, downscaled enough for DCT scaling when the image is large
         box = (w / 4, h / 5, w / 2, h / 2)
         size = 64 if i % 2 else 112
-        scaled += dct_scale_for(box[2], box[3], size) > 1
+        scaled += dct_eighths_for(box[2], box[3], size) < 8
         fast = crop_to_rgb(data, w, h, box, size)
         ref = np.asarray(full.resize((size, size), Image.Resampling.BILINEAR,
                                      box=(box[0], box[1], box[0] + box[2], box[1] + box[3])))
