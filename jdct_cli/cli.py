@@ -388,7 +388,9 @@ def _milestones(_ctx, _param, value):
 @click.option("--lr", type=click.FloatRange(min=0), help="Base learning rate [default: 0.1 x global batch / 256].")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), help="SGD momentum [default: 0.9].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay [default: 1e-4].")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), help="[default: 0].")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+              help="Weight of the uniform distribution mixed into the cross-entropy targets (0 = plain "
+                   "one-hot targets) [default: 0].")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0),
               help="Linear warm-up length [default: 5 x epochs/90 when the global batch exceeds 256, else 0].")
 @click.option("--milestones", callback=_milestones, metavar="E1,E2,...",
@@ -397,7 +399,8 @@ def _milestones(_ctx, _param, value):
 @click.option("--val-split", metavar="SPLIT", help="Split validated after every epoch [default: val].")
 @click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto [default: auto]. Under torchrun each process "
                                "takes cuda:LOCAL_RANK.")
-@click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads per process.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Loader threads per process reading store chunks [default: CPU count, at most 4].")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA [default: on]; ignored on CPU.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",

@@ -189,7 +189,7 @@ class DCTLoader:
         if self.drop_last and any(len(v) < self.world_size * self.batch_size for v in self._valid):
             raise ConfigError(
                 f"split {split!r} has {min(len(v) for v in self._valid)} usable samples, fewer than one batch "
-                f"per rank ({self.world_size} x {self.batch_size}); use drop_last=False or a smaller batch",
+                f"per rank ({self.world_size} x {self.batch_size}); use a smaller batch size (jdct train --batch-size) or drop_last=False",
                 self.path)
         if not self.drop_last and any(len(v) == 0 for v in self._valid):
             raise StoreError(f"split {split!r} has no usable samples (every conversion failed)", self.path)

@@ -418,7 +418,7 @@ def test_cli_refuses_bad_runs_with_clear_errors(tiny, tmp_path):
     bad.write_text("arch: upsampling\nlearning_rate: 0.1\n")
     fails(["train", "--config", os.fspath(bad)], "bad.yaml", "unknown option 'learning_rate'")
     fails(["train", "--arch", "upsampling", "--data", os.fspath(store), "--batch-size", "100",
-           "--out", os.fspath(tmp_path / "y"), "--device", "cpu"], "fewer than one batch")
+           "--out", os.fspath(tmp_path / "y"), "--device", "cpu"], "fewer than one batch", "--batch-size")
     fails(["eval", "--checkpoint", os.fspath(GOLDEN), "--data", os.fspath(store)], "golden_linear")
     fails(["eval", "--checkpoint", os.fspath(tmp_path / "none.pt"), "--data", os.fspath(store)], "no such checkpoint")
 
