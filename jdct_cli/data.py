@@ -131,7 +131,10 @@ class DCTLoader:
     by ``zarr.config`` ``threading.max_workers``); ``device``; ``drop_last`` (default: train
     split only); ``flip`` random horizontal flips (default: train split only); ``output``; ``dtype``
     of the inputs; ``normalize``; ``window_chunks`` chunks per shuffle window; ``prefetch_batches``
-    batches assembled ahead; ``channels_last`` (default: on CUDA devices).
+    batches assembled ahead; ``channels_last`` (default: on CUDA devices); ``stats``: the
+    per-channel statistics ``normalize`` standardizes with (the store's ``stats`` layout), instead of
+    the store's own: a network evaluated on another store must see its *training* store's
+    normalization (dequantization always uses this store's quant tables).
 
     Raises SourceNotFoundError / StoreError / IncompleteStoreError / StoreVersionError for an unusable
     store or split, ConfigError for bad arguments.
@@ -142,7 +145,7 @@ class DCTLoader:
                  threads: Optional[int] = None, device="cpu", drop_last: Optional[bool] = None,
                  flip: Optional[bool] = None, output: str = "dct", dtype: torch.dtype = torch.float32,
                  normalize: bool = True, window_chunks: int = 8, prefetch_batches: int = 4,
-                 channels_last: Optional[bool] = None):
+                 channels_last: Optional[bool] = None, stats: Optional[dict] = None):
         self.info: StoreInfo = read_metadata(store)
         self.path = Path(self.info.path)
         self.split = split
@@ -162,6 +165,8 @@ class DCTLoader:
         self.normalize = bool(normalize)
         self.device = torch.device(device)
         self.channels_last = (self.device.type == "cuda") if channels_last is None else bool(channels_last)
+        # normalization statistics: the store's own unless given (a model keeps its training store's)
+        self.stats = stats
         self._check_args()
 
         self.size = self.info.size
@@ -410,11 +415,6 @@ class DCTLoader:
         finally:
             run.close()
 
-    def epoch_indices(self, epoch: Optional[int] = None) -> list[np.ndarray]:
-        """Store sample indices of each batch this rank yields in ``epoch`` (-1 = padding); for reports."""
-        plan = self.plan(epoch)
-        return [plan.batch(j).copy() for j in range(plan.num_batches)]
-
     def _take_pool(self, count: int, shapes, pin: bool) -> "_BufferPool":
         """int16 batch buffers for one iteration: those of a finished iteration when they fit."""
         key = (count, tuple(sorted(shapes.items())), pin)
@@ -459,7 +459,8 @@ class DCTLoader:
         if self._device_consts is None:
             qt = self.info.meta["quant_tables"]
             self._device_consts = device_constants(
-                {"y": qt["luma"], "cb": qt["chroma"], "cr": qt["chroma"]}, self.info.meta.get("stats"),
+                {"y": qt["luma"], "cb": qt["chroma"], "cr": qt["chroma"]},
+                self.info.meta.get("stats") if self.stats is None else self.stats,
                 output=self.output, normalize=self.normalize, device=self.device, path=self.path)
         return self._device_consts
 

@@ -1,7 +1,9 @@
 """``jdct eval`` and ``jdct predict``: use a trained checkpoint.
 
 - :func:`evaluate` runs the exact validation pass of training (:func:`jdct_cli.train.run_validation`)
-  on a split of a store: mean cross-entropy, top-1, top-5 over every sample once.
+  on a split of a store: mean cross-entropy, top-1, top-5 over every sample once. Inputs are
+  standardized with the statistics of the store the network was *trained* on (kept in the
+  checkpoint), so a checkpoint evaluated on another store sees the normalization it learned with.
 - :func:`predict` classifies JPEG files. By default each file goes through the store's *val
   transform* (resize the shorter side to round(S/0.875), centre crop S, 4:2:0 coefficients at the
   store's quality: exactly what ``jdct convert`` stores for a val image, via
@@ -76,7 +78,8 @@ def evaluate(checkpoint: os.PathLike | str, data: os.PathLike | str, *, split: s
     if bs < 1:
         raise ConfigError(f"batch size must be >= 1, not {bs}", "--batch-size")
     loader = _loader(data, split, batch_size=bs, shuffle=False, seed=int(cfg.get("seed", 0)), dctx=_Dist(),
-                     threads=threads, device=dev, drop_last=False, flip=False, output=kind)
+                     threads=threads, device=dev, drop_last=False, flip=False, output=kind,
+                     stats=(payload.get("store") or {}).get("stats"))
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
     val = run_validation(model, loader, device=dev, amp=bool(cfg.get("amp", True) and on_cuda),

@@ -116,6 +116,14 @@ def read_metadata(path: os.PathLike | str) -> StoreInfo:
         raise StoreError("not a Zarr v3 group", path)
     meta = (group_meta.get("attributes") or {}).get(ATTRS_KEY)
     if meta is None:
+        if not (path / PROGRESS_DIR).is_dir():
+            # jdct convert makes its progress folder before zarr.json: without it nothing can resume
+            raise IncompleteStoreError(
+                "store is incomplete: a Zarr group without jdct metadata (attrs['jdct']) and without an "
+                f"interrupted conversion to resume ({PROGRESS_DIR} absent): not a jdct store, or convert "
+                "it again with --overwrite",
+                path,
+            )
         raise IncompleteStoreError(
             "store is incomplete: its metadata (attrs['jdct']) was never written, so its conversion "
             "did not finish; run the same `jdct convert` again to resume it",

@@ -252,13 +252,20 @@ def _incomplete_report(root: Path, progress=None) -> dict:
     import zarr
 
     plan_path = root / st.PROGRESS_DIR / "plan.json"
-    problems = [_problem(None, None, None, 0, 0, "metadata attrs['jdct'] missing: the conversion did not finish; "
-                         "rerun the same `jdct convert` to resume")]
+    if (root / st.PROGRESS_DIR).is_dir():
+        why = "the conversion did not finish; rerun the same `jdct convert` to resume"
+    else:
+        why = (f"no interrupted conversion to resume ({st.PROGRESS_DIR} absent): not a jdct store, or convert "
+               "it again with --overwrite")
+    problems = [_problem(None, None, None, 0, 0, f"metadata attrs['jdct'] missing: {why}")]
     checked = 0
     if plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
-        opts = plan["options"]
-        shard, chunk = int(opts["shard_samples"]), int(opts["chunk_samples"])
+        try:
+            plan = json.loads(plan_path.read_text())
+            opts = plan["options"]
+            shard, chunk = int(opts["shard_samples"]), int(opts["chunk_samples"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"unreadable conversion plan ({exc!r})", plan_path) from None
         group = zarr.open_group(os.fspath(root), mode="r")
         todo = []
         for name, sp in plan["splits"].items():

@@ -177,7 +177,8 @@ def _build_model(arch: str, num_classes: int):
     return model, info.input_kind
 
 
-def _loader(store, split, *, batch_size, shuffle, seed, dctx, threads, device, drop_last, flip, output):
+def _loader(store, split, *, batch_size, shuffle, seed, dctx, threads, device, drop_last, flip, output,
+            stats=None):
     from .data import DCTLoader
 
     kwargs = dict(
@@ -188,6 +189,7 @@ def _loader(store, split, *, batch_size, shuffle, seed, dctx, threads, device, d
         drop_last=drop_last,
         flip=flip,
         output=output,
+        stats=stats,
     )
     if dctx.enabled:
         kwargs.update(rank=dctx.rank, world_size=dctx.world_size)

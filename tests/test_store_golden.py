@@ -74,6 +74,27 @@ def test_golden_verify_and_inspect(tmp_path):
     assert {(p["array"], tuple(p["samples"])) for p in report["problems"]} == {("cb", (0, 2))}
 
 
+def test_zarr_group_that_no_conversion_made_is_not_called_resumable(tmp_path):
+    """A plain Zarr group (no attrs["jdct"], no .jdct-progress) was reported as an interrupted
+    conversion to resume, which `jdct convert` then refused; a tampered plan was a KeyError."""
+    from jdct_cli.errors import StoreError
+    from jdct_cli.store import PROGRESS_DIR
+
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").create_array("a", shape=(4,), dtype="int32")
+    with pytest.raises(IncompleteStoreError, match="not a jdct store") as err:
+        read_metadata(plain)
+    assert "resume it" not in str(err.value)
+    report = verify_store(plain)
+    assert not report["ok"] and "not a jdct store" in report["problems"][0]["problem"]
+    (plain / PROGRESS_DIR).mkdir()  # an interrupted conversion: resumable
+    with pytest.raises(IncompleteStoreError, match="resume it"):
+        read_metadata(plain)
+    (plain / PROGRESS_DIR / "plan.json").write_text("{}")
+    with pytest.raises(StoreError, match="unreadable conversion plan"):
+        verify_store(plain)
+
+
 def test_metadata_missing_or_from_the_future(tmp_path):
     copy = tmp_path / "s.zarr"
     shutil.copytree(STORE, copy)

@@ -458,3 +458,49 @@ def test_tensorboard_scalars_when_tensorboard_is_installed(tiny, tmp_path):
     acc.Reload()
     (line,) = _metrics(run)
     assert acc.Scalars("val_top1")[0].value == pytest.approx(line["val_top1"])
+
+
+def test_eval_on_another_store_normalizes_with_the_training_store_stats(tiny, shared_data, tmp_path):
+    """A checkpoint evaluated on a store converted from other images (other statistics): its inputs
+    are standardized with the *training* store's statistics, as predict does. Reference: the model
+    applied here, sample by sample, to model_inputs of the other store's coefficients."""
+    import zarr
+
+    from jdct_cli.convert import ConvertOptions, convert
+    from jdct_cli.store import read_metadata
+
+    store, _ = tiny
+    src = tmp_path / "other"
+    for cls in CLASSES:
+        (src / "val" / cls).mkdir(parents=True)
+        for f in sorted((shared_data / "tiny-imagenet-20" / "train" / cls).iterdir())[20:24]:
+            (src / "val" / cls / f.name).symlink_to(f)
+    other = tmp_path / "other.zarr"
+    convert(src, other, options=ConvertOptions(size=32, quality=90, chunk_samples=8, shard_samples=16), workers=1)
+    other_meta = read_metadata(other).meta
+    assert other_meta["stats"]["y"]["std"] != read_metadata(store).meta["stats"]["y"]["std"]
+
+    train(_cfg(store, tmp_path / "run", batch_size=12))
+    res = evaluate(tmp_path / "run" / "last.pt", other, batch_size=3, device="cpu", threads=1)
+
+    payload = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")
+    from jdct_cli.models import create_model
+
+    model = create_model(payload["arch"], payload["num_classes"])
+    model.load_state_dict(payload["model"])
+    model.eval()
+    group = zarr.open_group(os.fspath(other), mode="r")
+    qt = other_meta["quant_tables"]
+    quant = np.array([qt["luma"], qt["chroma"], qt["chroma"]], dtype=np.uint16)
+    labels = np.asarray(group["val/label"][0])
+    losses, hits = [], []
+    with torch.no_grad():
+        for n in range(len(labels)):
+            planes = [np.asarray(group[f"val/{p}"][0, n]) for p in ("y", "cb", "cr")]
+            logits = model(*model_inputs(*planes, quant, "dct", payload["store"], "cpu"))
+            target = torch.tensor([int(labels[n])])
+            losses.append(float(torch.nn.functional.cross_entropy(logits, target)))
+            hits.append(int(logits.argmax(1)) == int(labels[n]))
+    assert res["samples"] == len(labels) == 8
+    assert math.isclose(res["loss"], float(np.mean(losses)), rel_tol=1e-4), (res["loss"], np.mean(losses))
+    assert res["top1"] == float(np.mean(hits))
