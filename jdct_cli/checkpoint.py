@@ -112,7 +112,8 @@ def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
         except OSError:  # no hard links here (some network filesystems): copy
             import shutil
 
-            atomic_write_bytes(tmp, lambda fh: shutil.copyfileobj(open(src, "rb"), fh))
+            with open(src, "rb") as source:
+                atomic_write_bytes(tmp, lambda fh: shutil.copyfileobj(source, fh))
         os.replace(tmp, dst)
     except BaseException:
         try:

@@ -225,3 +225,26 @@ def test_interrupted_ddp_epoch_counts_every_rank_once_after_resume(tmp_path):
     assert res["saved"] == {"loss": 3.0, "correct": 3, "count": 8}
     # before the resume 8 samples (loss 1 + 2, 1 + 2 correct); after, 4 per rank (loss 0.5, 1 correct)
     assert res["final"] == [3.0 + 2 * 0.5, 3 + 2, 8 + 8]
+
+
+def test_best_pt_copy_fallback_without_hard_links(tmp_path, monkeypatch):
+    """Where the filesystem refuses hard links, best.pt is a byte copy of last.pt, written
+    atomically, and the source file is closed (no ResourceWarning for a leaked handle)."""
+    import gc
+    import warnings
+
+    src = tmp_path / "last.pt"
+    src.write_bytes(os.urandom(100_000))
+
+    def no_links(*_args):
+        raise OSError("hard links not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ckpt.atomic_link(src, tmp_path / "best.pt")
+        gc.collect()
+    assert (tmp_path / "best.pt").read_bytes() == src.read_bytes()
+    assert not (tmp_path / "best.pt").samefile(src)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
