@@ -154,7 +154,7 @@ class _TqdmProgress:
     def __call__(self, stage: str, done: int, total: int):
         if stage == "stopping":
             self.close()
-            click.echo(f"interrupted: letting {total} running shard(s) finish (Ctrl-C again to abandon them)",
+            click.echo(f"interrupted: letting {total} running task(s) finish (Ctrl-C again to abandon them)",
                        err=True)
             return
         if self.disable:

@@ -65,7 +65,7 @@ MAX_SIZE = 4096
 MAX_SHARD_BYTES = 4 << 30
 
 #: progress(stage, done, total): stage "plan" counts files whose header was read, "convert" samples;
-#: "stopping" (done 0, total = running shards) after Ctrl-C, while running shards finish.
+#: "stopping" (done 0, total = running tasks: header batches or shards) after Ctrl-C, while they finish.
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -779,6 +779,11 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         convert_seconds = time.perf_counter() - t_convert
     except KeyboardInterrupt:
         runner.stop(kill=True, progress=progress)
+        if not (out / st.PROGRESS_DIR).is_dir():
+            # stopped while reading headers: OUT was not touched, so there is nothing to resume
+            raise IncompleteStoreError(
+                "interrupted while reading the image headers, before anything was written; run the same "
+                "`jdct convert` command to start again", out) from None
         done_shards = sum(1 for t in tasks if _load_marker(out, t) is not None)
         raise IncompleteStoreError(
             f"interrupted: {done_shards} of {total_shards or '?'} shards are finished and kept; run the same "

@@ -260,6 +260,23 @@ def test_dask_localcluster_equals_local(tiny_tree, tiny_store, tmp_path):
     assert _hashes(tiny_store[0]) == _hashes(out)
 
 
+def test_ctrl_c_while_reading_headers_does_not_promise_a_resume(tmp_path):
+    """Ctrl-C in the plan phase used to say "0 of ? shards are finished and kept; ... resume"
+    although OUT was never created."""
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(src / "x.jpg")
+    out = tmp_path / "o.zarr"
+
+    def stop(stage, done, total):
+        if stage == "plan":
+            raise KeyboardInterrupt
+
+    with pytest.raises(IncompleteStoreError, match="before anything was written") as err:
+        convert(tmp_path / "src", out, options=ConvertOptions(size=32), workers=1, progress=stop)
+    assert "resume" not in str(err.value) and not out.exists()
+
+
 def test_huge_size_or_shard_is_a_clear_error_before_any_work(tmp_path):
     """--size 65536 once died in a worker with numpy's 8 TiB MemoryError traceback: sizes and shards
     a worker cannot hold are refused up front, in one line, and nothing is created."""
