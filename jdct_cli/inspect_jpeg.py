@@ -391,8 +391,15 @@ def inspect_paths(
     JPEG files get :func:`inspect_jpeg`, plus :func:`plot_jpeg` when ``plot`` and
     :func:`dump_coefficients` when ``dump`` (output names per :func:`output_for`). Directories and
     ``*.zarr`` paths go to :func:`jdct_cli.store_report.inspect_store` (with ``sample`` and
-    ``plot``). A JdctError stops only its own path.
+    ``plot``). A JdctError stops only its own path. Options that apply to no given path (``sample``
+    without a store, ``dump`` without a JPEG) raise ConfigError before anything is read, instead of
+    being silently ignored.
     """
+    stores = [is_store_path(p) for p in paths]
+    if sample is not None and not any(stores):
+        raise ConfigError("--sample applies to stores (a folder or *.zarr) only; no store was given")
+    if dump is not None and all(stores):
+        raise ConfigError("--dump-coefficients applies to JPEG files only; no JPEG file was given")
     several = len(paths) > 1
     taken_plot: set = set()
     taken_dump: set = set()

@@ -211,6 +211,15 @@ def test_several_files_get_stem_suffixed_outputs(tmp_path):
     assert output_for("x/p.png", "d/img.jpeg", False, taken) == Path("x/p.png")
 
 
+def test_options_for_the_other_kind_of_input_are_refused_not_ignored(tmp_path):
+    """`jdct inspect photo.jpg --sample 3` printed the JPEG report as if --sample were not there."""
+    for args, words in (([TINY, "--sample", "3"], "--sample applies to stores"),
+                        ([tmp_path, "--dump-coefficients", tmp_path / "c.npz"], "applies to JPEG files")):
+        result = CliRunner().invoke(main, ["inspect", *map(str, args)])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "c.npz").exists()
+
+
 def test_output_into_missing_folder_is_a_clean_error(shared_data, tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(TINY), "--plot", str(tmp_path / "no" / "p.png")])
     assert result.exit_code == 1
