@@ -136,6 +136,18 @@ def sync_buffers(model, dctx: _Dist) -> None:
         dist.broadcast(buf, src=0)
 
 
+def poll_stop(step: int, steps_per_epoch: int, distributed_cuda: bool) -> bool:
+    """Whether the ranks agree on a Ctrl-C after optimizer step ``step`` (1-based count so far).
+
+    Agreeing is an all-reduce whose result the host reads, which on CUDA waits for the whole
+    step to finish and so stops the host from queueing the next one ahead: DDP on CUDA asks every
+    SYNC_EVERY steps and at the end of each epoch (a Ctrl-C then stops within SYNC_EVERY steps).
+    Alone or on CPU (gloo) it costs nothing and is asked after every step. The same on every
+    rank, since every rank has the same ``step``.
+    """
+    return not distributed_cuda or step % SYNC_EVERY == 0 or step % steps_per_epoch == 0
+
+
 def global_partial_sums(sums: dict, device: torch.device, dctx: _Dist) -> dict:
     """A mid-epoch checkpoint's train sums ({"loss", "correct", "count"}) over all ranks.
 
@@ -583,7 +595,7 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
             elapsed = time.perf_counter() - t0
             emit({"event": "step", "epoch": epoch + 1, "step": step, "loss": shown_loss, "lr": lr,
                   "images_per_s": seen * dctx.world_size / elapsed if elapsed > 0 else 0.0})
-            if _any_rank(stop.requested, device, dctx):
+            if poll_stop(step, steps_per_epoch, dctx.enabled and on_cuda) and _any_rank(stop.requested, device, dctx):
                 interrupted = True
                 break
         loss_sum, correct, count = sums.tolist()

@@ -248,3 +248,14 @@ def test_best_pt_copy_fallback_without_hard_links(tmp_path, monkeypatch):
     assert not (tmp_path / "best.pt").samefile(src)
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
+
+
+def test_ddp_on_cuda_polls_ctrl_c_every_sync_steps_and_at_epoch_ends():
+    """The Ctrl-C agreement (a host-blocking all-reduce) runs after every step alone or on CPU,
+    but only every SYNC_EVERY steps and at each epoch's last step under DDP on CUDA."""
+    from jdct_cli.train import SYNC_EVERY, poll_stop
+
+    assert all(poll_stop(s, 7, False) for s in range(1, 50))
+    polled = [s for s in range(1, 3 * 25 + 1) if poll_stop(s, 25, True)]
+    expected = sorted({s for s in range(1, 76) if s % SYNC_EVERY == 0} | {25, 50, 75})
+    assert polled == expected
