@@ -190,7 +190,9 @@ def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = 
                 f"split {name!r} mixes class folders with {len(flat)} loose images; move them or give --labels",
                 folder,
             )
-        if classes and labels_map is None:
+        # --labels is for the flat split (ImageNet: train/<class>/ next to a flat val/): a split of
+        # class folders none of whose files the labels file names keeps its folder classes
+        if classes and (labels_map is None or (not flat and not _names_any(labels_map, folder, root))):
             layout[name] = ("folders", classes)
             class_names.update(classes)
         elif flat or labels_map is not None:
@@ -230,6 +232,12 @@ def discover(src: os.PathLike | str, labels_file: Optional[os.PathLike | str] = 
             splits[name] = split
     skipped_records = [{"file": _relative_name(p, root), "reason": why} for p, why in skipped]
     return Source(root=root, classes=classes, splits=splits, skipped=skipped_records)
+
+
+def _names_any(labels_map: dict[str, str], folder: Path, root: Path) -> bool:
+    """True when the labels file has a line for at least one image under ``folder``."""
+    return any(p.relative_to(folder).as_posix() in labels_map or p.name in labels_map
+               for p in _walk_images(folder, None, root))
 
 
 def _relative_name(path: Path, root: Path) -> str:

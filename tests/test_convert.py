@@ -374,6 +374,33 @@ def test_labels_file_for_a_flat_folder(shared_data, tmp_path):
     assert [info.classes[lab] for lab in sp["file_labels"]] == [want[f.split("/")[-1]] for f in sp["files"]]
 
 
+def test_imagenet_layout_class_folders_train_and_flat_val_with_labels(tmp_path):
+    """ImageNet's own layout, train/<class>/*.JPEG next to a flat val/ named by --labels, failed
+    with "'<class>/x.JPEG' has no line in the labels file": the labels were demanded of train too."""
+    from jdct_cli.sources import discover
+
+    src = tmp_path / "src"
+    for cls in ("cat", "dog"):
+        (src / "train" / cls).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (16, 16)).save(src / "train" / cls / f"{cls}_{k}.JPEG")
+    (src / "val").mkdir()
+    lines = {"v0.JPEG": "dog", "v1.JPEG": "cat", "v2.JPEG": "dog"}
+    for name in lines:
+        Image.new("RGB", (16, 16)).save(src / "val" / name)
+    (tmp_path / "val.csv").write_text("".join(f"{k},{v}\n" for k, v in lines.items()))
+    source = discover(src, tmp_path / "val.csv")
+    assert source.classes == ["cat", "dog"]
+    train, val = source.splits["train"], source.splits["val"]
+    assert [source.classes[lab] for lab in train.labels] == [f.split("/")[1] for f in train.files]
+    assert [source.classes[lab] for lab in val.labels] == [lines[f.split("/")[-1]] for f in val.files]
+    # a labels file that does name files inside class folders still decides their classes
+    (tmp_path / "all.csv").write_text("cat_0.JPEG,dog\ncat_1.JPEG,dog\ndog_0.JPEG,cat\ndog_1.JPEG,cat\n"
+                                       + "".join(f"{k},{v}\n" for k, v in lines.items()))
+    train = discover(src, tmp_path / "all.csv").splits["train"]
+    assert [lab for lab in train.labels] == [1, 1, 0, 0]
+
+
 @pytest.mark.shared
 def test_inspect_store_json_and_plot(tiny_store, tmp_path):
     import jsonschema
