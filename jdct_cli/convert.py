@@ -700,6 +700,9 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
         if saved.get("convert_options") != asdict(opts):
             raise ConfigError("a complete store made with other options is here; pass --overwrite to convert "
                               "again", out)
+        if saved.get("source") != os.fspath(src.resolve()):
+            raise ConfigError(f"a complete store converted from another source ({saved.get('source')}) is here; "
+                              "pass --overwrite to convert again", out)
         shutil.rmtree(out / st.PROGRESS_DIR, ignore_errors=True)
         return summarize(out, saved, seconds=0.0, convert_seconds=0.0, new_samples=0, already_complete=True,
                          resumed_shards=sum(sp["views"] * len(st.shard_ranges(sp["num_samples"], opts.shard_samples))
@@ -737,6 +740,8 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
             if not same:
                 raise ConfigError(
                     "the source files changed since this conversion started; pass --overwrite to start again", out)
+            # the same files, maybe at a new place (SRC moved or given another way): read them there
+            plan = {**plan, "root": os.fspath(src.resolve())}
         else:
             plan = plan_conversion(src, out, opts, labels=labels, on_error=on_error, runner=runner,
                                    progress=progress)

@@ -277,6 +277,41 @@ def test_ctrl_c_while_reading_headers_does_not_promise_a_resume(tmp_path):
     assert "resume" not in str(err.value) and not out.exists()
 
 
+def test_resume_after_the_source_moved_reads_it_at_its_new_place(tmp_path):
+    """A resumed conversion read the images at the path saved in its plan: with SRC moved (same
+    files), every resumed sample became a "no such file" failure. And a complete store from
+    another source was reported "already complete" for the new one."""
+    from jdct_cli.errors import ConfigError
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "a"
+    for cls in ("x", "y"):
+        (src / cls).mkdir(parents=True)
+        for k in range(4):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(src / cls / f"{k}.jpg")
+    opts = ConvertOptions(size=16, chunk_samples=2, shard_samples=2)
+    out = tmp_path / "o.zarr"
+
+    def stop(stage, done, total):
+        if stage == "convert" and done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(IncompleteStoreError):
+        convert(src, out, options=opts, workers=1, progress=stop)
+    moved = src.rename(tmp_path / "b")
+    summary = convert(moved, out, options=opts, workers=1)
+    assert summary["failed"] == 0 and summary["resumed_shards"] >= 1
+    ref = tmp_path / "ref.zarr"
+    convert(moved, ref, options=opts, workers=1)
+    assert _hashes(out) == _hashes(ref)
+    assert read_metadata(out).meta["source"] == str(moved.resolve())
+    other = tmp_path / "c"
+    (other / "z").mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(other / "z" / "0.jpg")
+    with pytest.raises(ConfigError, match="another source"):
+        convert(other, out, options=opts, workers=1)
+
+
 def test_huge_size_or_shard_is_a_clear_error_before_any_work(tmp_path):
     """--size 65536 once died in a worker with numpy's 8 TiB MemoryError traceback: sizes and shards
     a worker cannot hold are refused up front, in one line, and nothing is created."""
