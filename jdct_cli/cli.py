@@ -464,7 +464,8 @@ def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_deca
               help="A checkpoint (.pt) or a RUN_DIR (its last.pt).")
 @click.option("--data", required=True, type=click.Path(path_type=str), metavar="STORE", help="The jdct store.")
 @click.option("--split", default="val", show_default=True, metavar="SPLIT", help="Split of the store to evaluate.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="[default: the training batch size].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch; does not change the results [default: the training batch size].")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
