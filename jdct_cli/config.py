@@ -139,7 +139,9 @@ def load_config_file(path: os.PathLike | str) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("a config file must hold a mapping of option names to values", path)
-    # A RUN_DIR/config.json is a valid config file: its run-dependent fields are resolved again.
+    # A RUN_DIR/config.json is a valid config file: world_size and global_batch_size are resolved
+    # again, but lr, warmup_epochs and milestones keep the values resolved for that run (they are
+    # indistinguishable from given ones), so on another process count the LR is *not* rescaled.
     return _validated(data, os.fspath(path), drop_resolved=True)
 
 
