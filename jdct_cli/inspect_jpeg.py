@@ -213,7 +213,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_target(out: Path, writer: Callable[[str], None]) -> Path:
+def atomic_write(out: Path, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` then rename the temporary file onto ``out`` (never half a file)."""
     out = Path(out)
     if not out.parent.is_dir():
@@ -253,7 +253,7 @@ def dump_coefficients(path: os.PathLike | str, out_npz: os.PathLike | str) -> Pa
         with open(tmp, "wb") as f:  # a file object: np.savez must not append ".npz" to the temp name
             np.savez(f, **arrays)
 
-    return _atomic_target(Path(out_npz), write)
+    return atomic_write(Path(out_npz), write)
 
 
 def mean_abs_coefficients(coefs: np.ndarray) -> np.ndarray:
@@ -321,7 +321,7 @@ def plot_jpeg(path: os.PathLike | str, out_png: os.PathLike | str, *, max_side: 
         fig.savefig(tmp, format="png", dpi=90)
 
     try:
-        return _atomic_target(Path(out_png), write)
+        return atomic_write(Path(out_png), write)
     finally:
         plt.close(fig)
 

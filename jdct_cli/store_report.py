@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import store as st
-from .errors import IncompleteStoreError, StoreError
+from .errors import IncompleteStoreError, StoreCorruptionError, StoreError
 
 INSPECT_FORMAT = "jdct-store-inspect"
 INSPECT_VERSION = 1
@@ -113,16 +113,14 @@ def _reconstruct_samples(group, meta, root: Path, count: int):
     split = next(iter(meta["splits"]))
     sp = meta["splits"][split]
     q_luma, q_chroma = meta["quant_tables"]["luma"], meta["quant_tables"]["chroma"]
-    labels = group[f"{split}/label"][0]
+    labels = _read(group, root, split, "label", 0)
     out, pictures = [], []
     source_root = Path(meta.get("source", ""))
     for idx in np.flatnonzero(labels >= 0)[:count]:
         idx = int(idx)
-        y = group[f"{split}/y"][0, idx]
-        cb = group[f"{split}/cb"][0, idx]
-        cr = group[f"{split}/cr"][0, idx]
-        image = int(group[f"{split}/image"][0, idx])
-        box = [float(v) for v in group[f"{split}/box"][0, idx]]
+        y, cb, cr, image, box = (_read(group, root, split, a, (0, idx)) for a in ("y", "cb", "cr", "image", "box"))
+        image = int(image)
+        box = [float(v) for v in box]
         rec = reconstruct(y, cb, cr, q_luma, q_chroma)
         rel = sp["files"][image]
         src = source_root / rel
@@ -138,6 +136,15 @@ def _reconstruct_samples(group, meta, root: Path, count: int):
                     "psnr_db": None if ref is None else round(min(psnr(rec, ref), 99.0), 2)})
         pictures.append((rec, ref))
     return out, pictures
+
+
+def _read(group, root: Path, split: str, array: str, index):
+    """``group[split/array][index]``; a damaged chunk (checksum, decompression) is a StoreCorruptionError."""
+    try:
+        return group[f"{split}/{array}"][index]
+    except Exception as exc:  # noqa: BLE001 - zarr raises ValueError, RuntimeError... for damage
+        raise StoreCorruptionError(f"{split}/{array} is unreadable ({exc}); `jdct verify` lists the damage",
+                                   root) from None
 
 
 def _plot_samples(samples, pictures, plot) -> None:
@@ -159,10 +166,12 @@ def _plot_samples(samples, pictures, plot) -> None:
         for ax in axes[row]:
             ax.axis("off")
     fig.tight_layout()
-    tmp = Path(plot).with_name(f".{Path(plot).name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, plot)
+    from .inspect_jpeg import atomic_write
+
+    try:
+        atomic_write(Path(plot), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def render_store_text(doc: dict) -> str:

@@ -324,7 +324,7 @@ def test_version_names_jdct_and_libjpeg():
 
 
 def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
-    from jdct_cli.inspect_jpeg import _atomic_target, dump_coefficients
+    from jdct_cli.inspect_jpeg import atomic_write, dump_coefficients
 
     out = tmp_path / "c.npz"
     dump_coefficients(TINY, out)
@@ -338,6 +338,6 @@ def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
 
     before = out.read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        _atomic_target(out, interrupted)
+        atomic_write(out, interrupted)
     assert out.read_bytes() == before  # the previous complete file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temporary left behind

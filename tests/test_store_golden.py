@@ -95,6 +95,26 @@ def test_zarr_group_that_no_conversion_made_is_not_called_resumable(tmp_path):
         verify_store(plain)
 
 
+def test_inspect_samples_of_a_damaged_store_or_plot_into_a_missing_folder_is_one_line(tmp_path):
+    """`jdct inspect STORE --sample N` over a damaged chunk, and `--plot` into a missing folder,
+    ended in zarr's checksum ValueError / a FileNotFoundError traceback."""
+    from click.testing import CliRunner
+
+    from jdct_cli.cli import main
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(STORE, copy)
+    res = CliRunner().invoke(main, ["inspect", str(copy), "--plot", str(tmp_path / "no" / "p.png")])
+    assert res.exit_code == 1 and "output folder does not exist" in res.output and "Traceback" not in res.output
+    shard = copy / "train" / "y" / "c" / "0" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    for k in range(16, len(data) - 64, 97):  # damage every chunk, not the shard index at the end
+        data[k] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    res = CliRunner().invoke(main, ["inspect", str(copy), "--sample", "4"])
+    assert res.exit_code == 1 and "train/y is unreadable" in res.output and "Traceback" not in res.output, res.output
+
+
 def test_metadata_missing_or_from_the_future(tmp_path):
     copy = tmp_path / "s.zarr"
     shutil.copytree(STORE, copy)
