@@ -180,7 +180,8 @@ class _TqdmProgress:
 @main.command("convert")
 @click.argument("src", type=click.Path(file_okay=False, path_type=str))
 @click.argument("out", type=click.Path(path_type=str))
-@click.option("--size", type=int, default=224, show_default=True, help="Crop side in pixels (a multiple of 16).")
+@click.option("--size", type=int, default=224, show_default=True,
+              help="Crop side in pixels (a multiple of 16, at most 4096).")
 @click.option("--quality", type=click.IntRange(1, 100), default=100, show_default=True,
               help="JPEG quality of the re-encoded crops (sets the quantization tables).")
 @click.option("--views", type=click.IntRange(min=1), default=1, show_default=True,
@@ -214,7 +215,8 @@ def convert_command(src, out, size, quality, views, seed, exif, exact_decode, la
 
     \b
     SRC layouts: SRC/train/<class>/*.jpg and/or SRC/val/<class>/*.jpg (each a split), or
-    SRC/<class>/*.jpg (one split, "train"), or flat folders with --labels.
+    SRC/<class>/*.jpg (one split, "train"), or flat folders with --labels (ImageNet's
+    train/<class>/ next to a flat val/: --labels names the val files, train keeps its folders).
     train samples: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3); val: resize the shorter
     side to round(size/0.875) and centre-crop. Crops are resized with Pillow's antialiased
     bilinear filter and stored as their quantized 4:2:0 coefficients at --quality.
