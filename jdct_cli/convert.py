@@ -812,7 +812,7 @@ def summarize(out: Path, meta: dict[str, Any], *, seconds: float, convert_second
               resumed_shards: int, already_complete: bool = False) -> dict[str, Any]:
     """The end-of-run summary (see :func:`convert`)."""
     size = meta["size"]
-    per_sample_raw = 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
+    per_sample_raw = st.raw_sample_bytes(size)
     samples = sum(sp["views"] * sp["num_samples"] for sp in meta["splits"].values())
     coef_bytes = sum(st.dir_bytes(out / split / a) for split in meta["splits"] for a in st.COEFFICIENT_ARRAYS)
     total_bytes = st.dir_bytes(out)

@@ -158,6 +158,11 @@ def codec_description() -> dict[str, Any]:
     }
 
 
+def raw_sample_bytes(size: int) -> int:
+    """Bytes of one sample's y, cb and cr as raw int16 (the base of every compression ratio)."""
+    return 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
+
+
 def sample_shape(name: str, size: int) -> tuple[int, ...]:
     """Per-sample shape of array ``name`` for crop side ``size`` (e.g. y: (64, S/8, S/8))."""
     if name == "y":

@@ -25,11 +25,6 @@ INSPECT_FORMAT = "jdct-store-inspect"
 INSPECT_VERSION = 1
 
 
-def _raw_sample_bytes(size: int) -> int:
-    """Bytes of one sample's y, cb, cr as raw int16."""
-    return 2 * 64 * ((size // 8) ** 2 + 2 * (size // 16) ** 2)
-
-
 def source_crop(source_file: Path, box, size: int, exif: str = "ignore") -> np.ndarray:
     """The crop a sample was made from, re-made independently with Pillow: decode the source,
     (turn it upright when ``exif`` is "apply"), resize ``box`` (x, y, w, h, source pixels) to
@@ -81,7 +76,7 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
             "views": sp["views"], "num_samples": sp["num_samples"], "counts": sp["counts"],
             "failures": sp["failures"], "arrays": arrays, "bytes_on_disk": split_bytes,
             "bytes_per_sample": split_bytes / samples if samples else None,
-            "compression_ratio": _raw_sample_bytes(size) * samples / coef_bytes if coef_bytes else None,
+            "compression_ratio": st.raw_sample_bytes(size) * samples / coef_bytes if coef_bytes else None,
         }
     stats = meta.get("stats", {})
     doc: dict[str, Any] = {
