@@ -108,8 +108,10 @@ class ConvertOptions:
                 f"one shard of {self.shard_samples} samples at --size {self.size} needs "
                 f"{shard_bytes / 2**30:.1f} GiB of memory per worker (at most {MAX_SHARD_BYTES >> 30} GiB): "
                 "lower --shard-samples")
-        if self.fdct not in ("fdct", "encode"):
-            raise ConfigError(f"unknown DCT method {self.fdct!r} (fdct or encode)")
+        from .dct import FDCT_METHODS
+
+        if self.fdct not in FDCT_METHODS:
+            raise ConfigError(f"unknown DCT method {self.fdct!r} (one of {', '.join(FDCT_METHODS)})")
         if self.max_file_bytes < 1 or self.max_pixels < 1:
             raise ConfigError("max_file_bytes and max_pixels must be positive")
         if not 0 <= self.seed < 2**63:
