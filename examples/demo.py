@@ -186,7 +186,9 @@ def convert_store(demo: Demo) -> None:
     # --overwrite: a rerun of the demo converts again instead of refusing the existing store
     demo.run_jdct("convert", src, store, "--size", "224", "--shard-samples", "128", "--chunk-samples", "32",
                   "--overwrite")
-    demo.run_jdct("inspect", store, "--sample", "2", "--plot", demo.out / "store-samples.png", max_lines=30)
+    demo.run_jdct("inspect", store, "--plot", demo.out / "store-samples.png", max_lines=30)
+    demo.run_jdct("inspect", store, "--split", "val" if (src / "val").is_dir() else "train", "--sample", "3",
+                  "--plot", demo.out / "store-sample-3.png", max_lines=4)
     demo.run_jdct("verify", store)
     demo.state["store"] = store
 

@@ -74,12 +74,15 @@ def main():
 @click.option("--dump-coefficients", "dump", metavar="OUT.npz",
               help="Also save arrays c0, c1, ... (int16, rows x cols x 64, natural order) and quant "
                    "(n_components x 64). With several files, OUT_<stem>.npz per file.")
-@click.option("--sample", type=click.IntRange(min=1), metavar="N",
-              help="Stores only: how many samples to decode and check/draw.")
+@click.option("--sample", type=click.IntRange(min=0), metavar="I",
+              help="Stores only: reconstruct sample I (0-based, view 0) to pixels and compare it with its "
+                   "source crop (PSNR); with --plot, draw them side by side. Without --sample, --plot "
+                   "draws the first 4 samples.")
+@click.option("--split", metavar="NAME", help="Stores only: the split --sample/--plot read [default: the first].")
 @click.option("--no-coefficients", is_flag=True,
               help="Read only the markers (fast on big files); zero fractions are then not reported.")
 @library_errors
-def inspect_command(paths, as_json, plot, dump, sample, no_coefficients):
+def inspect_command(paths, as_json, plot, dump, sample, split, no_coefficients):
     """Show what is inside JPEG files (or a jdct store: a folder or *.zarr).
 
     \b
@@ -92,7 +95,7 @@ def inspect_command(paths, as_json, plot, dump, sample, no_coefficients):
       jdct inspect photo.jpg
       jdct inspect --json a.jpg b.jpg > facts.json
       jdct inspect photo.jpg --plot photo.png --dump-coefficients photo.npz
-      jdct inspect data/imagenette.zarr --sample 8
+      jdct inspect data/imagenette.zarr --split val --sample 8 --plot sample8.png
 
     A file that cannot be read prints "Error: <file>: <reason>" on stderr; the others are still
     shown and the exit code is 1.
@@ -102,7 +105,8 @@ def inspect_command(paths, as_json, plot, dump, sample, no_coefficients):
     from .inspect_jpeg import inspect_paths, render_store, render_text
 
     docs, failed = [], False
-    results = inspect_paths(list(paths), coefficients=not no_coefficients, plot=plot, dump=dump, sample=sample)
+    results = inspect_paths(list(paths), coefficients=not no_coefficients, plot=plot, dump=dump, sample=sample,
+                            split=split)
     for i, result in enumerate(results):
         if result.error is not None:
             failed = True

@@ -385,19 +385,22 @@ def inspect_paths(
     plot: Optional[os.PathLike | str] = None,
     dump: Optional[os.PathLike | str] = None,
     sample: Optional[int] = None,
+    split: Optional[str] = None,
 ) -> Iterator[InspectResult]:
     """Inspect every path in turn, yielding an :class:`InspectResult` each (errors included).
 
     JPEG files get :func:`inspect_jpeg`, plus :func:`plot_jpeg` when ``plot`` and
     :func:`dump_coefficients` when ``dump`` (output names per :func:`output_for`). Directories and
-    ``*.zarr`` paths go to :func:`jdct_cli.store_report.inspect_store` (with ``sample`` and
-    ``plot``). A JdctError stops only its own path. Options that apply to no given path (``sample``
+    ``*.zarr`` paths go to :func:`jdct_cli.store_report.inspect_store` (with ``sample``, ``split``
+    and ``plot``). A JdctError stops only its own path. Options that apply to no given path (``sample``
     without a store, ``dump`` without a JPEG) raise ConfigError before anything is read, instead of
     being silently ignored.
     """
     stores = [is_store_path(p) for p in paths]
     if sample is not None and not any(stores):
         raise ConfigError("--sample applies to stores (a folder or *.zarr) only; no store was given")
+    if split is not None and not any(stores):
+        raise ConfigError("--split applies to stores (a folder or *.zarr) only; no store was given")
     if dump is not None and all(stores):
         raise ConfigError("--dump-coefficients applies to JPEG files only; no JPEG file was given")
     several = len(paths) > 1
@@ -408,7 +411,8 @@ def inspect_paths(
         if is_store_path(path):
             result = InspectResult(name, "store")
             try:
-                result.doc = _inspect_store(path, sample=sample, plot=output_for(plot, path, several, taken_plot))
+                result.doc = _inspect_store(path, sample=sample, split=split,
+                                            plot=output_for(plot, path, several, taken_plot))
             except JdctError as exc:
                 result.error = exc
             yield result
@@ -427,12 +431,12 @@ def inspect_paths(
         yield result
 
 
-def _inspect_store(path, *, sample, plot):
+def _inspect_store(path, *, sample, split, plot):
     try:
         from .store_report import inspect_store
     except ImportError:
         raise ConfigError("store inspection is not available in this jdct build", path) from None
-    return inspect_store(path, sample=sample, plot=plot)
+    return inspect_store(path, sample=sample, split=split, plot=plot)
 
 
 def render_store(doc: dict) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import store as st
-from .errors import IncompleteStoreError, StoreCorruptionError, StoreError
+from .errors import ConfigError, IncompleteStoreError, StoreCorruptionError, StoreError
 
 INSPECT_FORMAT = "jdct-store-inspect"
 INSPECT_VERSION = 1
@@ -41,13 +41,16 @@ def source_crop(source_file: Path, box, size: int, exif: str = "ignore") -> np.n
         return np.asarray(out, dtype=np.uint8)
 
 
-def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot: Optional[str] = None) -> dict:
+def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot: Optional[str] = None,
+                  split: Optional[str] = None) -> dict:
     """The inspection document of the store at ``path`` (see the module docstring).
 
-    ``sample``: reconstruct the first ``sample`` non-failed samples of the first split's view 0
-    and report, per sample, its file, class, box and the PSNR (dB) of the reconstruction against
-    the source crop re-made with Pillow (None when the source file is gone). ``plot``: write a
-    PNG with each reconstruction next to its source crop (``sample`` defaults to 4 then).
+    ``sample``: reconstruct sample number ``sample`` (0-based) of view 0 of ``split`` (default:
+    the store's first split) to pixels (block IDCT) and report its file, class, box and the PSNR
+    (dB) of the reconstruction against the source crop re-made with Pillow (None when the source
+    file is gone). ``plot``: write a PNG with the reconstruction next to its source crop; without
+    ``sample``, the first 4 converted samples of the split are drawn. A sample index out of range
+    is a ConfigError; a failed sample (label -1) a StoreError naming its file and reason.
     Raises SourceNotFoundError / StoreError / IncompleteStoreError from :func:`store.read_metadata`.
     """
     import zarr
@@ -92,26 +95,40 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
                   **{c: {"mean": stats[c]["mean"], "std": stats[c]["std"]} for c in st.COEFFICIENT_ARRAYS if c in stats}},
         "samples": [],
     }
-    if plot and not sample:
-        sample = 4
-    if sample:
-        doc["samples"], pictures = _reconstruct_samples(group, meta, root, int(sample))
+    if sample is not None or plot:
+        doc["samples"], pictures = _reconstruct_samples(group, meta, root, split, sample)
         if plot:
             _plot_samples(doc["samples"], pictures, plot)
             doc["plot"] = os.fspath(plot)
     return doc
 
 
-def _reconstruct_samples(group, meta, root: Path, count: int):
+def _reconstruct_samples(group, meta, root: Path, split: Optional[str], sample: Optional[int]):
+    """Reconstruct sample ``sample`` of view 0 of ``split`` (or, when None, its first 4 converted
+    samples): ([per-sample report], [(reconstruction, source crop or None)])."""
     from .dct import psnr, reconstruct
 
-    split = next(iter(meta["splits"]))
+    split = split or next(iter(meta["splits"]))
+    if split not in meta["splits"]:
+        raise ConfigError(f"no split {split!r} in this store (it has: {', '.join(meta['splits'])})", root)
     sp = meta["splits"][split]
     q_luma, q_chroma = meta["quant_tables"]["luma"], meta["quant_tables"]["chroma"]
     labels = _read(group, root, split, "label", 0)
+    if sample is None:
+        indices = np.flatnonzero(labels >= 0)[:4]
+    else:
+        if not 0 <= sample < len(labels):
+            raise ConfigError(f"--sample {sample} is out of range: {split} has samples 0 to {len(labels) - 1}",
+                              root)
+        if labels[sample] < 0:
+            image = int(_read(group, root, split, "image", (0, sample)))
+            failure = next((f for f in sp["failures"] if f["file"] == sp["files"][image]), {})
+            raise StoreError(f"sample {sample} of {split} is a failed conversion of {sp['files'][image]} "
+                             f"({failure.get('reason', 'no reason recorded')}): it holds no image", root)
+        indices = [sample]
     out, pictures = [], []
     source_root = Path(meta.get("source", ""))
-    for idx in np.flatnonzero(labels >= 0)[:count]:
+    for idx in indices:
         idx = int(idx)
         y, cb, cr, image, box = (_read(group, root, split, a, (0, idx)) for a in ("y", "cb", "cr", "image", "box"))
         image = int(image)

@@ -445,7 +445,16 @@ def test_inspect_store_json_and_plot(tiny_store, tmp_path):
     doc = inspect_store(tiny_store[0], sample=2, plot=str(tmp_path / "p.png"))
     jsonschema.validate(doc, json.loads((REPO / "schemas/store-inspect.v1.schema.json").read_text()))
     assert doc["splits"]["train"]["arrays"]["y"]["shape"] == [2, 18, 64, 4, 4]
-    assert all(s["psnr_db"] > 30 for s in doc["samples"])
+    assert [s["index"] for s in doc["samples"]] == [2] and doc["samples"][0]["psnr_db"] > 30
+    overview = inspect_store(tiny_store[0], plot=str(tmp_path / "q.png"))  # no --sample: the first 4
+    assert [s["index"] for s in overview["samples"]] == [0, 1, 2, 3]
+    assert all(s["psnr_db"] > 30 for s in overview["samples"])
+    val = inspect_store(tiny_store[0], sample=1, split="val")
+    assert val["samples"][0]["split"] == "val" and val["samples"][0]["index"] == 1
+    from jdct_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="out of range"):
+        inspect_store(tiny_store[0], sample=10_000)
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert "train: 18 samples x 2 view(s)" in render_store_text(doc)
 
