@@ -554,12 +554,16 @@ def predict_command(checkpoint, images, direct, top_k, class_names, device, as_j
                       progress=lambda _ev: bar.update(1))
     if as_json:
         click.echo(json.dumps(res, indent=2))
-        return
-    for i, item in enumerate(res["predictions"]):
-        if i:
-            click.echo("")
-        click.echo(f"{item['file']}  ({item['mode']})")
-        if item["note"]:
-            click.echo(f"  note: {item['note']}")
-        for rank, t in enumerate(item["top"], 1):
-            click.echo(f"  {rank}. {100 * t['probability']:6.2f}%  {t['class']}")
+    else:
+        for i, item in enumerate(res["predictions"]):
+            if i:
+                click.echo("")
+            click.echo(f"{item['file']}  ({item['mode']})")
+            if item["note"]:
+                click.echo(f"  note: {item['note']}")
+            for rank, t in enumerate(item["top"], 1):
+                click.echo(f"  {rank}. {100 * t['probability']:6.2f}%  {t['class']}")
+    for err in res.get("errors", []):
+        click.echo(f"Error: {err['file']}: {err['reason']}", err=True)
+    if res.get("errors"):
+        raise SystemExit(1)

@@ -161,12 +161,10 @@ def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], 
     [{"file", "mode": "val-transform"|"direct", "note": str|None, "top": [{"index", "class",
     "probability"}]}]}. ``note`` says why ``direct`` fell back to the val transform. ``class_names``
     maps the store's class folder names (e.g. WordNet ids) to readable names (see
-    :func:`read_class_names`); classes it lacks keep their folder name. Bad files raise
-    the JPEG layer's errors (NotAJpegError, JpegError...) naming the file.
+    :func:`read_class_names`); classes it lacks keep their folder name. A bad image (not a JPEG,
+    corrupt, missing...) does not stop the others: it is listed under "errors" as {"file",
+    "reason"} (the key is present only when some image failed). A bad checkpoint raises.
     """
-    import torch
-
-    from . import jpeg
     from .train import _resolve_device
 
     if top_k < 1:
@@ -179,33 +177,49 @@ def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], 
     names = dict(class_names or {})
     dev = _resolve_device(device, 0)
     model.to(dev)
-    results = []
+    results, errors = [], []
     for i, image in enumerate(images):
         path = Path(image)
-        data = jpeg.read_bytes(path)
-        mode, note = "val-transform", None
-        if direct:
-            header = jpeg.read_header(data, path=path)
-            note = direct_refusal(header)
-            if note is None:
-                mode = "direct"
-                y, cb, cr, quant = _direct_coefficients(data, path)
-            else:
-                note = f"--direct not possible: {note}; used the val transform"
-        if mode == "val-transform":
-            y, cb, cr, quant = _val_coefficients(data, path, store)
-        inputs = model_inputs(y, cb, cr, quant, kind, store, dev)
-        with torch.no_grad():
-            probs = torch.softmax(model(*inputs).float(), dim=1)[0]
-        k = min(top_k, probs.numel())
-        p, idx = probs.topk(k)
-        top = [{"index": int(j), "class": names.get(classes[int(j)], classes[int(j)]), "probability": float(q)}
-               for q, j in zip(p.tolist(), idx.tolist())]
-        results.append({"file": os.fspath(path), "mode": mode, "note": note, "top": top})
+        try:
+            results.append(_predict_one(path, model, kind, store, classes, names, dev, direct, top_k))
+        except JdctError as exc:
+            errors.append({"file": os.fspath(path), "reason": exc.reason})
         if progress is not None:
             progress({"event": "predict_step", "step": i + 1, "total": len(images)})
-    return {"format": PREDICT_FORMAT, "format_version": FORMAT_VERSION, "checkpoint": os.fspath(checkpoint),
-            "arch": payload["arch"], "predictions": results}
+    doc = {"format": PREDICT_FORMAT, "format_version": FORMAT_VERSION, "checkpoint": os.fspath(checkpoint),
+           "arch": payload["arch"], "predictions": results}
+    if errors:
+        doc["errors"] = errors
+    return doc
+
+
+def _predict_one(path: Path, model, kind: str, store: dict, classes: list, names: dict, dev, direct: bool,
+                 top_k: int) -> dict[str, Any]:
+    """One image's prediction entry (see :func:`predict`); JdctError (naming ``path``) when unusable."""
+    import torch
+
+    from . import jpeg
+
+    data = jpeg.read_bytes(path)
+    mode, note = "val-transform", None
+    if direct:
+        header = jpeg.read_header(data, path=path)
+        note = direct_refusal(header)
+        if note is None:
+            mode = "direct"
+            y, cb, cr, quant = _direct_coefficients(data, path)
+        else:
+            note = f"--direct not possible: {note}; used the val transform"
+    if mode == "val-transform":
+        y, cb, cr, quant = _val_coefficients(data, path, store)
+    inputs = model_inputs(y, cb, cr, quant, kind, store, dev)
+    with torch.no_grad():
+        probs = torch.softmax(model(*inputs).float(), dim=1)[0]
+    k = min(top_k, probs.numel())
+    p, idx = probs.topk(k)
+    top = [{"index": int(j), "class": names.get(classes[int(j)], classes[int(j)]), "probability": float(q)}
+           for q, j in zip(p.tolist(), idx.tolist())]
+    return {"file": os.fspath(path), "mode": mode, "note": note, "top": top}
 
 
 def read_class_names(path: os.PathLike | str) -> dict[str, str]:

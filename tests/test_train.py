@@ -389,6 +389,16 @@ def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):
     res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(v / "png_disguised.JPEG")])
     assert res.exit_code == 1 and "png_disguised.JPEG" in res.output and "PNG" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+    # a bad image among good ones: the good ones are still predicted, the bad one is an Error line
+    mixed = [files[0], v / "png_disguised.JPEG", tmp_path / "missing.jpg", files[1]]
+    doc = predict(run / "last.pt", mixed, device="cpu")
+    jsonschema.validate(doc, json.loads((REPO / "schemas" / "eval.v1.schema.json").read_text()))
+    assert [p["file"] for p in doc["predictions"]] == [os.fspath(files[0]), os.fspath(files[1])]
+    assert [e["file"] for e in doc["errors"]] == [os.fspath(mixed[1]), os.fspath(mixed[2])]
+    assert "PNG" in doc["errors"][0]["reason"]
+    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), *map(os.fspath, mixed)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.count("(val-transform)") == 2 and f"Error: {mixed[2]}:" in res.output
 
 
 # ------------------------------------------------------------------ refusals, without tracebacks
