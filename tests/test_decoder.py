@@ -333,11 +333,6 @@ def _fancy_up2(plane, axis):
     return np.moveaxis(out, 0, axis)
 
 
-def _psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return np.inf if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def _reconstruct(data):
     """RGB from read_coefficients x quant with a float IDCT, float triangle upsampling of 2x
     subsampled chroma (cropped to its real size first, as libjpeg does) and JFIF YCbCr->RGB."""
