@@ -5,7 +5,6 @@ the folder of each file gives its expected label, hashes compare whole arrays.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -22,32 +21,11 @@ from PIL import Image
 from jdct_cli.convert import ConvertOptions, convert
 from jdct_cli.dct import psnr, reconstruct
 from jdct_cli.errors import IncompleteStoreError
-from jdct_cli.store import ALL_ARRAYS, read_metadata
+from jdct_cli.store import read_metadata
+from storetools import link_tree, store_hashes
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(chunk_samples=4, shard_samples=8)
-
-
-def _link_tree(dst: Path, src_root: Path, split_classes: dict, per_class: int) -> Path:
-    """Symlink the first ``per_class`` files of each class folder: dst/<split>/<class>/<file>."""
-    for split, classes in split_classes.items():
-        for cls in classes:
-            files = sorted((src_root / split / cls).iterdir())[:per_class]
-            (dst / split / cls).mkdir(parents=True)
-            for f in files:
-                (dst / split / cls / f.name).symlink_to(f)
-    return dst
-
-
-def _hashes(store: Path) -> dict:
-    """sha256 of every array of every split (values, shape and dtype)."""
-    g = zarr.open_group(str(store), mode="r")
-    out = {}
-    for split in read_metadata(store).splits:
-        for a in ALL_ARRAYS:
-            arr = g[f"{split}/{a}"][...]
-            out[f"{split}/{a}"] = hashlib.sha256(arr.tobytes() + str((arr.shape, arr.dtype)).encode()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +33,7 @@ def tiny_tree(shared_data, tmp_path_factory):
     """tiny-imagenet-20 slice: 3 classes x 6 train, 3 classes x 4 val (64x64 JPEGs)."""
     root = shared_data / "tiny-imagenet-20"
     classes = sorted(p.name for p in (root / "train").iterdir())[:3]
-    return _link_tree(tmp_path_factory.mktemp("tiny"), root, {"train": classes, "val": classes}, 6)
+    return link_tree(tmp_path_factory.mktemp("tiny"), root, {"train": classes, "val": classes}, 6)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +94,7 @@ def _pillow_val_reference(path: Path, size: int) -> np.ndarray:
 def test_val_samples_reconstruct_to_pillow_reference(shared_data, tmp_path):
     root = shared_data / "imagenette-5k"
     classes = sorted(p.name for p in (root / "val").iterdir())[:2]
-    src = _link_tree(tmp_path / "src", root, {"val": classes, "train": classes[:1]}, 4)
+    src = link_tree(tmp_path / "src", root, {"val": classes, "train": classes[:1]}, 4)
     out = tmp_path / "s.zarr"
     convert(src, out, options=ConvertOptions(size=64, **SMALL), workers=1)
     info = read_metadata(out)
@@ -178,7 +156,7 @@ def test_every_odd_jpeg_is_converted_or_recorded(shared_data, tmp_path):
 def test_same_arrays_with_one_or_two_workers(tiny_tree, tiny_store, tmp_path):
     out2 = tmp_path / "w2.zarr"
     convert(tiny_tree, out2, options=ConvertOptions(size=32, views=2, seed=7, **SMALL), workers=2)
-    assert _hashes(tiny_store[0]) == _hashes(out2)
+    assert store_hashes(tiny_store[0]) == store_hashes(out2)
     assert read_metadata(tiny_store[0]).meta["stats"] == read_metadata(out2).meta["stats"]
 
 
@@ -192,7 +170,7 @@ def kill_case(shared_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill")
     root = shared_data / "imagenette-5k"
     classes = sorted(p.name for p in (root / "train").iterdir())[:3]
-    src = _link_tree(tmp / "src", root, {"train": classes}, 30)
+    src = link_tree(tmp / "src", root, {"train": classes}, 30)
     ref = tmp / "ref.zarr"
     subprocess.run([sys.executable, "-m", "jdct_cli", "convert", str(src), str(ref), "--workers", "1"] + KILL_ARGS,
                    check=True)
@@ -232,7 +210,7 @@ def test_sigkill_then_resume_equals_uninterrupted(kill_case, tmp_path):
     with pytest.raises(IncompleteStoreError):
         read_metadata(out)
     _resume(src, out)
-    assert _hashes(ref) == _hashes(out)
+    assert store_hashes(ref) == store_hashes(out)
     assert read_metadata(ref).meta == read_metadata(out).meta
 
 
@@ -247,7 +225,7 @@ def test_ctrl_c_keeps_finished_shards_and_resumes(kill_case, tmp_path):
     kept = list((out / ".jdct-progress").glob("train-v*.json"))
     assert kept
     _resume(src, out)
-    assert _hashes(ref) == _hashes(out)
+    assert store_hashes(ref) == store_hashes(out)
 
 
 @pytest.mark.shared
@@ -257,7 +235,7 @@ def test_dask_localcluster_equals_local(tiny_tree, tiny_store, tmp_path):
         out = tmp_path / "dask.zarr"
         convert(tiny_tree, out, options=ConvertOptions(size=32, views=2, seed=7, **SMALL),
                 dask_scheduler=cl.scheduler_address)
-    assert _hashes(tiny_store[0]) == _hashes(out)
+    assert store_hashes(tiny_store[0]) == store_hashes(out)
 
 
 def test_ctrl_c_while_reading_headers_does_not_promise_a_resume(tmp_path):
@@ -303,7 +281,7 @@ def test_resume_after_the_source_moved_reads_it_at_its_new_place(tmp_path):
     assert summary["failed"] == 0 and summary["resumed_shards"] >= 1
     ref = tmp_path / "ref.zarr"
     convert(moved, ref, options=opts, workers=1)
-    assert _hashes(out) == _hashes(ref)
+    assert store_hashes(out) == store_hashes(ref)
     assert read_metadata(out).meta["source"] == str(moved.resolve())
     other = tmp_path / "c"
     (other / "z").mkdir(parents=True)
@@ -464,7 +442,7 @@ def test_reference_dct_path_gives_the_same_store(tiny_tree, tiny_store, tmp_path
     """forward_dct (default) and encode+read_coefficients (reference, via libjpeg's encoder) agree bit for bit."""
     out = tmp_path / "enc.zarr"
     convert(tiny_tree, out, options=ConvertOptions(size=32, views=2, seed=7, fdct="encode", **SMALL), workers=1)
-    assert _hashes(out) == _hashes(tiny_store[0])
+    assert store_hashes(out) == store_hashes(tiny_store[0])
 
 
 @pytest.mark.shared

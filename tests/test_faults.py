@@ -16,7 +16,6 @@ Real data: a 3-class slice of imagenette-5k (symlinks), crops of 32 pixels.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from jdct_cli import store as st
 from jdct_cli.convert import ConvertOptions, convert, convert_image, image_rng
 from jdct_cli.errors import JdctError, SourceError, StoreCorruptionError
 from jdct_cli.store_report import verify_store
+from storetools import link_tree, store_hashes
 
 REPO = Path(__file__).resolve().parent.parent
 OPTS = dict(size=32, views=2, seed=3, chunk_samples=1, shard_samples=2)
@@ -45,24 +45,7 @@ pytestmark = pytest.mark.shared
 def _tree(dst: Path, shared: Path, train: int, val: int) -> Path:
     root = shared / "imagenette-5k"
     classes = sorted(p.name for p in (root / "train").iterdir())[:3]
-    for split, n in (("train", train), ("val", val)):
-        for cls in classes:
-            (dst / split / cls).mkdir(parents=True)
-            for f in sorted((root / split / cls).iterdir())[:n]:
-                (dst / split / cls / f.name).symlink_to(f)
-    return dst
-
-
-def _hashes(store: Path) -> dict[str, str]:
-    import zarr
-
-    g = zarr.open_group(os.fspath(store), mode="r")
-    out = {}
-    for split in st.read_metadata(store).splits:
-        for a in st.ALL_ARRAYS:
-            arr = g[f"{split}/{a}"][...]
-            out[f"{split}/{a}"] = hashlib.sha256(arr.tobytes() + repr((arr.shape, str(arr.dtype))).encode()).hexdigest()
-    return out
+    return link_tree(dst, root, {"train": classes, "val": classes}, {"train": train, "val": val})
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:
@@ -120,7 +103,7 @@ def test_ten_sigkills_then_resume_equal_an_uninterrupted_run(src, ref, tmp_path)
     assert hits[-1] < total, "every kill came after the last shard"
     done = _cli("convert", src, out, *CLI_OPTS)
     assert done.returncode == 0, done.stderr
-    assert _hashes(out) == _hashes(ref)
+    assert store_hashes(out) == store_hashes(ref)
     assert st.read_metadata(out).meta["splits"] == st.read_metadata(ref).meta["splits"]
     assert verify_store(out)["ok"]
     print(f"\nkills landed after {hits} of {total} shards")
@@ -204,7 +187,7 @@ def test_out_of_space_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
     _remount(tmpfs, "size=32m")
     res = _cli("convert", src, out, *CLI_OPTS)
     assert res.returncode == 0, res.stderr
-    assert _hashes(out) == _hashes(ref) and verify_store(out)["ok"]
+    assert store_hashes(out) == store_hashes(ref) and verify_store(out)["ok"]
 
 
 def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref, tmpfs):
@@ -222,7 +205,7 @@ def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref
     assert _finished_shards_match(out, ref) >= 33
     _verify_finished_shards(out)
     convert(src, out, options=ConvertOptions(**OPTS), workers=1)
-    assert _hashes(out) == _hashes(ref) and verify_store(out)["ok"]
+    assert store_hashes(out) == store_hashes(ref) and verify_store(out)["ok"]
 
 
 # ------------------------------------------------------------------------------------------------
