@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import CheckpointError, SourceNotFoundError
+from .fileio import atomic_write
 
 FORMAT_NAME = "jdct-checkpoint"
 FORMAT_VERSION = 1
@@ -65,35 +65,6 @@ def json_part(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in TENSOR_KEYS}
 
 
-def atomic_write_bytes(path: os.PathLike | str, write) -> None:
-    """Create ``path`` atomically: ``write(fileobj)`` into a temp file beside it, fsync, rename.
-
-    A crash (or Ctrl-C) at any point leaves either the old file or the new one, never half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
     """Make ``dst`` an atomic copy of the finished file ``src`` (a hard link when the filesystem
     allows, else a copy), replacing ``dst`` in one rename.
@@ -113,7 +84,7 @@ def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
             import shutil
 
             with open(src, "rb") as source:
-                atomic_write_bytes(tmp, lambda fh: shutil.copyfileobj(source, fh))
+                atomic_write(tmp, lambda fh: shutil.copyfileobj(source, fh))
         os.replace(tmp, dst)
     except BaseException:
         try:
@@ -123,18 +94,13 @@ def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
         raise
 
 
-def atomic_write_text(path: os.PathLike | str, text: str) -> None:
-    """``atomic_write_bytes`` for UTF-8 text."""
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
 def save_checkpoint(path: os.PathLike | str, payload: dict[str, Any]) -> None:
     """Write ``payload`` (must already carry format/format_version) atomically with torch.save."""
     import torch
 
     if payload.get("format") != FORMAT_NAME or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError("refusing to write a payload without this jdct's format/version", path)
-    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(

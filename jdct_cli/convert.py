@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from . import store as st
+from .fileio import atomic_write_json
 from .errors import (
     ConfigError,
     IncompleteStoreError,
@@ -312,7 +313,7 @@ def convert_shard_task(task: dict[str, Any]) -> dict[str, Any]:
         for name, block in (("y", y), ("cb", cb), ("cr", cr), ("label", label), ("image", image), ("box", box)):
             arr = zarr.open_array(os.fspath(out / task["split"] / name), mode="r+")
             arr[sl] = block
-        st.write_json_atomic(_marker_path(out, task["split"], view, task["shard"]), result)
+        atomic_write_json(_marker_path(out, task["split"], view, task["shard"]), result)
     except OSError as exc:
         # returned, not raised: the error crosses process (and Dask) boundaries as plain data
         err = _write_error(exc, out)
@@ -753,7 +754,7 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
                 for name, sp in plan["splits"].items():
                     st.create_split_arrays(out, name, sp["views"], len(sp["files"]), opts.size,
                                            opts.chunk_samples, opts.shard_samples)
-                st.write_json_atomic(out / st.PROGRESS_DIR / "plan.json", plan)
+                atomic_write_json(out / st.PROGRESS_DIR / "plan.json", plan)
 
         tasks = _shard_tasks(out, plan, on_error == "fail")
         total_shards = len(tasks)

@@ -15,15 +15,15 @@ Never imports torch; numpy and the C extension only (matplotlib only for plots).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import IO, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from . import jpeg
 from .errors import ConfigError, JdctError
+from .fileio import atomic_write
 
 FORMAT_NAME = "jdct-inspect"
 FORMAT_VERSION = 1
@@ -207,35 +207,16 @@ def render_text(doc: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it: set and restore at once
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(out: Path, writer: Callable[[str], None]) -> Path:
-    """Call ``writer(tmp_path)`` then rename the temporary file onto ``out`` (never half a file)."""
+def write_output(out: os.PathLike | str, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a user-requested output file atomically (:func:`jdct_cli.fileio.atomic_write`):
+    ``write(binary_file)``; a missing folder or an OS error is a ConfigError naming the file."""
     out = Path(out)
     if not out.parent.is_dir():
         raise ConfigError("output folder does not exist", out.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        return atomic_write(out, write)
     except OSError as exc:
         raise ConfigError(f"cannot write: {exc.strerror or exc}", out) from None
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get normal modes
-        os.replace(tmp, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ConfigError(f"cannot write: {exc.strerror or exc}", out) from None
-        raise
-    return out
 
 
 def dump_coefficients(path: os.PathLike | str, out_npz: os.PathLike | str) -> Path:
@@ -249,11 +230,8 @@ def dump_coefficients(path: os.PathLike | str, out_npz: os.PathLike | str) -> Pa
     arrays = {f"c{i}": np.ascontiguousarray(c, dtype=np.int16) for i, c in enumerate(coefs)}
     arrays["quant"] = np.ascontiguousarray(quant, dtype=np.uint16)
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez must not append ".npz" to the temp name
-            np.savez(f, **arrays)
-
-    return atomic_write(Path(out_npz), write)
+    # a file object: np.savez must not append ".npz" to the temporary name
+    return write_output(out_npz, lambda fh: np.savez(fh, **arrays))
 
 
 def mean_abs_coefficients(coefs: np.ndarray) -> np.ndarray:
@@ -317,11 +295,8 @@ def plot_jpeg(path: os.PathLike | str, out_png: os.PathLike | str, *, max_side: 
         ax.tick_params(labelsize=7)
         fig.colorbar(im, ax=ax, shrink=0.8)
 
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=90)
-
     try:
-        return atomic_write(Path(out_png), write)
+        return write_output(out_png, lambda fh: fig.savefig(fh, format="png", dpi=90))
     finally:
         plt.close(fig)
 

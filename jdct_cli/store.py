@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IncompleteStoreError, SourceNotFoundError, StoreError, StoreVersionError
+from .fileio import atomic_write_json
 
 FORMAT_NAME = "jdct-dct-store"
 FORMAT_VERSION = 1
@@ -187,21 +188,6 @@ def shard_key(name: str, view: int, shard: int) -> str:
     return "/".join(["c", str(view), str(shard)] + ["0"] * trailing)
 
 
-def write_bytes_atomic(path: os.PathLike | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: os.PathLike | str, obj: Any) -> None:
-    write_bytes_atomic(path, json.dumps(obj, indent=1, allow_nan=False).encode("utf-8"))
-
-
 def create_store(path: os.PathLike | str) -> None:
     """An empty zarr v3 group at ``path`` (no attrs: a store stays 'incomplete' until the end).
 
@@ -243,7 +229,7 @@ def write_metadata(path: os.PathLike | str, meta: dict[str, Any]) -> None:
     zarr_json = Path(path) / "zarr.json"
     group_meta = json.loads(zarr_json.read_text())
     group_meta.setdefault("attributes", {})[ATTRS_KEY] = meta
-    write_json_atomic(zarr_json, group_meta)
+    atomic_write_json(zarr_json, group_meta)
 
 
 def dir_bytes(path: os.PathLike | str) -> int:

@@ -178,10 +178,10 @@ def _plot_samples(samples, pictures, plot) -> None:
         for ax in axes[row]:
             ax.axis("off")
     fig.tight_layout()
-    from .inspect_jpeg import atomic_write
+    from .inspect_jpeg import write_output
 
     try:
-        atomic_write(Path(plot), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        write_output(plot, lambda fh: fig.savefig(fh, format="png", dpi=100))
     finally:
         plt.close(fig)
 

@@ -38,6 +38,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from .config import RESUME_OVERRIDABLE, TrainConfig, build_config, from_dict, lr_at, resolve
 from .errors import CheckpointError, ConfigError, JdctError
+from .fileio import atomic_write_text
 
 Progress = Optional[Callable[[dict], None]]
 #: On CUDA the training loss is read back (and checked for NaN/inf) every this many steps.
@@ -493,7 +494,7 @@ def _train(cfg: TrainConfig, payload: Optional[dict], dctx: _Dist, progress: Pro
 
     if dctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         if payload is not None:
             _trim_metrics(run_dir / "metrics.jsonl", start_epoch)
 
@@ -678,7 +679,7 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):  # a torn last line from a hard kill
             continue
-    ckpt.atomic_write_text(path, "".join(k + "\n" for k in kept))
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def _tensorboard(run_dir: Path):

@@ -357,12 +357,12 @@ def test_resume_with_other_options_is_refused(tiny_tree, tmp_path):
     plan = cv.plan_conversion(tiny_tree, out, ConvertOptions(size=32, **SMALL))
     cv.st.create_store(out)
     (out / ".jdct-progress").mkdir()
-    cv.st.write_json_atomic(out / ".jdct-progress" / "plan.json", plan)
+    cv.atomic_write_json(out / ".jdct-progress" / "plan.json", plan)
     with pytest.raises(ConfigError, match="different options"):
         convert(tiny_tree, out, options=ConvertOptions(size=64, **SMALL), workers=1)
     # the same options, but the plan was made by another jdct/libjpeg: resuming could mix samples
     plan["software"] = {"jdct": "0.0.1", "libjpeg": plan["software"]["libjpeg"]}
-    cv.st.write_json_atomic(out / ".jdct-progress" / "plan.json", plan)
+    cv.atomic_write_json(out / ".jdct-progress" / "plan.json", plan)
     with pytest.raises(ConfigError, match="begun by jdct 0.0.1"):
         convert(tiny_tree, out, options=ConvertOptions(size=32, **SMALL), workers=1)
 

@@ -324,7 +324,7 @@ def test_version_names_jdct_and_libjpeg():
 
 
 def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
-    from jdct_cli.inspect_jpeg import atomic_write, dump_coefficients
+    from jdct_cli.inspect_jpeg import dump_coefficients, write_output
 
     out = tmp_path / "c.npz"
     dump_coefficients(TINY, out)
@@ -332,12 +332,12 @@ def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
     os.umask(mask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
 
-    def interrupted(tmp):  # Ctrl-C in the middle of writing
-        Path(tmp).write_bytes(b"half a file")
+    def interrupted(fh):  # Ctrl-C in the middle of writing
+        fh.write(b"half a file")
         raise KeyboardInterrupt
 
     before = out.read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        atomic_write(out, interrupted)
+        write_output(out, interrupted)
     assert out.read_bytes() == before  # the previous complete file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temporary left behind

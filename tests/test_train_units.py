@@ -14,6 +14,7 @@ from jdct_cli import checkpoint as ckpt
 from jdct_cli.config import (TrainConfig, build_config, default_milestones, default_warmup_epochs,
                              load_config_file, lr_at, resolve)
 from jdct_cli.errors import CheckpointError, ConfigError, SourceNotFoundError
+from jdct_cli.fileio import atomic_write, atomic_write_text
 
 GOLDEN = Path(__file__).parent / "golden" / "checkpoint_v1.pt"
 
@@ -162,14 +163,14 @@ def test_weights_that_do_not_fit_the_architecture_are_refused():
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "last.pt"
-    ckpt.atomic_write_text(target, "old")
+    atomic_write_text(target, "old")
 
     def failing(fh):
         fh.write(b"half a checkp")
         raise KeyboardInterrupt  # Ctrl-C in the middle of torch.save
 
     with pytest.raises(KeyboardInterrupt):
-        ckpt.atomic_write_bytes(target, failing)
+        atomic_write(target, failing)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left behind
     payload = torch.load(GOLDEN, weights_only=True)

@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fileio import atomic_write_json
 from .registry import create_model, get_model_info, list_models
 
 #: ``jdct models --json`` document: format name and version (schemas/models.v1.schema.json).
@@ -151,10 +151,7 @@ def _save_cache(costs: dict) -> None:
     path = _cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model_costs.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": _source_key(), "costs": costs}, f)
-        os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+        atomic_write_json(path, {"key": _source_key(), "costs": costs})  # readers see old or new
     except OSError:
         pass
 
