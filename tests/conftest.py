@@ -25,3 +25,22 @@ def shared_data() -> Path:
     if not HAVE_SHARED:
         pytest.skip(f"real data not found at {SHARED_DATA} (set JDCT_SHARED_DATA to its location)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def photo_tree(tmp_path_factory) -> Path:
+    """An ImageFolder tree of real JPEGs made at test time (tests/photos.py): ``train/<class>/*.jpg``
+    and ``val/<class>/*.jpg``, 4 classes (one scikit-image photograph each), 12 + 4 images per
+    class, 40..160 px, mixed quality/sampling, a few grayscale. Needs nothing outside the repository."""
+    from photos import make_photo_tree
+
+    return make_photo_tree(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def real_tree(photo_tree) -> Path:
+    """A small labelled tree of real JPEGs: ../shared's tiny-imagenet-20 when present (the large
+    real-data case), else :func:`photo_tree`. Tests using it must hold on both."""
+    if HAVE_SHARED and (SHARED_DATA / "tiny-imagenet-20").is_dir():
+        return SHARED_DATA / "tiny-imagenet-20"
+    return photo_tree
