@@ -1,4 +1,6 @@
-"""DCTLoader on small real stores written by tests/storefixture.py (real JPEGs from ../shared/data).
+"""DCTLoader on small real stores written by tests/storefixture.py from real JPEGs: trees of
+scikit-image's photographs made at test time (tests/photos.py), and imagenette-5k too when
+../shared/data is there.
 
 Samples that come out of the loader are identified by their *content*: the delivered coefficients
 (divided back by the quant table) are looked up among the store's int16 arrays read directly with
@@ -20,19 +22,25 @@ from jdct_cli import dct_torch
 from jdct_cli.data import DCTLoader
 from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError, SourceNotFoundError, StoreError,
                              StoreVersionError)
+from conftest import REPO
+from photos import make_photo_tree
 from storefixture import crop_rgb, list_images, val_box, write_store
-
-pytestmark = pytest.mark.shared
+from storetools import REAL_SOURCES, real_source
 
 FAILED = [3, 20]
 
 
 @pytest.fixture(scope="module")
-def tiny(shared_data, tmp_path_factory):
+def tiny_photos(tmp_path_factory):
+    """5 classes of photographs: 9 train and 4 val JPEGs each, 40-160 px."""
+    return make_photo_tree(tmp_path_factory.mktemp("photos"), classes=5, train_per_class=9, val_per_class=4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_photos, tmp_path_factory):
     """45 train samples (5 classes x 9, 2 views, two failed) and 20 val, 32 px, chunks of 8."""
-    root = shared_data / "tiny-imagenet-20"
-    tp, tl, names = list_images(root / "train", 9, 5)
-    vp, vl, _ = list_images(root / "val", 4, 5)
+    tp, tl, names = list_images(tiny_photos / "train", 9, 5)
+    vp, vl, _ = list_images(tiny_photos / "val", 4, 5)
     out = tmp_path_factory.mktemp("tiny") / "s.zarr"
     return write_store(out, {"train": (tp, tl), "val": (vp, vl)}, names, size=32, views=2, quality=90,
                        chunk_samples=8, shard_samples=16, failed={"train": FAILED})
@@ -226,7 +234,8 @@ def _float_blocks_dct(plane):
     return coef.reshape(h // 8, w // 8, 64).transpose(2, 0, 1)
 
 
-def test_flip_identity_on_real_crops(shared_data):
+@pytest.mark.parametrize("source", REAL_SOURCES)
+def test_flip_identity_on_real_crops(source, tmp_path_factory):
     """Flip in the DCT domain == DCT of the mirrored crop.
 
     Exact for the real-valued DCT (checked to 1e-9 with an independent float DCT). libjpeg's
@@ -237,7 +246,7 @@ def test_flip_identity_on_real_crops(shared_data):
     """
     from jdct_cli._decoder import forward_dct
 
-    paths, _, _ = list_images(shared_data / "imagenette-5k" / "val", 1, 4)
+    paths, _, _ = list_images(real_source(source, tmp_path_factory) / "val", 1, 4)
     flip_all = torch.tensor([0])
     mism, total = 0, 0
     for p in paths:
@@ -265,9 +274,9 @@ def psnr(a, b):
     return 10 * math.log10(255.0 ** 2 / mse)
 
 
-@pytest.fixture(scope="module")
-def val64(shared_data, tmp_path_factory):
-    root = shared_data / "imagenette-5k"
+@pytest.fixture(scope="module", params=REAL_SOURCES)
+def val64(request, tmp_path_factory):
+    root = real_source(request.param, tmp_path_factory)
     vp, vl, names = list_images(root / "val", 2, 4)
     out = tmp_path_factory.mktemp("val64") / "s.zarr"
     return write_store(out, {"val": (vp, vl)}, names, size=64, quality=90, chunk_samples=4, shard_samples=8), vp
@@ -354,12 +363,12 @@ def test_pixel_stats_from_coefficients_by_parseval(tiny):
     assert std == pytest.approx(pix.std(), rel=1e-9)
 
 
-def test_clear_errors(tiny, tmp_path, shared_data):
+def test_clear_errors(tiny, tmp_path, tiny_photos):
     with pytest.raises(StoreError, match="no split 'test'"):
         DCTLoader(tiny, "test", batch_size=4)
     with pytest.raises(SourceNotFoundError):
         DCTLoader(tmp_path / "nothing.zarr", batch_size=4)
-    paths, labels, names = list_images(shared_data / "tiny-imagenet-20" / "val", 2, 2)
+    paths, labels, names = list_images(tiny_photos / "val", 2, 2)
     inc = write_store(tmp_path / "inc.zarr", {"val": (paths, labels)}, names, size=16, write_attrs=False)
     with pytest.raises(IncompleteStoreError, match="incomplete"):
         DCTLoader(inc, "val", batch_size=2)
@@ -457,8 +466,6 @@ def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
 def test_fixture_store_metadata_matches_the_store_schema(tiny):
     """tests/storefixture.py must keep writing what schemas/store.v1.schema.json (and convert) define."""
     import jsonschema
-
-    from conftest import REPO
 
     schema = json.loads((REPO / "schemas" / "store.v1.schema.json").read_text())
     jsonschema.validate(json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"], schema)

@@ -15,8 +15,8 @@ import pytest
 import zarr
 
 from jdct_cli.errors import IncompleteStoreError, StoreVersionError
-from jdct_cli.store import ALL_ARRAYS, FORMAT_VERSION, read_metadata, write_metadata
-from jdct_cli.store_report import inspect_store, verify_store
+from jdct_cli.store import FORMAT_VERSION, read_metadata
+from jdct_cli.store.report import inspect_store, verify_store
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 STORE = GOLDEN / "store-v1.zarr"
@@ -45,14 +45,16 @@ def test_golden_metadata_contract_and_schema():
     sp = info.split("train")
     g = zarr.open_group(str(STORE), mode="r")
     labels, images = g["train/label"][0], g["train/image"][0]
-    assert sorted(images) == list(range(sp["num_samples"]))
-    assert [sp["file_labels"][i] for i in images] == list(labels)
+    assert sorted(images) == list(range(sp.num_samples))
+    assert [sp.file_labels[i] for i in images] == list(labels)
     # at quality 100 every quantization step is 1
-    assert info.meta["quant_tables"]["luma"] == [1] * 64
+    assert info.metadata.quant_tables.luma == (1,) * 64 and info.meta["quant_tables"]["luma"] == [1] * 64
     # the stored statistics are those of the stored coefficients (independent numpy computation)
     y = g["train/y"][...].astype(np.float64)
-    np.testing.assert_allclose(info.meta["stats"]["y"]["std"], y.transpose(2, 0, 1, 3, 4).reshape(64, -1).std(axis=1),
+    np.testing.assert_allclose(info.metadata.stats.y.std, y.transpose(2, 0, 1, 3, 4).reshape(64, -1).std(axis=1),
                                rtol=1e-9, atol=1e-9)
+    # the typed contract writes back exactly what it read
+    assert info.metadata.to_dict() == info.meta
 
 
 def test_golden_verify_and_inspect(tmp_path):
@@ -118,8 +120,9 @@ def test_inspect_samples_of_a_damaged_store_or_plot_into_a_missing_folder_is_one
 def test_metadata_missing_or_from_the_future(tmp_path):
     copy = tmp_path / "s.zarr"
     shutil.copytree(STORE, copy)
-    meta = read_metadata(copy).meta
-    write_metadata(copy, {**meta, "format_version": 99})
+    group = json.loads((copy / "zarr.json").read_text())
+    group["attributes"]["jdct"]["format_version"] = 99
+    (copy / "zarr.json").write_text(json.dumps(group))
     with pytest.raises(StoreVersionError):
         read_metadata(copy)
     group = json.loads((copy / "zarr.json").read_text())
