@@ -127,7 +127,7 @@ def inspect_command(paths, as_json, plot, dump, sample, split, no_coefficients):
         raise SystemExit(1)
 
 
-# ---- jdct convert (owner: conversion) ----
+# ---- jdct convert ----
 def _render_convert_summary(s: dict) -> str:
     lines = [f"converted {s['converted']} of {s['images']} images into {s['out']}"
              + (" (already complete: nothing to do)" if s.get("already_complete") else "")]
@@ -258,7 +258,7 @@ def convert_command(src, out, size, quality, views, seed, exif, exact_decode, la
         click.echo(_render_convert_summary(summary))
 
 
-# ---- jdct verify (owner: conversion) ----
+# ---- jdct verify ----
 @main.command("verify")
 @click.argument("store", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

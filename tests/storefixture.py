@@ -16,7 +16,9 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from jdct_cli._decoder import forward_dct
 from jdct_cli.store import (
+    ChannelStats,
     Codec,
     CropsLayout,
     Failure,
@@ -24,7 +26,6 @@ from jdct_cli.store import (
     SplitCounts,
     SplitMeta,
     Stats,
-    ChannelStats,
     StoreMeta,
     Transform,
     create_split_arrays,
@@ -83,8 +84,6 @@ def write_store(out: Path, splits: dict, classes: Sequence[str], *, size: int = 
     Returns ``out``. ``write_attrs=False`` leaves the store incomplete (no attrs["jdct"]).
     """
     import zarr
-
-    from jdct_cli._decoder import forward_dct
 
     failed = failed or {}
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from conftest import HAVE_SHARED, SHARED_DATA
@@ -88,8 +89,6 @@ def alive(pids) -> set[int]:
 
 def assert_no_orphans(pids, within: float = 5.0) -> None:
     """Every process of ``pids`` is gone within ``within`` seconds."""
-    import time
-
     deadline = time.monotonic() + within
     while alive(pids) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -7,24 +7,36 @@ the folder of each file gives its expected label, hashes compare whole arrays.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 from PIL import Image, ImageOps
 
 from conftest import HAVE_SHARED, SHARED_DATA
-from jdct_cli.convert import ConvertOptions, convert
+from jdct_cli.cli import main
+from jdct_cli.convert import ConvertOptions, convert, plan_conversion
+from jdct_cli.convert.lifeline import LOCK_WAIT_S, OutLock
+from jdct_cli.convert.plan import shard_tasks
+from jdct_cli.convert.runners import Pool
+from jdct_cli.convert.worker import convert_shard
 from jdct_cli.dct import psnr, reconstruct
-from jdct_cli.errors import IncompleteStoreError, Interrupted
-from jdct_cli.store import read_metadata
+from jdct_cli.errors import ConfigError, IncompleteStoreError, Interrupted, StoreError
+from jdct_cli.sources import discover, is_image_name
+from jdct_cli.store import ProgressFolder, Software, create_store, read_metadata
+from jdct_cli.store.report import inspect_store, render_store_text
+from jdct_cli.transforms import crop_to_rgb, dct_eighths_for
 from photos import make_photo_tree, photo
 from storetools import REAL_SOURCES, assert_no_orphans, descendants, link_tree, real_source, store_hashes
 
@@ -46,8 +58,6 @@ def tiny_store(tiny_tree, tmp_path_factory):
 
 
 def test_shapes_dtypes_labels_and_metadata(tiny_tree, tiny_store):
-    import jsonschema
-
     out, summary = tiny_store
     info = read_metadata(out)
     jsonschema.validate(info.meta, json.loads((REPO / "schemas/store.v1.schema.json").read_text()))
@@ -120,7 +130,6 @@ def test_every_odd_jpeg_is_converted_or_recorded(shared_data, tmp_path):
     odd = shared_data / "odd-jpegs"
     cls = tmp_path / "src" / "odd"
     cls.mkdir(parents=True)
-    from jdct_cli.sources import is_image_name
 
     names = []
     for p in sorted(odd.rglob("*")):
@@ -276,8 +285,6 @@ def test_resume_after_the_source_moved_reads_it_at_its_new_place(tmp_path):
     """A resumed conversion read the images at the path saved in its plan: with SRC moved (same
     files), every resumed sample became a "no such file" failure. And a complete store from
     another source was reported "already complete" for the new one."""
-    from jdct_cli.errors import ConfigError
-
     rng = np.random.default_rng(5)
     src = tmp_path / "a"
     for cls in ("x", "y"):
@@ -310,10 +317,6 @@ def test_resume_after_the_source_moved_reads_it_at_its_new_place(tmp_path):
 def test_huge_size_or_shard_is_a_clear_error_before_any_work(tmp_path):
     """--size 65536 once died in a worker with numpy's 8 TiB MemoryError traceback: sizes and shards
     a worker cannot hold are refused up front, in one line, and nothing is created."""
-    from click.testing import CliRunner
-
-    from jdct_cli.cli import main
-
     src = tmp_path / "src" / "a"
     src.mkdir(parents=True)
     Image.new("RGB", (32, 32)).save(src / "x.jpg")
@@ -327,10 +330,6 @@ def test_huge_size_or_shard_is_a_clear_error_before_any_work(tmp_path):
 
 
 def test_verify_reports_damage_and_cli_exit_codes(tiny_tree, tmp_path):
-    from click.testing import CliRunner
-
-    from jdct_cli.cli import main
-
     out = tmp_path / "v.zarr"
     runner = CliRunner()
     res = runner.invoke(main, ["convert", str(tiny_tree), str(out), "--size", "32", "--chunk-samples", "4",
@@ -360,19 +359,11 @@ def test_verify_reports_damage_and_cli_exit_codes(tiny_tree, tmp_path):
 
 def test_resume_with_other_options_is_refused_naming_them(tiny_tree, tmp_path):
     """Issue 11, item 4: a conversion refused for "different options" says which, with both values."""
-    import dataclasses
-
-    from jdct_cli.convert import plan_conversion
-    from jdct_cli.errors import ConfigError
-    from jdct_cli.store import ProgressFolder, Software, create_store
-
     out = tmp_path / "p.zarr"
     convert(tiny_tree, out, options=ConvertOptions(size=32, **SMALL), workers=1)
     with pytest.raises(ConfigError, match=r"other options is here \(--size 32 there, 64 now; --views 1 there, 2 now\)"):
         convert(tiny_tree, out, options=ConvertOptions(size=64, views=2, **SMALL), workers=1)
     # make it partial again: no metadata, the plan saved, no shard finished
-    import shutil
-
     shutil.rmtree(out)
     plan = plan_conversion(tiny_tree, ConvertOptions(size=32, **SMALL))
     create_store(out)
@@ -410,8 +401,6 @@ def test_labels_file_for_a_flat_folder(tiny_tree, tmp_path):
 def test_imagenet_layout_class_folders_train_and_flat_val_with_labels(tmp_path):
     """ImageNet's own layout, train/<class>/*.JPEG next to a flat val/ named by --labels, failed
     with "'<class>/x.JPEG' has no line in the labels file": the labels were demanded of train too."""
-    from jdct_cli.sources import discover
-
     src = tmp_path / "src"
     for cls in ("cat", "dog"):
         (src / "train" / cls).mkdir(parents=True)
@@ -435,10 +424,6 @@ def test_imagenet_layout_class_folders_train_and_flat_val_with_labels(tmp_path):
 
 
 def test_inspect_store_json_and_plot(tiny_store, tmp_path):
-    import jsonschema
-
-    from jdct_cli.store.report import inspect_store, render_store_text
-
     doc = inspect_store(tiny_store[0], sample=2, plot=str(tmp_path / "p.png"))
     jsonschema.validate(doc, json.loads((REPO / "schemas/store-inspect.v1.schema.json").read_text()))
     assert doc["splits"]["train"]["arrays"]["y"]["shape"] == [2, 18, 64, 4, 4]
@@ -448,7 +433,6 @@ def test_inspect_store_json_and_plot(tiny_store, tmp_path):
     assert all(s["psnr_db"] > 30 for s in overview["samples"])
     val = inspect_store(tiny_store[0], sample=1, split="val")
     assert val["samples"][0]["split"] == "val" and val["samples"][0]["index"] == 1
-    from jdct_cli.errors import ConfigError
 
     with pytest.raises(ConfigError, match="out of range"):
         inspect_store(tiny_store[0], sample=10_000)
@@ -466,8 +450,6 @@ def test_reference_dct_path_gives_the_same_store(tiny_tree, tiny_store, tmp_path
 @pytest.mark.parametrize("source", ["photos"] + (["imagenet-originals"] if HAVE_SHARED else []))
 def test_roi_and_dct_scaled_decode_match_the_exact_decode(source, tmp_path):
     """ROI + DCT-scaled decoding gives nearly the crop of a full decode (Pillow, independently)."""
-    from jdct_cli.transforms import crop_to_rgb, dct_eighths_for
-
     if source == "photos":  # 42 photographs of 400-900 px
         root = make_photo_tree(tmp_path, classes=6, train_per_class=7, splits=("train",), min_side=400, max_side=900)
         files = sorted(root.glob("train/*/*.jpg"))
@@ -538,3 +520,150 @@ def test_exif_apply_turns_every_orientation_upright(source, tmp_path):
     for k in range(2, 9):
         assert psnr(up[f"Landscape_{k}.jpg"], up["Landscape_1.jpg"]) > 30, k
     assert psnr(recs["ignore"]["Landscape_6.jpg"], up["Landscape_1.jpg"]) < 20
+
+
+def test_a_folder_that_is_not_a_store_gets_one_answer_with_or_without_overwrite(tiny_tree, tmp_path):
+    """Issue 11, item 3: a non-empty folder that is not a store was refused with a hint to pass
+    --overwrite, which was then refused too. Now both say the same: --overwrite never deletes
+    other files. A Zarr group that is not a jdct store is refused with the hint, which works."""
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["convert", str(tiny_tree), str(out), "--size", "32", "--workers", "1", "--quiet"]
+    answers = set()
+    for extra in ([], ["--overwrite"]):
+        res = CliRunner().invoke(main, args + extra)
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert "is not a jdct store" in res.output and "never other files" in res.output
+        assert "pass --overwrite" not in res.output
+        answers.add(res.output)
+    assert len(answers) == 1
+    assert sorted(os.listdir(out)) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").create_array("a", shape=(2,), dtype="int32")
+    res = CliRunner().invoke(main, ["convert", str(tiny_tree), str(plain), "--size", "32", "--workers", "1", "--quiet"])
+    assert res.exit_code == 1 and "pass --overwrite to replace it" in res.output, res.output
+    res = CliRunner().invoke(main, ["convert", str(tiny_tree), str(plain), "--size", "32", "--workers", "1", "--quiet",
+                                    "--overwrite"])
+    assert res.exit_code == 0 and read_metadata(plain).metadata.size == 32, res.output
+
+
+def test_the_summary_names_the_real_store(tmp_path):
+    """Issue 11, item 7: the summary's failure line said "jdct inspect OUT.zarr" literally."""
+    src = make_photo_tree(tmp_path / "my photos", classes=2, train_per_class=3, splits=("train",))
+    Image.new("RGB", (20, 20)).save(src / "train" / "cat" / "fake.jpg", format="PNG")
+    out = tmp_path / "my store.zarr"
+    res = CliRunner().invoke(main, ["convert", str(src), str(out), "--size", "16", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert f"converted 6 of 7 images into {out}" in res.output
+    assert f"failures: not-a-jpeg 1  (details: jdct inspect '{out}')" in res.output, res.output
+    assert "OUT.zarr" not in res.output
+
+
+def test_a_second_conversion_into_the_same_out_waits_then_stops_in_one_line(tiny_tree, tmp_path):
+    """Issue 17: one conversion at a time writes into OUT. A second one waits a few seconds for
+    the lock (a killed run's workers need less to die) and stops with one line naming the holder."""
+    out = tmp_path / "busy.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path\n"
+        "from jdct_cli.convert.lifeline import OutLock\n"
+        "lock = OutLock(Path(sys.argv[1])); lock.acquire()\n"
+        "(Path(sys.argv[1]) / '.jdct-progress').mkdir(); lock.write_owner(Path(sys.argv[1]) / '.jdct-progress')\n"
+        "print('locked', flush=True); time.sleep(float(sys.argv[2]))\n"), str(out), "30"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        res = CliRunner().invoke(main, ["convert", str(tiny_tree), str(out), "--size", "32", "--workers", "1"])
+        waited = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.exit_code == 1 and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert f"another `jdct convert` (pid {holder.pid} on " in res.output and "is writing into this folder" in res.output
+    assert waited >= LOCK_WAIT_S
+    # a holder that goes away within the wait (a killed run's last worker): the conversion goes on
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path\n"
+        "from jdct_cli.convert.lifeline import OutLock\n"
+        "lock = OutLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); time.sleep(1.0)\n"),
+        str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    summary = convert(tiny_tree, out, options=ConvertOptions(size=32, **SMALL), workers=1)
+    holder.wait()
+    assert summary["converted"] == 36
+
+
+def test_pool_workers_hold_the_lock_until_they_end(tmp_path):
+    """The workers share the conversion's lock: while one lives (say, after the conversion was
+    killed), no other conversion can take OUT."""
+    out = tmp_path / "o.zarr"
+    lock = OutLock(out)
+    lock.acquire()
+    pool = Pool(1, lock.token())
+    try:
+        assert list(pool.map_unordered(abs, [-3])) == [3]  # the worker is running
+        lock.release()  # the conversion's own descriptor is gone
+        with pytest.raises(StoreError, match="another `jdct convert`"):
+            OutLock(out).acquire(wait_s=0.3)
+    finally:
+        pool.stop()
+    other = OutLock(out)
+    other.acquire(wait_s=5)  # the worker ended: free
+    other.release()
+
+
+def test_a_worker_of_an_earlier_run_writes_nothing(tiny_tree, tmp_path):
+    """Workers that outlive their conversion (Dask tasks keep running when the client is killed)
+    check before writing that their run still owns OUT; a resumed conversion has taken it over."""
+    opts = ConvertOptions(size=16, chunk_samples=2, shard_samples=2)
+    out = tmp_path / "o.zarr"
+
+    def stop(stage, done, total):
+        if stage == "convert" and done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        convert(tiny_tree, out, options=opts, workers=1, progress=stop)
+    folder = ProgressFolder(out)
+    owner = json.loads((folder.path / "owner.json").read_text())["run"]
+    todo = [t for t in shard_tasks(out, folder.read_plan(), fail_fast=False, run="an-earlier-run")
+            if folder.read_marker(t.split, t.view, t.shard) is None]
+    task = todo[0]
+    shard_file = out / task.split / "y" / "c" / str(task.view) / str(task.shard) / "0" / "0" / "0"
+    res = convert_shard(task)
+    assert res.not_written == "another conversion owns OUT now" and res.marker.converted == task.stop - task.start
+    assert folder.read_marker(task.split, task.view, task.shard) is None and not shard_file.exists()
+
+    res = convert_shard(dataclasses.replace(task, run=owner))
+    assert res.not_written is None and folder.read_marker(task.split, task.view, task.shard) == res.marker
+    assert shard_file.is_file()
+
+
+VERIFY_INTERRUPTED = """
+import os, signal, sys, threading, time
+import jdct_cli.store.report as report
+read = report._Reader.shard
+calls = [0]
+def shard(*args):
+    calls[0] += 1
+    if calls[0] == 30:  # Ctrl-C lands while zarr reads a chunk
+        threading.Thread(target=lambda: (time.sleep(0.01), os.kill(os.getpid(), signal.SIGINT))).start()
+    return read(*args)
+report._Reader.shard = shard
+from jdct_cli.cli import main
+main(["verify", sys.argv[1]])
+"""
+
+
+def test_ctrl_c_in_verify_is_one_line_and_exit_130(kill_case):
+    """Issue 11, item 5: Ctrl-C in `jdct verify` sometimes printed zarr's asyncio "Task was destroyed
+    but it is pending!" dumps (about 1 run in 3 with this timing): pending reads are now cancelled
+    and the interrupt is one line, exit code 130."""
+    _, ref = kill_case
+    for _ in range(8):
+        res = subprocess.run([sys.executable, "-c", VERIFY_INTERRUPTED, str(ref)], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 130, res.stderr
+        assert res.stderr.strip() == f"Error: {ref}: verify interrupted before it had read every chunk (nothing was " \
+                                     "changed); run it again to check the whole store", res.stderr

@@ -11,18 +11,23 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import pickle
+import shutil
 import threading
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
 import zarr
+from PIL import Image
 
-from jdct_cli import dct_torch
-from jdct_cli.data import DCTLoader
-from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError, SourceNotFoundError, StoreError,
-                             StoreVersionError)
 from conftest import REPO
+from jdct_cli import dct_torch
+from jdct_cli._decoder import decode, encode, forward_dct
+from jdct_cli.data import DCTLoader, rank_share
+from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError, SourceNotFoundError, StoreCorruptionError,
+                             StoreError, StoreVersionError)
 from photos import make_photo_tree
 from storefixture import crop_rgb, list_images, val_box, write_store
 from storetools import REAL_SOURCES, real_source
@@ -244,14 +249,10 @@ def test_flip_identity_on_real_crops(source, tmp_path_factory):
     happens for well under 1% of the luma coefficients and never by more than 1 (chroma adds
     jcsample's alternating rounding bias, which also depends on the column parity).
     """
-    from jdct_cli._decoder import forward_dct
-
     paths, _, _ = list_images(real_source(source, tmp_path_factory) / "val", 1, 4)
     flip_all = torch.tensor([0])
     mism, total = 0, 0
     for p in paths:
-        from PIL import Image
-
         with Image.open(p) as im:
             w, h = im.size
         rgb = crop_rgb(p, val_box(w, h, 64), 64)
@@ -284,8 +285,6 @@ def val64(request, tmp_path_factory):
 
 def test_rgb_reconstruction_matches_pillow(val64):
     """Loader RGB of val samples vs Pillow's resize(round(S/0.875)) + centre crop of the source."""
-    from PIL import Image
-
     store, paths = val64
     ld = DCTLoader(store, "val", batch_size=3, output="rgb", normalize=False)
     images = torch.cat([x for x, _ in ld]).numpy()
@@ -304,8 +303,6 @@ def test_rgb_reconstruction_matches_pillow(val64):
 
 def test_pixel_reconstruction_matches_libjpeg_decode(val64):
     """Loader RGB/YCbCr vs libjpeg's own decode of the same coefficients (islow IDCT, fancy upsampling)."""
-    from jdct_cli._decoder import decode, encode
-
     store, paths = val64
     data = read_split(store, "val")
     rgb = torch.cat([x for x, _ in DCTLoader(store, "val", batch_size=8, output="rgb", normalize=False)]).numpy()
@@ -446,10 +443,6 @@ def test_flipped_pixels_are_the_mirror_image(val64):
 def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
     """A chunk whose bytes were altered fails its CRC32C in the reading thread; the consumer gets a
     StoreCorruptionError naming the store and the samples, never a hang."""
-    import shutil
-
-    from jdct_cli.errors import StoreCorruptionError
-
     copy = tmp_path / "damaged.zarr"
     shutil.copytree(tiny, copy)
     shard = copy / "train" / "y" / "c" / "0" / "0" / "0" / "0" / "0"
@@ -465,8 +458,6 @@ def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
 
 def test_fixture_store_metadata_matches_the_store_schema(tiny):
     """tests/storefixture.py must keep writing what schemas/store.v1.schema.json (and convert) define."""
-    import jsonschema
-
     schema = json.loads((REPO / "schemas" / "store.v1.schema.json").read_text())
     jsonschema.validate(json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"], schema)
 
@@ -504,8 +495,6 @@ def test_reused_output_memory_never_overwrites_a_batch_still_held(tiny):
 
 def test_loader_pickles_and_the_copy_yields_the_same_batches(tiny):
     """A loader survives pickling (spawned workers) with its position; its reused memory does not travel."""
-    import pickle
-
     ld = DCTLoader(tiny, "train", batch_size=4, seed=3, threads=2)
     ld.set_epoch(1)
     it = iter(ld)
@@ -519,3 +508,33 @@ def test_loader_pickles_and_the_copy_yields_the_same_batches(tiny):
     assert len(pairs) == len(ld) - 1 > 0
     for ((ya, cba, cra), la), ((yb, cbb, crb), lb) in pairs:
         assert torch.equal(la, lb) and torch.equal(ya, yb) and torch.equal(cba, cbb) and torch.equal(cra, crb)
+
+
+def test_rank_share_splits_every_stream_exactly():
+    """The one rank/batch split arithmetic (plan, len, num_samples and total_samples all use it):
+    for every stream length, world size and batch size, the ranks' pieces are contiguous, in rank
+    order, disjoint, the same number of batches each, and cover the stream (drop_last=False) or its
+    first whole rounds (drop_last=True)."""
+    for t in range(0, 70):
+        for w in range(1, 5):
+            for b in range(1, 6):
+                for drop_last in (False, True):
+                    shares = [rank_share(t, w, b, r, drop_last) for r in range(w)]
+                    nb = t // (w * b) if drop_last else -(-t // (w * b))
+                    assert {s.num_batches for s in shares} == {nb}
+                    covered = t if not drop_last else nb * w * b
+                    assert all(s.total_samples == covered for s in shares)
+                    assert sum(s.num_samples for s in shares) == covered
+                    pos = 0
+                    for s in shares:
+                        assert s.start == pos  # contiguous, in rank order, no gap, no overlap
+                        pos += s.num_samples
+                        sizes = s.sizes()
+                        assert len(sizes) == nb and all(0 < x <= b for x in sizes)
+                        padding = 1 if nb and s.last_batch == 0 else 0
+                        assert sum(sizes) == s.num_samples + padding
+                        if drop_last:
+                            assert sizes == [b] * nb
+                    if not drop_last and nb:
+                        lasts = [s.last_batch for s in shares]
+                        assert max(lasts) - min(lasts) <= 1  # the last round spread evenly

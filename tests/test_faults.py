@@ -30,8 +30,9 @@ import numpy as np
 import pytest
 
 from jdct_cli import store as st
+from jdct_cli.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint
 from jdct_cli.convert import ConvertOptions, convert
-from jdct_cli.errors import JdctError, SourceError, StoreCorruptionError
+from jdct_cli.errors import CheckpointError, JdctError, SourceError, StoreCorruptionError
 from jdct_cli.store.report import render_verify_text, verify_store
 from jdct_cli.transforms import convert_image, image_rng
 from photos import make_photo_tree, photo_jpeg
@@ -413,9 +414,6 @@ def test_loader_raises_on_a_damaged_chunk(small_store, tmp_path):
 
 def test_checkpoint_with_a_pickled_callable_is_refused_without_running_it(tmp_path):
     import torch
-
-    from jdct_cli.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint
-    from jdct_cli.errors import CheckpointError
 
     marker = tmp_path / "pwned"
 

@@ -10,12 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
-from jdct_cli.errors import IncompleteStoreError, StoreVersionError
-from jdct_cli.store import FORMAT_VERSION, read_metadata
+from jdct_cli.cli import main
+from jdct_cli.errors import IncompleteStoreError, StoreError, StoreVersionError
+from jdct_cli.store import FORMAT_VERSION, PROGRESS_DIR, read_metadata
 from jdct_cli.store.report import inspect_store, verify_store
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -37,8 +40,6 @@ def test_golden_store_reads_with_plain_zarr_and_matches_hashes():
 
 
 def test_golden_metadata_contract_and_schema():
-    import jsonschema
-
     info = read_metadata(STORE)
     assert info.format_version == FORMAT_VERSION == 1
     jsonschema.validate(info.meta, json.loads((REPO / "schemas/store.v1.schema.json").read_text()))
@@ -58,8 +59,6 @@ def test_golden_metadata_contract_and_schema():
 
 
 def test_golden_verify_and_inspect(tmp_path):
-    import jsonschema
-
     assert verify_store(STORE)["ok"]
     doc = inspect_store(STORE, sample=1)
     jsonschema.validate(doc, json.loads((REPO / "schemas/store-inspect.v1.schema.json").read_text()))
@@ -79,9 +78,6 @@ def test_golden_verify_and_inspect(tmp_path):
 def test_zarr_group_that_no_conversion_made_is_not_called_resumable(tmp_path):
     """A plain Zarr group (no attrs["jdct"], no .jdct-progress) was reported as an interrupted
     conversion to resume, which `jdct convert` then refused; a tampered plan was a KeyError."""
-    from jdct_cli.errors import StoreError
-    from jdct_cli.store import PROGRESS_DIR
-
     plain = tmp_path / "plain.zarr"
     zarr.open_group(str(plain), mode="w").create_array("a", shape=(4,), dtype="int32")
     with pytest.raises(IncompleteStoreError, match="not a jdct store") as err:
@@ -100,10 +96,6 @@ def test_zarr_group_that_no_conversion_made_is_not_called_resumable(tmp_path):
 def test_inspect_samples_of_a_damaged_store_or_plot_into_a_missing_folder_is_one_line(tmp_path):
     """`jdct inspect STORE --sample N` over a damaged chunk, and `--plot` into a missing folder,
     ended in zarr's checksum ValueError / a FileNotFoundError traceback."""
-    from click.testing import CliRunner
-
-    from jdct_cli.cli import main
-
     copy = tmp_path / "s.zarr"
     shutil.copytree(STORE, copy)
     res = CliRunner().invoke(main, ["inspect", str(copy), "--plot", str(tmp_path / "no" / "p.png")])

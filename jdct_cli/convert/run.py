@@ -213,6 +213,11 @@ def _already_complete(out: Path, info: StoreInfo, opts: ConvertOptions, src: Pat
 def _resumable(plan: Plan, src: Path, labels, opts: ConvertOptions, out: Path) -> Plan:
     """The saved ``plan``, checked to be resumable by this command (same options, software and
     source files), reading the source at ``src`` (it may have moved)."""
+    try:
+        ConvertOptions.from_dict(plan.options)
+    except ConfigError as exc:
+        raise StoreError(f"unreadable conversion plan ({exc.reason}); pass --overwrite to start again",
+                         ProgressFolder(out).plan_path) from None
     if plan.options != opts.to_dict():
         raise ConfigError(
             f"an interrupted conversion with different options is here ({option_differences(plan.options, opts.to_dict())}): "

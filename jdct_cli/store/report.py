@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-import zarr
 from PIL import Image, ImageOps
+from zarr.core import sync as zarr_sync
 
 from ..dct import psnr, reconstruct
 from ..errors import ConfigError, IncompleteStoreError, Interrupted, StoreCorruptionError, StoreError, \
@@ -409,9 +409,7 @@ def _cancel_zarr_io() -> None:
     """Cancel what zarr's I/O event loop still runs for us and wait for it, so that an interrupted
     read leaves no pending task behind (asyncio would print "Task was destroyed but it is
     pending!" at exit). zarr keeps its loop in ``zarr.core.sync.loop``; no public API exposes it."""
-    from zarr.core import sync
-
-    loop = (getattr(sync, "loop", None) or [None])[0]
+    loop = (getattr(zarr_sync, "loop", None) or [None])[0]
     if loop is None or loop.is_closed() or not loop.is_running():
         return
 
