@@ -265,7 +265,7 @@ def test_a_jpeg_or_a_folder_of_jpegs_given_as_a_store_says_so(tree, tmp_path):
              (GOLDEN / "zarr.json", f"give the store folder ({GOLDEN}), not its zarr.json")]
     empty = tmp_path / "empty"
     empty.mkdir()
-    cases.append((empty, "not a jdct store: not a Zarr v3 store (no zarr.json)"))
+    cases.append((empty, "not a Zarr v3 store (no zarr.json): not a jdct store"))
     for path, words in cases:
         with pytest.raises(StoreError) as err:
             read_metadata(path)

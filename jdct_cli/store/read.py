@@ -111,7 +111,7 @@ def _not_a_store_folder(path: Path) -> str:
     if _holds_images(path):
         return (f"this is a folder of JPEGs, not a jdct store: run `jdct convert {path} OUT.zarr` first, "
                 "then use OUT.zarr")
-    return "not a jdct store: not a Zarr v3 store (no zarr.json)"
+    return "not a Zarr v3 store (no zarr.json): not a jdct store"
 
 
 def _holds_images(folder: Path) -> bool:
