@@ -667,3 +667,18 @@ def test_ctrl_c_in_verify_is_one_line_and_exit_130(kill_case):
         assert res.returncode == 130, res.stderr
         assert res.stderr.strip() == f"Error: {ref}: verify interrupted before it had read every chunk (nothing was " \
                                      "changed); run it again to check the whole store", res.stderr
+
+
+def test_a_child_started_with_die_with_parent_ends_with_its_parent():
+    """The benchmarks start their measuring children with die_with_parent: a killed benchmark
+    leaves none behind (Linux: PR_SET_PDEATHSIG)."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from jdct_cli.convert.lifeline import die_with_parent\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=die_with_parent)\n"
+        "print(child.pid, flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert descendants(parent.pid) == {child}
+    parent.kill()
+    parent.wait()
+    assert_no_orphans({child}, within=5.0)

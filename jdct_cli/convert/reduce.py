@@ -16,7 +16,6 @@ import numpy as np
 from ..store import (
     COEFFICIENT_ARRAYS,
     ChannelStats,
-    Codec,
     Plan,
     ShardMarker,
     SplitCounts,
@@ -52,7 +51,7 @@ def store_metadata(plan: Plan, markers: Sequence[ShardMarker]) -> StoreMeta:
     return StoreMeta(
         jdct_version=plan.software.jdct, libjpeg_version=plan.software.libjpeg,
         size=opts.size, quality=opts.quality, quant_tables=plan.quant, classes=plan.classes,
-        chunk_samples=opts.chunk_samples, shard_samples=opts.shard_samples, codec=Codec(), seed=opts.seed,
+        chunk_samples=opts.chunk_samples, shard_samples=opts.shard_samples, codec=opts.layout().codec, seed=opts.seed,
         transform=_transform(opts), source=plan.root, convert_options=opts.to_dict(), splits=splits,
         stats=_stats(plan.stats_split, [m for m in markers if m.split == plan.stats_split]),
     )

@@ -70,10 +70,13 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
     if out.exists() and not out.is_dir():
         raise ConfigError("exists and is not a folder; choose another OUT", out)
     lock = OutLock(out)
-    lock.acquire()
     try:
+        lock.acquire()
         return _convert(src, out, opts, lock, labels=labels, workers=workers, on_error=on_error,
                         overwrite=overwrite, dask_scheduler=dask_scheduler, progress=progress)
+    except KeyboardInterrupt:
+        # outside the conversion proper (waiting for OUT's lock, checking OUT, writing the metadata)
+        raise Interrupted("interrupted; run the same `jdct convert` command again to go on", out) from None
     finally:
         lock.release(remove_if_empty=True)
 

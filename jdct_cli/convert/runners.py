@@ -48,10 +48,6 @@ class Pool:
                                             initializer=worker_init, initargs=(self.lifeline.token(), lock))
         self.futures: list = []
 
-    def pids(self) -> list[int]:
-        """The worker processes started so far."""
-        return [p.pid for p in (getattr(self.executor, "_processes", None) or {}).values()]
-
     def map_unordered(self, fn, tasks: Iterable) -> Iterator:
         self.futures = [self.executor.submit(fn, t) for t in tasks]
         for fut in as_completed(self.futures):
