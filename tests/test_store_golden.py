@@ -17,6 +17,7 @@ import zarr
 from click.testing import CliRunner
 
 from jdct_cli.cli import main
+from jdct_cli.convert import ConvertOptions, convert
 from jdct_cli.errors import IncompleteStoreError, StoreError, StoreVersionError
 from jdct_cli.store import FORMAT_VERSION, PROGRESS_DIR, read_metadata
 from jdct_cli.store.report import inspect_store, verify_store
@@ -123,3 +124,22 @@ def test_metadata_missing_or_from_the_future(tmp_path):
     with pytest.raises(IncompleteStoreError):
         read_metadata(copy)
     assert not verify_store(copy)["ok"]
+
+
+def test_converting_the_golden_source_again_gives_the_golden_arrays(shared_data, tmp_path):
+    """Stores converted by this jdct equal those of the version that wrote the golden store, byte for
+    byte (its arrays' sha256, recorded when it was made from tiny-imagenet-20 by make_store_v1.py)."""
+    tiny = shared_data / "tiny-imagenet-20"
+    src = tmp_path / "src"
+    for cls in sorted(p.name for p in (tiny / "train").iterdir())[:2]:
+        (src / "train" / cls).mkdir(parents=True)
+        for f in sorted((tiny / "train" / cls).iterdir())[:2]:
+            (src / "train" / cls / f.name).symlink_to(f)
+    out = tmp_path / "again.zarr"
+    convert(src, out, options=ConvertOptions(size=32, seed=1, chunk_samples=2, shard_samples=4), workers=1)
+    expected = json.loads((GOLDEN / "store-v1.expected.json").read_text())["arrays"]
+    g = zarr.open_group(str(out), mode="r")
+    for key, want in expected.items():
+        assert hashlib.sha256(g[key][...].tobytes()).hexdigest() == want["sha256"], key
+    golden, again = read_metadata(STORE).metadata, read_metadata(out).metadata
+    assert again.splits == golden.splits and again.stats == golden.stats and again.quant_tables == golden.quant_tables
