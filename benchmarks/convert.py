@@ -5,7 +5,7 @@ timed as CPU time of this process (the development machine is shared: wall time 
 measure the neighbours), the three per-image pipelines interleaved image by image:
 
 - jdct: header, RandomResizedCrop box, ROI + DCT-scaled decode, bilinear resize (Pillow's arithmetic),
-  forward_dct at q100 4:2:0 (``jdct_cli.convert.convert_image``), and separately the whole
+  forward_dct at q100 4:2:0 (``jdct_cli.transforms.convert_image``), and separately the whole
   ``jdct convert --workers 1`` run (with zarr compression and writes) on the same folder;
 - (a) naive: Pillow decode, the same crop box resized with Pillow (crop+resize = RandomResizedCrop),
   Pillow encode at q100 4:2:0, ``read_coefficients``;
@@ -31,17 +31,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jdct_cli import _decoder  # noqa: E402
-from jdct_cli.convert import ConvertOptions, convert, convert_image, image_rng  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from jdct_cli import _decoder, jpeg  # noqa: E402
+from jdct_cli.convert import ConvertOptions, convert  # noqa: E402
 from jdct_cli.errors import JdctError  # noqa: E402
-from jdct_cli.transforms import random_resized_crop_box  # noqa: E402
+from jdct_cli.dct import crop_coefficients  # noqa: E402
+from jdct_cli.transforms import convert_image, decode_region, image_rng, random_resized_crop_box, resize_box  # noqa: E402
 
 
 def naive(data: bytes, rng: np.random.Generator, size: int) -> tuple[int, int]:
     """Pillow decode -> RandomResizedCrop with Pillow -> Pillow q100 4:2:0 -> read_coefficients.
     Returns (JPEG bytes of the crop, number of coefficient blocks read)."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         im = im.convert("RGB")
         x, y, w, h = random_resized_crop_box(rng, im.width, im.height)
@@ -68,6 +69,7 @@ def main() -> None:
         files = files[: args.limit]
     blobs = [p.read_bytes() for p in files]
     opts = ConvertOptions(size=args.size)
+    recipe = opts.recipe()
     print(f"{len(files)} files from {root}, {sum(map(len, blobs)) / 1e6:.1f} MB, size {args.size}, 1 core")
 
     # Per image, the three pipelines run back to back, and CPU time (process_time: all threads of
@@ -80,7 +82,7 @@ def main() -> None:
         for i, (p, d) in enumerate(zip(files, blobs)):
             t0 = clock()
             try:
-                convert_image(d, p, train=True, rng=image_rng(0, 0, 0, i), opts=opts)
+                convert_image(d, p, train=True, rng=image_rng(0, 0, 0, i), opts=recipe)
             except JdctError:
                 pass
             t1 = clock()
@@ -93,10 +95,6 @@ def main() -> None:
     t_jdct, t_naive, t_decode = (float(best[k].sum()) for k in ("jdct", "naive", "decode"))
 
     # Where jdct's per-image time goes (one pass, same clock).
-    from jdct_cli import jpeg
-    from jdct_cli.dct import crop_coefficients
-    from jdct_cli.transforms import decode_region, resize_box
-
     stages = dict.fromkeys(("header + box", "ROI/scaled decode", "resize", "forward_dct"), 0.0)
     # The floor of any libjpeg-based crop of a baseline JPEG: Huffman decoding cannot start
     # mid-stream, so every row down to the crop's last one is entropy-decoded at full width

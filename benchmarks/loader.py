@@ -34,7 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jdct_cli.convert import ConvertOptions, convert
+from jdct_cli.convert.lifeline import die_with_parent
+from jdct_cli.transforms import random_resized_crop_box
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = (HERE.parent.parent / "shared" / "data" / "imagenet-originals").resolve()
@@ -45,12 +53,7 @@ def _images(source: Path) -> list[Path]:
 
 
 def run_reference(source: Path, threads: int, size: int, batch: int, seconds: float, device: str = "cpu") -> dict:
-    import numpy as np
     import torch
-    from concurrent.futures import ThreadPoolExecutor
-    from PIL import Image
-
-    from jdct_cli.transforms import random_resized_crop_box
 
     torch.set_num_threads(1)  # the T threads are the decoding threads (no OpenMP spinning in the figures)
     paths = _images(source)
@@ -153,8 +156,6 @@ def main() -> None:
     tmp = None
     store = args.store
     if store is None:
-        from jdct_cli.convert import ConvertOptions, convert
-
         tmp = tempfile.TemporaryDirectory(prefix="jdct-bench-")
         store = Path(tmp.name) / "bench.zarr"
         t = time.perf_counter()
@@ -167,7 +168,9 @@ def main() -> None:
                "--device", args.device]
         if kind.startswith("dct"):
             cmd += ["--store", str(store)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        # die_with_parent: a benchmark that is killed takes its measuring child with it
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             preexec_fn=die_with_parent)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     rows = []

@@ -50,7 +50,8 @@ def main() -> int:
     info = read_metadata(args.out)
     for split in info.splits:
         sp = info.split(split)
-        print(f"{split}: {sp['num_samples']} samples x {sp['views']} view(s), classes {len(info.classes)}")
+        print(f"{split}: {sp.num_samples} samples x {sp.views} view(s), {sp.counts.failed} failed, "
+              f"classes {len(info.classes)}")
     return 0
 
 

@@ -7,12 +7,13 @@ Library modules are imported inside each command so that ``jdct --help``, ``conv
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 
 import click
 
 from . import __version__
-from .errors import JdctError
+from .errors import Interrupted, JdctError
 
 
 def _version_message() -> str:
@@ -126,7 +127,7 @@ def inspect_command(paths, as_json, plot, dump, sample, split, no_coefficients):
         raise SystemExit(1)
 
 
-# ---- jdct convert (owner: conversion) ----
+# ---- jdct convert ----
 def _render_convert_summary(s: dict) -> str:
     lines = [f"converted {s['converted']} of {s['images']} images into {s['out']}"
              + (" (already complete: nothing to do)" if s.get("already_complete") else "")]
@@ -136,7 +137,7 @@ def _render_convert_summary(s: dict) -> str:
                      f"{sp['failed']} failed{extra}")
     if s["failures_by_kind"]:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures_by_kind"].items())
-                     + "  (details: jdct inspect OUT.zarr)")
+                     + f"  (details: jdct inspect {shlex.quote(s['out'])})")
     if s["samples"]:
         lines.append(f"  on disk: {s['bytes_on_disk'] / 1e6:.1f} MB, {s['bytes_per_sample']:.0f} bytes/sample, "
                      f"compression {s['compression_ratio']:.2f}x vs raw int16 coefficients")
@@ -146,6 +147,12 @@ def _render_convert_summary(s: dict) -> str:
     lines.append(f"  {s['seconds']:.1f} s" + (f", {speed:.0f} images/s" if speed == speed and speed > 0 else "")
                  + (f" (resumed: {s['resumed_shards']} shards were already done)" if s["resumed_shards"] else ""))
     return "\n".join(lines)
+
+
+def _exit_interrupted(exc: Interrupted):
+    """Ctrl-C: the library's one line (what was kept, how to go on) and exit code 130."""
+    click.echo(f"Error: {exc}", err=True)
+    raise SystemExit(130)
 
 
 class _TqdmProgress:
@@ -243,13 +250,15 @@ def convert_command(src, out, size, quality, views, seed, exif, exact_decode, la
     try:
         summary = convert(src, out, options=opts, labels=labels, workers=workers, on_error=on_error,
                           overwrite=overwrite, dask_scheduler=dask_scheduler, progress=bar)
+    except Interrupted as exc:
+        _exit_interrupted(exc)
     finally:
         bar.close()
     if not quiet:
         click.echo(_render_convert_summary(summary))
 
 
-# ---- jdct verify (owner: conversion) ----
+# ---- jdct verify ----
 @main.command("verify")
 @click.argument("store", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -270,11 +279,13 @@ def verify_command(store, as_json, quiet):
     """
     import json
 
-    from .store_report import render_verify_text, verify_store
+    from .store.report import render_verify_text, verify_store
 
     bar = _TqdmProgress(quiet)
     try:
         report = verify_store(store, progress=bar)
+    except Interrupted as exc:
+        _exit_interrupted(exc)
     finally:
         bar.close()
     if as_json:

@@ -46,21 +46,20 @@ a fork and several loaders iterating at once in one process are safe (both are t
 """
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 
 from . import dct_torch
 from .errors import CheckpointError, ConfigError, StoreCorruptionError, StoreError
-from .store import COEFFICIENT_ARRAYS, StoreInfo, read_metadata
+from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, read_metadata
 
 #: Version of the dict returned by :meth:`DCTLoader.state_dict` (kept inside training checkpoints).
 STATE_VERSION = 1
@@ -99,6 +98,50 @@ class EpochPlan:
 
     def batch(self, j: int) -> np.ndarray:
         return self.indices[self.bounds[j]:self.bounds[j + 1]]
+
+
+@dataclass(frozen=True)
+class RankShare:
+    """One rank's part of an epoch's stream of ``T`` samples (see the module docstring, step 3).
+
+    ``start``: its first position in the stream; ``num_batches``: batches every rank yields;
+    ``last_batch``: real samples of its last batch (0: that batch is one padding sample);
+    ``num_samples``: its real samples; ``total_samples``: real samples over all ranks.
+    """
+
+    start: int
+    num_batches: int
+    batch_size: int
+    last_batch: int
+    num_samples: int
+    total_samples: int
+
+    def sizes(self) -> list[int]:
+        """Samples per batch, padding included."""
+        if not self.num_batches:
+            return []
+        return [self.batch_size] * (self.num_batches - 1) + [max(self.last_batch, 1)]
+
+
+def rank_share(total: int, world_size: int, batch_size: int, rank: int, drop_last: bool) -> RankShare:
+    """The one split of ``total`` stream samples over ``world_size`` ranks in batches of ``batch_size``.
+
+    ``drop_last``: ``T // (W*B)`` full batches each. Otherwise ``ceil(T / (W*B))`` batches, the
+    last round's samples spread as evenly as possible (rank ``r`` gets ``R//W + (r < R%W)``), so
+    every sample is taken exactly once.
+    """
+    w, b, r = world_size, batch_size, rank
+    if drop_last:
+        nb = total // (w * b)
+        return RankShare(start=r * nb * b, num_batches=nb, batch_size=b, last_batch=b if nb else 0,
+                         num_samples=nb * b, total_samples=nb * b * w)
+    nb = -(-total // (w * b))
+    if nb == 0:
+        return RankShare(start=0, num_batches=0, batch_size=b, last_batch=0, num_samples=0, total_samples=0)
+    q, extra = divmod(total - (nb - 1) * w * b, w)
+    last = q + (1 if r < extra else 0)
+    return RankShare(start=r * (nb - 1) * b + r * q + min(r, extra), num_batches=nb, batch_size=b, last_batch=last,
+                     num_samples=(nb - 1) * b + last, total_samples=total)
 
 
 def _default_rank_world(rank, world_size):
@@ -150,6 +193,7 @@ class DCTLoader:
         self.path = Path(self.info.path)
         self.split = split
         self._split_meta = self.info.split(split)  # StoreError naming the store when absent
+        self._layout = self.info.layout
         is_train = split == "train"
         self.shuffle = is_train if shuffle is None else bool(shuffle)
         self.drop_last = is_train if drop_last is None else bool(drop_last)
@@ -171,20 +215,17 @@ class DCTLoader:
 
         self.size = self.info.size
         self.classes = self.info.classes
+        self.views = self._split_meta.views
+        self.num_store_samples = self._split_meta.num_samples
+        self.chunk_samples = self._layout.chunk_samples
         self._pid = None
         self._arrays = None
         self._open()
-        self.views = int(self._arrays["y"].shape[0])
-        self.num_store_samples = int(self._arrays["y"].shape[1])
-        self.chunk_samples = int(self._arrays["y"].chunks[1])
         self._check_layout()
         try:
             labels = np.asarray(self._arrays["label"][:], dtype=np.int64)
         except Exception as exc:  # zarr raises many types for damaged data
             raise StoreCorruptionError(f"cannot read {split}/label ({exc})", self.path) from None
-        if labels.shape != (self.views, self.num_store_samples):
-            raise StoreCorruptionError(f"{split}/label has shape {labels.shape}, expected "
-                                       f"{(self.views, self.num_store_samples)}", self.path)
         if labels.size and (int(labels.max()) >= len(self.classes) or int(labels.min()) < -1):
             bad = int(labels.max()) if int(labels.max()) >= len(self.classes) else int(labels.min())
             raise StoreCorruptionError(f"{split}/label holds {bad}, not a class index of the store's "
@@ -199,7 +240,7 @@ class DCTLoader:
         if not self.drop_last and any(len(v) == 0 for v in self._valid):
             raise StoreError(f"split {split!r} has no usable samples (every conversion failed)", self.path)
         # Memory reused across batches and epochs instead of fresh allocations: freshly mapped pages
-        # cost a page fault each (~0.1 ms of a sample's ~0.5 ms on the CPU before this was added).
+        # cost a page fault each (~0.1 ms of a sample's ~0.5 ms on the CPU without this reuse).
         self._reset_memory()
         self.epoch = 0
         self._resume_batch = 0   # first batch of the next iteration (set by load_state_dict)
@@ -257,21 +298,11 @@ class DCTLoader:
         return self._arrays
 
     def _check_layout(self):
-        s, meta = self.size, self._split_meta
-        expect = {"y": (64, s // 8, s // 8), "cb": (64, s // 16, s // 16), "cr": (64, s // 16, s // 16)}
-        for name, per in expect.items():
-            arr = self._arrays[name]
-            if tuple(arr.shape) != (self.views, self.num_store_samples) + per or str(arr.dtype) != "int16":
-                raise StoreCorruptionError(f"{self.split}/{name} is {arr.dtype} {tuple(arr.shape)}, expected int16 "
-                                           f"{(self.views, self.num_store_samples) + per}", self.path)
-            if int(arr.chunks[1]) != self.chunk_samples or int(arr.chunks[0]) != 1:
-                raise StoreCorruptionError(f"{self.split}/{name} is chunked {arr.chunks}, unlike {self.split}/y",
-                                           self.path)
-        if int(meta.get("views", self.views)) != self.views or \
-                int(meta.get("num_samples", self.num_store_samples)) != self.num_store_samples:
-            raise StoreCorruptionError(f"split {self.split!r}: metadata says {meta.get('views')} views x "
-                                       f"{meta.get('num_samples')} samples, arrays hold {self.views} x "
-                                       f"{self.num_store_samples}", self.path)
+        """The arrays read are those the metadata describes (shape, dtype, chunking)."""
+        for name, arr in self._arrays.items():
+            problem = array_problem(self._layout, self._split_meta, name, arr)
+            if problem is not None:
+                raise StoreCorruptionError(f"{self.split}/{name} {problem}", self.path)
 
     # ---------------------------------------------------------------- order
     def set_epoch(self, epoch: int) -> None:
@@ -299,56 +330,37 @@ class DCTLoader:
         """This rank's :class:`EpochPlan` for ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else int(epoch)
         stream = self._stream(epoch)
-        t, w, b, r = len(stream), self.world_size, self.batch_size, self.rank
-        if self.drop_last:
-            nb = t // (w * b)
-            start, sizes = r * nb * b, [b] * nb
-            indices = stream[start:start + nb * b]
-            total = nb * b * w
-        else:
-            nb = -(-t // (w * b))
-            last_round = t - (nb - 1) * w * b
-            q, extra = divmod(last_round, w)
-            last = q + (1 if r < extra else 0)
-            start = r * (nb - 1) * b + r * q + min(r, extra)
-            indices = stream[start:start + (nb - 1) * b + last]
-            sizes = [b] * (nb - 1) + [last]
-            total = t
-            if last == 0:  # nothing left for this rank's last batch: one padding sample
-                indices = np.concatenate([indices, np.array([-1], dtype=np.int64)])
-                sizes[-1] = 1
-        bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        share = self._share(epoch)
+        indices = stream[share.start:share.start + share.num_samples]
+        if share.num_batches and share.last_batch == 0:  # nothing left for the last batch: one padding sample
+            indices = np.concatenate([indices, np.array([-1], dtype=np.int64)])
+        bounds = np.concatenate([[0], np.cumsum(share.sizes(), dtype=np.int64)]).astype(np.int64)
         if self.flip:
             flips = np.random.default_rng([self.seed, epoch, 1]).random(self.num_store_samples) < 0.5
         else:
             flips = np.zeros(self.num_store_samples, dtype=bool)
         return EpochPlan(epoch=epoch, view=epoch % self.views, indices=np.asarray(indices, dtype=np.int64),
-                         bounds=bounds, flips=flips, num_samples=int((indices >= 0).sum()), total_samples=int(total))
+                         bounds=bounds, flips=flips, num_samples=share.num_samples,
+                         total_samples=share.total_samples)
 
-    def _counts(self, epoch: int) -> tuple[int, int]:
-        """(batches, real samples) of this rank in ``epoch`` without building the order."""
-        t, w, b, r = len(self._valid[epoch % self.views]), self.world_size, self.batch_size, self.rank
-        if self.drop_last:
-            nb = t // (w * b)
-            return nb, nb * b
-        nb = -(-t // (w * b))
-        q, extra = divmod(t - (nb - 1) * w * b, w)
-        return nb, (nb - 1) * b + q + (1 if r < extra else 0)
+    def _share(self, epoch: int) -> RankShare:
+        """This rank's part of ``epoch`` (its stream length is known without building the order)."""
+        return rank_share(len(self._valid[epoch % self.views]), self.world_size, self.batch_size, self.rank,
+                          self.drop_last)
 
     def __len__(self) -> int:
         """Batches this rank yields in the current epoch (the same on every rank)."""
-        return self._counts(self.epoch)[0]
+        return self._share(self.epoch).num_batches
 
     @property
     def num_samples(self) -> int:
         """Real (non-padding) samples this rank yields in the current epoch."""
-        return self._counts(self.epoch)[1]
+        return self._share(self.epoch).num_samples
 
     @property
     def total_samples(self) -> int:
         """Real samples yielded by all ranks together in the current epoch."""
-        t = len(self._valid[self.epoch % self.views])
-        return (t // (self.world_size * self.batch_size)) * self.world_size * self.batch_size if self.drop_last else t
+        return self._share(self.epoch).total_samples
 
     # ---------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
@@ -457,10 +469,9 @@ class DCTLoader:
     def _consts(self):
         """Per-channel scale/shift (dct) or IDCT matrix, quant tables, pixel stats (pixels), on the device."""
         if self._device_consts is None:
-            qt = self.info.meta["quant_tables"]
+            meta = self.info.metadata
             self._device_consts = device_constants(
-                {"y": qt["luma"], "cb": qt["chroma"], "cr": qt["chroma"]},
-                self.info.meta.get("stats") if self.stats is None else self.stats,
+                meta.quant_tables.by_plane(), meta.stats.by_plane() if self.stats is None else self.stats,
                 output=self.output, normalize=self.normalize, device=self.device, path=self.path)
         return self._device_consts
 

@@ -65,8 +65,22 @@ class StoreVersionError(StoreError):
     """The store's ``format_version`` is not one this jdct reads."""
 
 
+class StoreMetadataError(StoreError):
+    """A field of a store's metadata (attrs["jdct"]), conversion plan or shard marker is missing
+    or invalid; ``field`` names it (``splits.val.num_samples``), ``document`` the file it is in."""
+
+    def __init__(self, reason, path=None, field: Optional[str] = None, document: Optional[str] = None):
+        super().__init__(reason, path)
+        self.field = field
+        self.document = document
+
+
 class StoreCorruptionError(StoreError):
     """A chunk failed its checksum or an array disagrees with the metadata."""
+
+
+class Interrupted(JdctError):
+    """Ctrl-C (SIGINT) stopped the work; ``reason`` says what was kept and how to continue."""
 
 
 class SourceError(JdctError, ValueError):

@@ -129,10 +129,10 @@ def _val_coefficients(data: bytes, path, store: dict):
     the quantization tables used (uint16 (3, 64): luma, chroma, chroma)."""
     import numpy as np
 
-    from .convert import ConvertOptions, convert_image
+    from .transforms import SampleRecipe, convert_image
 
     transform = store.get("transform") or {}
-    opts = ConvertOptions(size=int(store["size"]), quality=int(store.get("quality", 100)),
+    opts = SampleRecipe(size=int(store["size"]), quality=int(store.get("quality", 100)),
                           exif=transform.get("exif", "ignore"), exact_decode=bool(transform.get("exact_decode", False)))
     y, cb, cr, _box = convert_image(data, path, train=False, rng=np.random.default_rng(0), opts=opts)
     tables = store.get("quant_tables") or {}

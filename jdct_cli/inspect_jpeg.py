@@ -7,7 +7,7 @@
   per frequency (matplotlib, imported lazily, Agg backend);
 - :func:`dump_coefficients` writes the quantized coefficients to ``.npz``;
 - :func:`inspect_paths` runs all of that over several paths (JPEG files, or jdct stores, which
-  are handed to :mod:`jdct_cli.store_report`) and yields one result per path, errors included,
+  are handed to :mod:`jdct_cli.store.report`) and yields one result per path, errors included,
   so that one bad file never stops the others.
 
 Never imports torch; numpy and the C extension only (matplotlib only for plots).
@@ -366,7 +366,7 @@ def inspect_paths(
 
     JPEG files get :func:`inspect_jpeg`, plus :func:`plot_jpeg` when ``plot`` and
     :func:`dump_coefficients` when ``dump`` (output names per :func:`output_for`). Directories and
-    ``*.zarr`` paths go to :func:`jdct_cli.store_report.inspect_store` (with ``sample``, ``split``
+    ``*.zarr`` paths go to :func:`jdct_cli.store.report.inspect_store` (with ``sample``, ``split``
     and ``plot``). A JdctError stops only its own path. Options that apply to no given path (``sample``
     without a store, ``dump`` without a JPEG) raise ConfigError before anything is read, instead of
     being silently ignored.
@@ -408,14 +408,14 @@ def inspect_paths(
 
 def _inspect_store(path, *, sample, split, plot):
     try:
-        from .store_report import inspect_store
+        from .store.report import inspect_store
     except ImportError:
         raise ConfigError("store inspection is not available in this jdct build", path) from None
     return inspect_store(path, sample=sample, split=split, plot=plot)
 
 
 def render_store(doc: dict) -> str:
-    """Text of a store document, by :func:`jdct_cli.store_report.render_store_text`."""
-    from .store_report import render_store_text
+    """Text of a store document, by :func:`jdct_cli.store.report.render_store_text`."""
+    from .store.report import render_store_text
 
     return render_store_text(doc)

@@ -15,13 +15,22 @@ pixels on both sides, and a region-of-interest decode of the box's rows and colu
 resampling filter's support), followed by an antialiased **bilinear** resize (torchvision's
 default filter for RandomResizedCrop and Resize; Pillow's arithmetic, see :func:`resize_box`) of
 exactly the box to ``size x size``.
+
+:func:`convert_image` is the one sample recipe: one JPEG + a :class:`SampleRecipe` + the image's
+generator (:func:`image_rng`) -> the quantized 4:2:0 coefficients of its train or val crop. ``jdct
+convert`` stores what it returns and ``jdct predict`` feeds it to a network.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+
+from . import _decoder, jpeg
+from .dct import crop_coefficients
+from .errors import JpegError
 
 SCALE_RANGE = (0.08, 1.0)
 RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
@@ -111,9 +120,6 @@ BENIGN_WARNINGS = ("extraneous bytes before marker", "unknown JFIF revision")
 
 
 def _decode(data: bytes, **kwargs):
-    from . import jpeg
-    from .errors import JpegError
-
     try:
         return jpeg.decode(data, **kwargs)
     except JpegError as exc:
@@ -162,8 +168,6 @@ def resize_box(rgb: np.ndarray, local_box, size: int) -> np.ndarray:
     reducing_gap=None)`` without the numpy<->PIL copies (RGB<->RGBX) and with a vectorized
     vertical pass.
     """
-    from . import _decoder
-
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = local_box
     box = (min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h))
@@ -183,8 +187,6 @@ def crop_to_rgb(data: bytes, width: int, height: int, box, size: int, *, exact: 
         rgb, local = decode_region(data, width, height, box, size, exact=exact, max_pixels=max_pixels, path=path,
                                    scalings=scalings)
         return resize_box(rgb, local, size)
-    from . import jpeg
-
     bx, by, bw, bh = box
     m = 8 if exact else dct_eighths_for(bw, bh, size, scalings)
     f = m / 8
@@ -200,3 +202,57 @@ def oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
     """Displayed ``(width, height)`` after EXIF ``orientation`` (5-8 swap the axes)."""
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# The sample recipe
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleRecipe:
+    """What makes a sample of an image: crop side ``size`` (pixels, a multiple of 16), JPEG
+    ``quality`` of the coefficients (1-100), ``exif`` ("ignore" | "apply"), ``exact_decode`` (full
+    decode at full scale: no ROI, no DCT scaling), the pixel budget ``max_pixels``, and ``fdct``
+    (how the crop becomes coefficients, see :data:`jdct_cli.dct.FDCT_METHODS`)."""
+
+    size: int = 224
+    quality: int = 100
+    exif: str = "ignore"
+    exact_decode: bool = False
+    max_pixels: int = jpeg.DEFAULT_MAX_PIXELS
+    fdct: str = "fdct"
+
+
+def image_rng(seed: int, split_id: int, view: int, image_index: int) -> np.random.Generator:
+    """The generator of every random draw made for one image in one view of a split."""
+    return np.random.default_rng([seed, split_id, view, image_index])
+
+
+def sample_box(rng: np.random.Generator, train: bool, width: int, height: int, size: int):
+    """Crop box ``(x, y, w, h)`` (source pixels) of a train (random) or val (centre) sample."""
+    if train:
+        return random_resized_crop_box(rng, width, height)
+    return center_crop_box(width, height, size)
+
+
+def convert_image(data: bytes, path, *, train: bool, rng: np.random.Generator, opts: SampleRecipe):
+    """One JPEG to one sample: ``(y, cb, cr, box)``, int16 ``(64, S/8, S/8)``, ``(64, S/16, S/16)``
+    twice (quantized 4:2:0 coefficients at ``opts.quality``, natural order) and the crop box
+    ``(x, y, w, h)`` in source pixels (upright ones with ``exif="apply"``).
+
+    ``train``: RandomResizedCrop drawn from ``rng`` (DCT scalings :data:`DCT_EIGHTHS`), else the
+    val Resize+CenterCrop (:data:`DCT_EIGHTHS_VAL`). ``opts``: any object with the fields of
+    :class:`SampleRecipe` (``jdct_cli.convert.ConvertOptions`` is one). Raises JpegError
+    subclasses naming ``path`` for data it cannot use.
+    """
+    header = jpeg.read_header(data, path=path, max_pixels=opts.max_pixels)
+    width, height = header["width"], header["height"]
+    orientation = 1
+    if opts.exif == "apply":
+        orientation = jpeg.exif_orientation(header.get("exif")) or 1
+    ow, oh = oriented_size(width, height, orientation)
+    box = sample_box(rng, train, ow, oh, opts.size)
+    rgb = crop_to_rgb(data, width, height, box, opts.size, exact=opts.exact_decode, orientation=orientation,
+                      max_pixels=opts.max_pixels, path=path, scalings=DCT_EIGHTHS if train else DCT_EIGHTHS_VAL)
+    y, cb, cr, _ = crop_coefficients(rgb, opts.quality, opts.fdct)
+    return y, cb, cr, box

@@ -1,20 +1,37 @@
-"""Test helper: write a small, valid v1 jdct store directly with zarr (independent of `jdct convert`).
+"""Test helper: write a small, valid v1 jdct store without `jdct convert`.
 
-Same layout, dtypes, chunking/sharding, codecs and attrs["jdct"] as documented in
-``jdct_cli/store.py``; coefficients are real: Pillow decodes real JPEGs from ../shared/data, crops
-and resizes them (bilinear), and ``jdct_cli._decoder.forward_dct`` computes the coefficients
-libjpeg-turbo would store at ``quality`` / 4:2:0. Failed conversions are modelled as the convert
-engineer writes them: zero coefficients and label -1.
+The arrays are created and the metadata written through the store contract (``jdct_cli.store``:
+layout, codecs, typed metadata), but the samples are made independently of jdct's pipeline: Pillow
+decodes real JPEGs (``tests/photos.py`` trees made at test time, or ../shared/data), crops and
+resizes them (bilinear), and ``jdct_cli._decoder.forward_dct`` computes the coefficients
+libjpeg-turbo would store at ``quality`` / 4:2:0. Failed conversions are modelled as convert
+writes them: zero coefficients and label -1.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
+
+from jdct_cli._decoder import forward_dct
+from jdct_cli.store import (
+    ChannelStats,
+    Codec,
+    CropsLayout,
+    Failure,
+    QuantTables,
+    SplitCounts,
+    SplitMeta,
+    Stats,
+    StoreMeta,
+    Transform,
+    create_split_arrays,
+    create_store,
+    write_metadata,
+)
 
 
 def list_images(root: Path, per_class: int, classes: Optional[int] = None):
@@ -67,23 +84,16 @@ def write_store(out: Path, splits: dict, classes: Sequence[str], *, size: int = 
     Returns ``out``. ``write_attrs=False`` leaves the store incomplete (no attrs["jdct"]).
     """
     import zarr
-    from zarr.codecs import BloscCodec, Crc32cCodec
-
-    from jdct_cli._decoder import forward_dct
 
     failed = failed or {}
     rng = np.random.default_rng(seed)
-    group = zarr.open_group(str(out), mode="w", zarr_format=3)
-    meta_splits, quant, sums = {}, None, {}
+    layout = CropsLayout(size, chunk_samples, shard_samples, Codec())
+    create_store(out)
+    meta_splits, quant, data_of = {}, None, {}
     for split, (paths, labels) in splits.items():
         nv = 1 if split == "val" else views
         n = len(paths)
-        sub = group.require_group(split)
-        shapes = {"y": (64, size // 8, size // 8), "cb": (64, size // 16, size // 16),
-                  "cr": (64, size // 16, size // 16), "label": (), "image": (), "box": (4,)}
-        dtypes = {"y": "int16", "cb": "int16", "cr": "int16", "label": "int32", "image": "int32", "box": "float32"}
-        data = {k: np.zeros((nv, n) + s, dtype=dtypes[k]) for k, s in shapes.items()}
-        data["label"][:] = -1
+        data = {spec.name: np.full((nv, n) + spec.sample_shape, spec.fill_value, spec.dtype) for spec in layout.arrays}
         bad = set(failed.get(split, ()))
         for i, (path, label) in enumerate(zip(paths, labels)):
             with Image.open(path) as im:
@@ -100,44 +110,32 @@ def write_store(out: Path, splits: dict, classes: Sequence[str], *, size: int = 
                 data["cr"][v, i] = np.moveaxis(cr, -1, 0)
                 data["label"][v, i] = label
                 data["box"][v, i] = box
+        create_split_arrays(out, split, nv, n, layout)
+        group = zarr.open_group(str(out), mode="r+")
         for k, arr in data.items():
-            per = shapes[k]
-            a = sub.create_array(k, shape=arr.shape, chunks=(1, chunk_samples) + per,
-                                 shards=(1, shard_samples) + per, dtype=dtypes[k],
-                                 compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()],
-                                 fill_value=-1 if k == "label" else 0, config={"write_empty_chunks": True})
-            a[...] = arr
-        meta_splits[split] = {
-            "views": nv, "num_samples": n, "files": [f"{Path(p).parent.name}/{Path(p).name}" for p in paths],
-            "file_labels": [int(x) for x in labels],
-            "failures": [{"file": Path(paths[i]).name, "reason": "test failure"} for i in sorted(bad)],
-            "counts": {"files": n, "converted": n - len(bad), "failed": len(bad)},
-        }
-        sums[split] = data
-    stats_split = "train" if "train" in sums else next(iter(sums))
-    d = sums[stats_split]
+            group[f"{split}/{k}"][...] = arr
+        meta_splits[split] = SplitMeta(
+            views=nv, num_samples=n, files=tuple(f"{Path(p).parent.name}/{Path(p).name}" for p in paths),
+            file_labels=tuple(int(x) for x in labels),
+            failures=tuple(Failure(file=Path(paths[i]).name, reason="test failure") for i in sorted(bad)),
+            counts=SplitCounts(files=n, converted=n - len(bad), failed=len(bad), failed_samples=nv * len(bad)))
+        data_of[split] = data
+    stats_split = "train" if "train" in data_of else next(iter(data_of))
+    d = data_of[stats_split]
     ok = d["label"] >= 0
-    stats = {"split": stats_split}
+    planes = {}
     for k, table in (("y", quant[0]), ("cb", quant[1]), ("cr", quant[1])):
         deq = d[k][ok].astype(np.float64) * table.reshape(1, 64, 1, 1)
-        stats[k] = {"mean": deq.mean(axis=(0, 2, 3)).tolist(), "std": deq.std(axis=(0, 2, 3)).tolist()}
-    meta = {
-        "format": "jdct-dct-store", "format_version": format_version, "jdct_version": "test",
-        "libjpeg_version": "test", "size": size, "quality": quality, "subsampling": "4:2:0",
-        "coefficient_order": "natural",
-        "quant_tables": {"luma": quant[0].astype(int).tolist(), "chroma": quant[1].astype(int).tolist()},
-        "classes": list(classes), "chunk_samples": chunk_samples, "shard_samples": shard_samples,
-        "codec": {"sharding": "sharding_indexed",
-                  "chunk_codecs": ["bytes(little)", "blosc(cname=zstd, clevel=1, shuffle=bitshuffle)", "crc32c"],
-                  "index_codecs": ["bytes(little)", "crc32c"]},
-        "seed": seed,
-        "transform": {"train": {"scale": [0.25, 1.0], "ratio": [0.75, 4 / 3]}, "val": {"crop_fraction": 0.875},
-                      "exif": "ignore", "exact_decode": True},
-        "splits": meta_splits, "stats": stats,
-    }
+        planes[k] = ChannelStats(mean=tuple(deq.mean(axis=(0, 2, 3)).tolist()),
+                                 std=tuple(deq.std(axis=(0, 2, 3)).tolist()))
+    meta = StoreMeta(
+        jdct_version="test", libjpeg_version="test", size=size, quality=quality,
+        quant_tables=QuantTables(tuple(int(v) for v in quant[0]), tuple(int(v) for v in quant[1])),
+        classes=tuple(classes), chunk_samples=chunk_samples, shard_samples=shard_samples, codec=layout.codec,
+        seed=seed, transform=Transform(train={"scale": [0.25, 1.0], "ratio": [0.75, 4 / 3]},
+                                       val={"crop_fraction": 0.875}, exif="ignore", exact_decode=True),
+        splits=meta_splits, stats=Stats(split=stats_split, **planes), format_version=format_version,
+    )
     if write_attrs:
-        zj = Path(out) / "zarr.json"
-        gm = json.loads(zj.read_text())
-        gm.setdefault("attributes", {})["jdct"] = meta
-        zj.write_text(json.dumps(gm))
+        write_metadata(out, meta)
     return Path(out)

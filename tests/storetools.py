@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
+from conftest import HAVE_SHARED, SHARED_DATA
 from jdct_cli.store import ALL_ARRAYS, read_metadata
+from photos import make_photo_tree
 
 
 def link_tree(dst: Path, src_root: Path, split_classes: dict, per_class: dict | int) -> Path:
@@ -35,3 +38,65 @@ def store_hashes(store: Path) -> dict[str, str]:
             arr = group[f"{split}/{name}"][...]
             out[f"{split}/{name}"] = hashlib.sha256(arr.tobytes() + repr((arr.shape, str(arr.dtype))).encode()).hexdigest()
     return out
+
+
+#: Where the tests that want real photographs take them: trees of scikit-image's photographs made
+#: at test time always, and imagenette-5k as well when ../shared/data is there.
+REAL_SOURCES = ["photos"] + (["imagenette"] if HAVE_SHARED else [])
+
+
+def real_source(name: str, tmp_path_factory) -> Path:
+    """An ImageFolder root (``train/<class>/``, ``val/<class>/``) for a name of REAL_SOURCES: photographs
+    of 40-400 px at several qualities and samplings (4 classes x 12 train, 4 val), or imagenette-5k."""
+    if name == "imagenette":
+        return SHARED_DATA / "imagenette-5k"
+    return make_photo_tree(tmp_path_factory.mktemp("real"), min_side=96, max_side=400)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below ``pid`` (children, grandchildren...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name (field 2) is in parentheses and may hold spaces: fields after its ')'
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def alive(pids) -> set[int]:
+    """The processes of ``pids`` that still exist (zombies count as gone)."""
+    left = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            left.add(pid)
+    return left
+
+
+def assert_no_orphans(pids, within: float = 5.0) -> None:
+    """Every process of ``pids`` is gone within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = alive(pids)
+    names = {}
+    for pid in left:
+        try:
+            names[pid] = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()[:200]
+        except OSError:
+            pass
+    assert not left, f"processes left running {within} s after the conversion ended: {names}"

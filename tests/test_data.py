@@ -1,4 +1,6 @@
-"""DCTLoader on small real stores written by tests/storefixture.py (real JPEGs from ../shared/data).
+"""DCTLoader on small real stores written by tests/storefixture.py from real JPEGs: trees of
+scikit-image's photographs made at test time (tests/photos.py), and imagenette-5k too when
+../shared/data is there.
 
 Samples that come out of the loader are identified by their *content*: the delivered coefficients
 (divided back by the quant table) are looked up among the store's int16 arrays read directly with
@@ -9,30 +11,41 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import pickle
+import shutil
 import threading
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
 import zarr
+from PIL import Image
 
+from conftest import REPO
 from jdct_cli import dct_torch
-from jdct_cli.data import DCTLoader
-from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError, SourceNotFoundError, StoreError,
-                             StoreVersionError)
+from jdct_cli._decoder import decode, encode, forward_dct
+from jdct_cli.data import DCTLoader, rank_share
+from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError, SourceNotFoundError, StoreCorruptionError,
+                             StoreError, StoreVersionError)
+from photos import make_photo_tree
 from storefixture import crop_rgb, list_images, val_box, write_store
-
-pytestmark = pytest.mark.shared
+from storetools import REAL_SOURCES, real_source
 
 FAILED = [3, 20]
 
 
 @pytest.fixture(scope="module")
-def tiny(shared_data, tmp_path_factory):
+def tiny_photos(tmp_path_factory):
+    """5 classes of photographs: 9 train and 4 val JPEGs each, 40-160 px."""
+    return make_photo_tree(tmp_path_factory.mktemp("photos"), classes=5, train_per_class=9, val_per_class=4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_photos, tmp_path_factory):
     """45 train samples (5 classes x 9, 2 views, two failed) and 20 val, 32 px, chunks of 8."""
-    root = shared_data / "tiny-imagenet-20"
-    tp, tl, names = list_images(root / "train", 9, 5)
-    vp, vl, _ = list_images(root / "val", 4, 5)
+    tp, tl, names = list_images(tiny_photos / "train", 9, 5)
+    vp, vl, _ = list_images(tiny_photos / "val", 4, 5)
     out = tmp_path_factory.mktemp("tiny") / "s.zarr"
     return write_store(out, {"train": (tp, tl), "val": (vp, vl)}, names, size=32, views=2, quality=90,
                        chunk_samples=8, shard_samples=16, failed={"train": FAILED})
@@ -226,7 +239,8 @@ def _float_blocks_dct(plane):
     return coef.reshape(h // 8, w // 8, 64).transpose(2, 0, 1)
 
 
-def test_flip_identity_on_real_crops(shared_data):
+@pytest.mark.parametrize("source", REAL_SOURCES)
+def test_flip_identity_on_real_crops(source, tmp_path_factory):
     """Flip in the DCT domain == DCT of the mirrored crop.
 
     Exact for the real-valued DCT (checked to 1e-9 with an independent float DCT). libjpeg's
@@ -235,14 +249,10 @@ def test_flip_identity_on_real_crops(shared_data):
     happens for well under 1% of the luma coefficients and never by more than 1 (chroma adds
     jcsample's alternating rounding bias, which also depends on the column parity).
     """
-    from jdct_cli._decoder import forward_dct
-
-    paths, _, _ = list_images(shared_data / "imagenette-5k" / "val", 1, 4)
+    paths, _, _ = list_images(real_source(source, tmp_path_factory) / "val", 1, 4)
     flip_all = torch.tensor([0])
     mism, total = 0, 0
     for p in paths:
-        from PIL import Image
-
         with Image.open(p) as im:
             w, h = im.size
         rgb = crop_rgb(p, val_box(w, h, 64), 64)
@@ -265,9 +275,9 @@ def psnr(a, b):
     return 10 * math.log10(255.0 ** 2 / mse)
 
 
-@pytest.fixture(scope="module")
-def val64(shared_data, tmp_path_factory):
-    root = shared_data / "imagenette-5k"
+@pytest.fixture(scope="module", params=REAL_SOURCES)
+def val64(request, tmp_path_factory):
+    root = real_source(request.param, tmp_path_factory)
     vp, vl, names = list_images(root / "val", 2, 4)
     out = tmp_path_factory.mktemp("val64") / "s.zarr"
     return write_store(out, {"val": (vp, vl)}, names, size=64, quality=90, chunk_samples=4, shard_samples=8), vp
@@ -275,8 +285,6 @@ def val64(shared_data, tmp_path_factory):
 
 def test_rgb_reconstruction_matches_pillow(val64):
     """Loader RGB of val samples vs Pillow's resize(round(S/0.875)) + centre crop of the source."""
-    from PIL import Image
-
     store, paths = val64
     ld = DCTLoader(store, "val", batch_size=3, output="rgb", normalize=False)
     images = torch.cat([x for x, _ in ld]).numpy()
@@ -295,8 +303,6 @@ def test_rgb_reconstruction_matches_pillow(val64):
 
 def test_pixel_reconstruction_matches_libjpeg_decode(val64):
     """Loader RGB/YCbCr vs libjpeg's own decode of the same coefficients (islow IDCT, fancy upsampling)."""
-    from jdct_cli._decoder import decode, encode
-
     store, paths = val64
     data = read_split(store, "val")
     rgb = torch.cat([x for x, _ in DCTLoader(store, "val", batch_size=8, output="rgb", normalize=False)]).numpy()
@@ -354,12 +360,12 @@ def test_pixel_stats_from_coefficients_by_parseval(tiny):
     assert std == pytest.approx(pix.std(), rel=1e-9)
 
 
-def test_clear_errors(tiny, tmp_path, shared_data):
+def test_clear_errors(tiny, tmp_path, tiny_photos):
     with pytest.raises(StoreError, match="no split 'test'"):
         DCTLoader(tiny, "test", batch_size=4)
     with pytest.raises(SourceNotFoundError):
         DCTLoader(tmp_path / "nothing.zarr", batch_size=4)
-    paths, labels, names = list_images(shared_data / "tiny-imagenet-20" / "val", 2, 2)
+    paths, labels, names = list_images(tiny_photos / "val", 2, 2)
     inc = write_store(tmp_path / "inc.zarr", {"val": (paths, labels)}, names, size=16, write_attrs=False)
     with pytest.raises(IncompleteStoreError, match="incomplete"):
         DCTLoader(inc, "val", batch_size=2)
@@ -437,10 +443,6 @@ def test_flipped_pixels_are_the_mirror_image(val64):
 def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
     """A chunk whose bytes were altered fails its CRC32C in the reading thread; the consumer gets a
     StoreCorruptionError naming the store and the samples, never a hang."""
-    import shutil
-
-    from jdct_cli.errors import StoreCorruptionError
-
     copy = tmp_path / "damaged.zarr"
     shutil.copytree(tiny, copy)
     shard = copy / "train" / "y" / "c" / "0" / "0" / "0" / "0" / "0"
@@ -456,10 +458,6 @@ def test_damaged_chunk_raises_store_corruption_error(tiny, tmp_path):
 
 def test_fixture_store_metadata_matches_the_store_schema(tiny):
     """tests/storefixture.py must keep writing what schemas/store.v1.schema.json (and convert) define."""
-    import jsonschema
-
-    from conftest import REPO
-
     schema = json.loads((REPO / "schemas" / "store.v1.schema.json").read_text())
     jsonschema.validate(json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"], schema)
 
@@ -497,8 +495,6 @@ def test_reused_output_memory_never_overwrites_a_batch_still_held(tiny):
 
 def test_loader_pickles_and_the_copy_yields_the_same_batches(tiny):
     """A loader survives pickling (spawned workers) with its position; its reused memory does not travel."""
-    import pickle
-
     ld = DCTLoader(tiny, "train", batch_size=4, seed=3, threads=2)
     ld.set_epoch(1)
     it = iter(ld)
@@ -512,3 +508,33 @@ def test_loader_pickles_and_the_copy_yields_the_same_batches(tiny):
     assert len(pairs) == len(ld) - 1 > 0
     for ((ya, cba, cra), la), ((yb, cbb, crb), lb) in pairs:
         assert torch.equal(la, lb) and torch.equal(ya, yb) and torch.equal(cba, cbb) and torch.equal(cra, crb)
+
+
+def test_rank_share_splits_every_stream_exactly():
+    """The one rank/batch split arithmetic (plan, len, num_samples and total_samples all use it):
+    for every stream length, world size and batch size, the ranks' pieces are contiguous, in rank
+    order, disjoint, the same number of batches each, and cover the stream (drop_last=False) or its
+    first whole rounds (drop_last=True)."""
+    for t in range(0, 70):
+        for w in range(1, 5):
+            for b in range(1, 6):
+                for drop_last in (False, True):
+                    shares = [rank_share(t, w, b, r, drop_last) for r in range(w)]
+                    nb = t // (w * b) if drop_last else -(-t // (w * b))
+                    assert {s.num_batches for s in shares} == {nb}
+                    covered = t if not drop_last else nb * w * b
+                    assert all(s.total_samples == covered for s in shares)
+                    assert sum(s.num_samples for s in shares) == covered
+                    pos = 0
+                    for s in shares:
+                        assert s.start == pos  # contiguous, in rank order, no gap, no overlap
+                        pos += s.num_samples
+                        sizes = s.sizes()
+                        assert len(sizes) == nb and all(0 < x <= b for x in sizes)
+                        padding = 1 if nb and s.last_batch == 0 else 0
+                        assert sum(sizes) == s.num_samples + padding
+                        if drop_last:
+                            assert sizes == [b] * nb
+                    if not drop_last and nb:
+                        lasts = [s.last_batch for s in shares]
+                        assert max(lasts) - min(lasts) <= 1  # the last round spread evenly

@@ -1,5 +1,6 @@
-"""DCTLoader on a real store written by `jdct convert` (jdct_cli.convert) from a few imagenette-5k
-images plus a truncated JPEG (a failed conversion: label -1, zero coefficients)."""
+"""DCTLoader on a real store written by `jdct convert` (jdct_cli.convert) from a few real JPEGs
+(photographs made at test time; imagenette-5k too when ../shared/data is there) plus a truncated
+JPEG (a failed conversion: label -1, zero coefficients)."""
 from __future__ import annotations
 
 import json
@@ -12,19 +13,18 @@ import torch
 from PIL import Image
 
 from jdct_cli.data import DCTLoader
+from jdct_cli.convert import ConvertOptions, convert
+from photos import photo_jpeg
+from storetools import REAL_SOURCES, real_source
 from test_data import Identifier, psnr, run
-
-pytestmark = pytest.mark.shared
 
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def converted(shared_data, tmp_path_factory):
-    from jdct_cli.convert import ConvertOptions, convert
-
+@pytest.fixture(scope="module", params=REAL_SOURCES)
+def converted(request, tmp_path_factory):
     src = tmp_path_factory.mktemp("src")
-    root = shared_data / "imagenette-5k"
+    root = real_source(request.param, tmp_path_factory)
     classes = sorted(p.name for p in (root / "train").iterdir())[:3]
     for split, per in (("train", 7), ("val", 3)):
         for wnid in classes:
@@ -32,8 +32,8 @@ def converted(shared_data, tmp_path_factory):
             for f in sorted((root / split / wnid).iterdir())[:per]:
                 shutil.copy(f, src / split / wnid / f.name)
     # Header fine, entropy data cut in half: fails during conversion and keeps its slot with label -1.
-    shutil.copy(shared_data / "odd-jpegs" / "variants" / "ocelot_truncated_50pct.jpg",
-                src / "train" / classes[1] / "zz_truncated.JPEG")
+    whole = photo_jpeg(tmp_path_factory.mktemp("cut") / "whole.jpg", "coffee").read_bytes()
+    (src / "train" / classes[1] / "zz_truncated.JPEG").write_bytes(whole[:len(whole) // 2])
     out = tmp_path_factory.mktemp("conv") / "s.zarr"
     convert(src, out, options=ConvertOptions(size=SIZE, quality=95, views=2, chunk_samples=4, shard_samples=8),
             workers=1)

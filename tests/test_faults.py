@@ -12,7 +12,7 @@
   array and the sample range; the loader raises StoreCorruptionError on a damaged chunk;
 - a checkpoint carrying a pickled callable is refused by the weights_only loader, nothing runs.
 
-Real data: a 3-class slice of imagenette-5k (symlinks), crops of 32 pixels.
+Real data: trees of scikit-image's photographs made at test time (tests/photos.py), crops of 32 pixels.
 """
 from __future__ import annotations
 
@@ -30,22 +30,18 @@ import numpy as np
 import pytest
 
 from jdct_cli import store as st
-from jdct_cli.convert import ConvertOptions, convert, convert_image, image_rng
-from jdct_cli.errors import JdctError, SourceError, StoreCorruptionError
-from jdct_cli.store_report import verify_store
-from storetools import link_tree, store_hashes
+from jdct_cli.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint
+from jdct_cli.convert import ConvertOptions, convert
+from jdct_cli.errors import CheckpointError, JdctError, SourceError, StoreCorruptionError
+from jdct_cli.store.report import render_verify_text, verify_store
+from jdct_cli.transforms import convert_image, image_rng
+from photos import make_photo_tree, photo_jpeg
+from storetools import assert_no_orphans, descendants, store_hashes
 
 REPO = Path(__file__).resolve().parent.parent
 OPTS = dict(size=32, views=2, seed=3, chunk_samples=1, shard_samples=2)
 CLI_OPTS = ["--size", "32", "--views", "2", "--seed", "3", "--chunk-samples", "1", "--shard-samples", "2",
             "--workers", "1", "--quiet"]
-pytestmark = pytest.mark.shared
-
-
-def _tree(dst: Path, shared: Path, train: int, val: int) -> Path:
-    root = shared / "imagenette-5k"
-    classes = sorted(p.name for p in (root / "train").iterdir())[:3]
-    return link_tree(dst, root, {"train": classes, "val": classes}, {"train": train, "val": val})
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:
@@ -54,9 +50,10 @@ def _cli(*args, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def src(shared_data, tmp_path_factory) -> Path:
-    """train: 3 classes x 20, val: 3 x 4 imagenette images (72 files, 66 shards of 2 samples)."""
-    return _tree(tmp_path_factory.mktemp("src"), shared_data, 20, 4)
+def src(tmp_path_factory) -> Path:
+    """train: 3 classes x 20, val: 3 x 4 photographs of 96-320 px (72 files, 66 shards of 2 samples)."""
+    return make_photo_tree(tmp_path_factory.mktemp("src"), classes=3, train_per_class=20, val_per_class=4,
+                           min_side=96, max_side=320)
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +89,23 @@ def test_ten_sigkills_then_resume_equal_an_uninterrupted_run(src, ref, tmp_path)
         proc = subprocess.Popen([sys.executable, "-m", "jdct_cli", "convert", src, out, *CLI_OPTS],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
+        children: set[int] = set()
         while proc.poll() is None and _markers(out) < target and time.monotonic() < deadline:
+            children |= descendants(proc.pid)
             time.sleep(0.002)
         time.sleep(delay)
+        children |= descendants(proc.pid)
         alive = proc.poll() is None
         hits.append(_markers(out))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert alive, f"conversion ended before kill #{len(hits)} ({proc.stderr.read().decode()[-500:]})"
+        assert_no_orphans(children)
     assert hits[-1] < total, "every kill came after the last shard"
     done = _cli("convert", src, out, *CLI_OPTS)
     assert done.returncode == 0, done.stderr
     assert store_hashes(out) == store_hashes(ref)
-    assert st.read_metadata(out).meta["splits"] == st.read_metadata(ref).meta["splits"]
+    assert st.read_metadata(out).metadata.splits == st.read_metadata(ref).metadata.splits
     assert verify_store(out)["ok"]
     print(f"\nkills landed after {hits} of {total} shards")
 
@@ -119,7 +120,7 @@ def test_verify_checks_the_finished_shards_of_an_interrupted_store(src, tmp_path
     with pytest.raises(JdctError, match="interrupted"):
         convert(src, out, options=ConvertOptions(**OPTS), workers=1, progress=stop)
     _verify_finished_shards(out)
-    shard = out / "train" / "cb" / st.shard_key("cb", 0, 1)  # samples 2-3 of view 0, finished
+    shard = out / "train" / "cb" / _layout(out).shard_key("cb", 0, 1)  # samples 2-3 of view 0, finished
     off, nbytes = _chunk_ranges(shard, 2)[1]
     _flip(shard, off + nbytes // 2)
     report = verify_store(out)
@@ -158,10 +159,10 @@ def _finished_shards_match(out: Path, ref: Path) -> int:
 
     n = 0
     for marker in (out / st.PROGRESS_DIR).glob("*-v*-s*.json"):
-        m = json.loads(marker.read_text())
+        m = st.ShardMarker.parse(json.loads(marker.read_text()))
         for a in st.ALL_ARRAYS:
-            got = zarr.open_array(os.fspath(out / m["split"] / a), mode="r")[m["view"], m["start"]:m["stop"]]
-            want = zarr.open_array(os.fspath(ref / m["split"] / a), mode="r")[m["view"], m["start"]:m["stop"]]
+            got = zarr.open_array(os.fspath(out / m.split / a), mode="r")[m.view, m.start:m.stop]
+            want = zarr.open_array(os.fspath(ref / m.split / a), mode="r")[m.view, m.start:m.stop]
             assert np.array_equal(got, want), (marker.name, a)
         n += 1
     return n
@@ -212,8 +213,9 @@ def test_output_turning_read_only_is_a_clear_error_and_resume_completes(src, ref
 # Hostile source trees
 # ------------------------------------------------------------------------------------------------
 
-def test_hostile_source_tree_is_converted_and_every_oddity_recorded(shared_data, tmp_path):
-    root = shared_data / "imagenette-5k" / "val"
+def test_hostile_source_tree_is_converted_and_every_oddity_recorded(tmp_path):
+    root = make_photo_tree(tmp_path / "photos", classes=2, train_per_class=0, val_per_class=3,
+                           splits=("val",)) / "val"
     classes = sorted(p.name for p in root.iterdir())[:2]
     tree = tmp_path / "src"
     a, b = tree / "val" / "clé à molette", tree / "val" / classes[1]
@@ -239,24 +241,24 @@ def test_hostile_source_tree_is_converted_and_every_oddity_recorded(shared_data,
     out = tmp_path / "out.zarr"
     summary = convert(tree, out, options=ConvertOptions(size=32, chunk_samples=2, shard_samples=4), workers=1,
                       progress=progress)
-    meta = st.read_metadata(out).meta
-    val = meta["splits"]["val"]
-    failed = {f["file"]: f for f in val["failures"]}
-    assert meta["classes"] == sorted(["clé à molette", classes[1]])
-    assert sorted(val["files"]) == sorted(
+    meta = st.read_metadata(out).metadata
+    val = meta.splits["val"]
+    failed = {f.file: f for f in val.failures}
+    assert list(meta.classes) == sorted(["clé à molette", classes[1]])
+    assert sorted(val.files) == sorted(
         [f"val/clé à molette/photo {i} ü.JPEG" for i in range(3)]
         + [f"val/{classes[1]}/{f.name}" for f in sorted((root / classes[1]).iterdir())[:3]])
-    assert failed[f"val/{classes[1]}/dangling.jpg"]["kind"] == "unreadable"
-    assert failed["val/clé à molette/photo 1 ü.JPEG"]["stage"] == "convert"
-    assert "no such file" in failed["val/clé à molette/photo 1 ü.JPEG"]["reason"]
+    assert failed[f"val/{classes[1]}/dangling.jpg"].kind == "unreadable"
+    assert failed["val/clé à molette/photo 1 ü.JPEG"].stage == "convert"
+    assert "no such file" in failed["val/clé à molette/photo 1 ü.JPEG"].reason
     # left out of the listing, never opened, recorded as plan-stage failures with the reason
     for rel, why in ((f"val/{classes[1]}/fifo.jpg", "not a regular file"), (f"val/{classes[1]}/loop", "symlink"),
                      (f"val/{classes[1]}/self", "symlink"), ("val/clé à molette/twice", "symlink")):
-        assert rel in failed and failed[rel]["stage"] == "plan" and why in failed[rel]["reason"], (rel, val["failures"])
+        assert rel in failed and failed[rel].stage == "plan" and why in failed[rel].reason, (rel, val.failures)
     # every image listed once: 3 + 3 real files, no duplicates through the links
-    assert len(val["files"]) == len(set(val["files"])) == 6
-    assert summary["converted"] == 5 and val["counts"]["converted"] == 5
-    assert val["counts"]["failed"] == 6 and val["counts"]["files"] == 11  # + dangling, vanished, 4 skipped
+    assert len(val.files) == len(set(val.files)) == 6
+    assert summary["converted"] == 5 and val.counts.converted == 5
+    assert val.counts.failed == 6 and val.counts.files == 11  # + dangling, vanished, 4 skipped
     assert verify_store(out)["ok"]
     # each stored sample is its own file's crop (failures keep their slot, shift nothing)
     import zarr
@@ -265,18 +267,18 @@ def test_hostile_source_tree_is_converted_and_every_oddity_recorded(shared_data,
     opts = ConvertOptions(size=32, chunk_samples=2, shard_samples=4)
     labels, images, ys = g["val/label"][0], g["val/image"][0], g["val/y"][0]
     for k in range(len(images)):
-        rel = val["files"][images[k]]
+        rel = val.files[images[k]]
         if rel in failed:
             assert labels[k] == -1 and not ys[k].any()
             continue
         want = convert_image((tree / rel).read_bytes(), rel, train=False, rng=image_rng(0, 1, 0, int(images[k])),
-                             opts=opts)[0]
-        assert labels[k] == val["file_labels"][images[k]] and np.array_equal(ys[k], want), rel
+                             opts=opts.recipe())[0]
+        assert labels[k] == val.file_labels[images[k]] and np.array_equal(ys[k], want), rel
 
 
-def test_a_huge_file_is_refused_without_being_read_whole(shared_data, tmp_path):
+def test_a_huge_file_is_refused_without_being_read_whole(tmp_path):
     # a real JPEG followed by 2 GiB of (sparse) zeros: its header is fine, its size is not
-    first = sorted((shared_data / "imagenette-5k" / "val").glob("*/*.JPEG"))[0]
+    first = photo_jpeg(tmp_path / "first.JPEG", "rocket", size=(200, 150))
     cls = tmp_path / "src" / "val" / "a"
     cls.mkdir(parents=True)
     (cls / "ok.JPEG").symlink_to(first)
@@ -285,16 +287,16 @@ def test_a_huge_file_is_refused_without_being_read_whole(shared_data, tmp_path):
     os.truncate(big, 2 << 30)
     out = tmp_path / "o.zarr"
     convert(tmp_path / "src", out, options=ConvertOptions(size=32), workers=1)
-    val = st.read_metadata(out).meta["splits"]["val"]
-    (rec,) = val["failures"]
-    assert rec["file"] == "val/a/huge.JPEG" and rec["kind"] == "too-large" and "bytes" in rec["reason"], rec
-    assert val["counts"]["converted"] == 1
+    val = st.read_metadata(out).split("val")
+    (rec,) = val.failures
+    assert rec.file == "val/a/huge.JPEG" and rec.kind == "too-large" and "bytes" in rec.reason, rec
+    assert val.counts.converted == 1
 
 
-def test_labels_entries_cannot_leave_the_source(shared_data, tmp_path):
+def test_labels_entries_cannot_leave_the_source(tmp_path):
     flat = tmp_path / "src" / "val"
     flat.mkdir(parents=True)
-    first = sorted((shared_data / "imagenette-5k" / "val").glob("*/*.JPEG"))[0]
+    first = photo_jpeg(tmp_path / "n01_1.JPEG", "chelsea", size=(120, 90))
     (flat / first.name).symlink_to(first)
     for entry in ("../../secret.jpg", "/etc/passwd", "sub/../../x.jpg"):
         labels = tmp_path / "labels.csv"
@@ -322,15 +324,17 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def _layout(store: Path) -> st.CropsLayout:
+    """The array layout of a complete store, or of an interrupted conversion's plan."""
+    folder = st.ProgressFolder(store)
+    return folder.read_plan().layout if folder.has_plan() else st.read_metadata(store).layout
+
+
 @pytest.fixture(scope="module")
-def small_store(shared_data, tmp_path_factory) -> Path:
-    """val only, 3 classes x 4, chunks of 2 samples in shards of 4."""
-    tree = tmp_path_factory.mktemp("vsrc")
-    root = shared_data / "imagenette-5k"
-    for cls in sorted(p.name for p in (root / "val").iterdir())[:3]:
-        (tree / "val" / cls).mkdir(parents=True)
-        for f in sorted((root / "val" / cls).iterdir())[:4]:
-            (tree / "val" / cls / f.name).symlink_to(f)
+def small_store(tmp_path_factory) -> Path:
+    """val only, 3 classes x 4 photographs, chunks of 2 samples in shards of 4."""
+    tree = make_photo_tree(tmp_path_factory.mktemp("vsrc"), classes=3, train_per_class=0, val_per_class=4,
+                           splits=("val",), min_side=64, max_side=240)
     out = tmp_path_factory.mktemp("vstore") / "s.zarr"
     convert(tree, out, options=ConvertOptions(size=32, chunk_samples=2, shard_samples=4), workers=1)
     assert verify_store(out)["ok"]
@@ -347,35 +351,31 @@ def _hit(report: dict, array: str, lo: int, hi: int) -> bool:
                for p in report["problems"])
 
 
-INJECTED: list[tuple[str, bool]] = []  # (what, detected) for the reliability table
-
-
 @pytest.mark.parametrize("array", st.ALL_ARRAYS)
 @pytest.mark.parametrize("shard, chunk", [(0, 0), (1, 1), (2, 0)])
 def test_verify_finds_a_flipped_byte_in_any_chunk(small_store, tmp_path, array, shard, chunk):
     out = _copy(small_store, tmp_path / "s.zarr")
-    path = out / "val" / array / st.shard_key(array, 0, shard)
+    path = out / "val" / array / _layout(out).shard_key(array, 0, shard)
     off, nbytes = _chunk_ranges(path, 2)[chunk]
     _flip(path, off + nbytes // 2)
     report = verify_store(out)
     lo = shard * 4 + chunk * 2
-    INJECTED.append((f"flip {array} shard {shard} chunk {chunk}", _hit(report, array, lo, lo + 2)))
     assert not report["ok"] and _hit(report, array, lo, lo + 2), report["problems"]
 
 
 def test_verify_finds_index_damage_missing_and_truncated_shards(small_store, tmp_path):
     out = _copy(small_store, tmp_path / "s.zarr")
-    idx = out / "val" / "y" / st.shard_key("y", 0, 0)
+    layout = _layout(out)
+    idx = out / "val" / "y" / layout.shard_key("y", 0, 0)
     _flip(idx, idx.stat().st_size - 10)  # inside the shard index
-    (out / "val" / "cb" / st.shard_key("cb", 0, 1)).unlink()
-    cr = out / "val" / "cr" / st.shard_key("cr", 0, 2)
+    (out / "val" / "cb" / layout.shard_key("cb", 0, 1)).unlink()
+    cr = out / "val" / "cr" / layout.shard_key("cr", 0, 2)
     cr.write_bytes(cr.read_bytes()[: cr.stat().st_size // 2])
     report = verify_store(out)
     checks = {"index": _hit(report, "y", 0, 4), "missing": _hit(report, "cb", 4, 8),
               "truncated": _hit(report, "cr", 8, 12)}
-    INJECTED.extend((f"shard {k}", v) for k, v in checks.items())
     assert all(checks.values()), report["problems"]
-    text = __import__("jdct_cli.store_report", fromlist=["x"]).render_verify_text(report)
+    text = render_verify_text(report)
     assert "val/cb view 0 samples 4-7: shard file missing" in text, text
 
 
@@ -396,7 +396,6 @@ def test_verify_finds_metadata_disagreeing_with_the_arrays(small_store, tmp_path
     out = _copy(small_store, tmp_path / "s.zarr")
     _edit_meta(out, edit)
     report = verify_store(out)
-    INJECTED.append((f"metadata {what}", not report["ok"]))
     assert not report["ok"], what
     assert any(p["split"] == "val" and (array is None or p["array"] == array) for p in report["problems"]), report
 
@@ -405,7 +404,7 @@ def test_loader_raises_on_a_damaged_chunk(small_store, tmp_path):
     from jdct_cli.data import DCTLoader
 
     out = _copy(small_store, tmp_path / "s.zarr")
-    path = out / "val" / "y" / st.shard_key("y", 0, 1)
+    path = out / "val" / "y" / _layout(out).shard_key("y", 0, 1)
     off, nbytes = _chunk_ranges(path, 2)[1]
     _flip(path, off + nbytes // 2)
     with pytest.raises(StoreCorruptionError, match=r"samples 6\.\.7 of val"):
@@ -415,9 +414,6 @@ def test_loader_raises_on_a_damaged_chunk(small_store, tmp_path):
 
 def test_checkpoint_with_a_pickled_callable_is_refused_without_running_it(tmp_path):
     import torch
-
-    from jdct_cli.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint
-    from jdct_cli.errors import CheckpointError
 
     marker = tmp_path / "pwned"
 
@@ -431,11 +427,3 @@ def test_checkpoint_with_a_pickled_callable_is_refused_without_running_it(tmp_pa
         load_checkpoint(path)
     assert not marker.exists()
 
-
-def test_zz_reliability_counts(capsys):
-    """Prints the corruption tally of this session (used for RELIABILITY.md)."""
-    if INJECTED:
-        detected = sum(ok for _, ok in INJECTED)
-        with capsys.disabled():
-            print(f"\ncorruptions detected: {detected} of {len(INJECTED)} injected")
-        assert detected == len(INJECTED)

@@ -3,7 +3,7 @@ within a bounded CPU time, under a memory limit.
 
 Each crafted file is fed, in a child process limited by ``resource.setrlimit`` (RLIMIT_AS: address
 space, RLIMIT_CPU: a hard backstop), to ``read_header``, ``read_coefficients``, ``decode`` (whole
-and ROI) and the conversion path (``convert.convert_image``). The child reports each call's outcome
+and ROI) and the conversion path (``transforms.convert_image``). The child reports each call's outcome
 and CPU seconds as JSON; the parent asserts: no crash (exit status 0), only JdctError subclasses,
 results shaped as the header says, and a CPU time per call far below what an unbounded decoder
 spends on the same file.
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(r"""
     import json, sys, time
     import numpy as np
     from jdct_cli import _decoder as dec
-    from jdct_cli.convert import ConvertOptions, convert_image
+    from jdct_cli.transforms import SampleRecipe, convert_image
     from jdct_cli.errors import JdctError
 
     def run(name, fn):
@@ -55,7 +55,7 @@ CHILD = textwrap.dedent(r"""
         run("decode", lambda: list(dec.decode(data)[0].shape))
         run("decode_scaled_roi", lambda: list(dec.decode(data, scale=2, roi=(0, 0, 1, 1))[0].shape))
         for train in (False, True):
-            opts = ConvertOptions(size=32)
+            opts = SampleRecipe(size=32)
             run("convert_train" if train else "convert_val",
                 lambda: [list(a.shape) for a in convert_image(data, path, train=train,
                                                               rng=np.random.default_rng(0), opts=opts)[:3]])

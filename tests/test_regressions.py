@@ -60,11 +60,11 @@ def test_no_regression_file_crashes_the_harness():
 @pytest.mark.parametrize("row", ROWS, ids=[r["file"] for r in ROWS])
 def test_regression_file_outcome(row):
     from jdct_cli import _decoder as dec
-    from jdct_cli.convert import ConvertOptions, convert_image
+    from jdct_cli.transforms import SampleRecipe, convert_image
 
     data = (REG / row["file"]).read_bytes()
     header = _outcome(lambda: dec.read_header(data))
     conv = _outcome(lambda: convert_image(data, row["file"], train=False, rng=np.random.default_rng(0),
-                                          opts=ConvertOptions(size=32)))
+                                          opts=SampleRecipe(size=32)))
     assert header.startswith(row["read_header"]), (header, row)
     assert conv.startswith(row["convert"]), (conv, row)

@@ -10,13 +10,17 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
-from jdct_cli.errors import IncompleteStoreError, StoreVersionError
-from jdct_cli.store import ALL_ARRAYS, FORMAT_VERSION, read_metadata, write_metadata
-from jdct_cli.store_report import inspect_store, verify_store
+from jdct_cli.cli import main
+from jdct_cli.convert import ConvertOptions, convert
+from jdct_cli.errors import IncompleteStoreError, StoreError, StoreVersionError
+from jdct_cli.store import FORMAT_VERSION, PROGRESS_DIR, read_metadata
+from jdct_cli.store.report import inspect_store, verify_store
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 STORE = GOLDEN / "store-v1.zarr"
@@ -37,27 +41,25 @@ def test_golden_store_reads_with_plain_zarr_and_matches_hashes():
 
 
 def test_golden_metadata_contract_and_schema():
-    import jsonschema
-
     info = read_metadata(STORE)
     assert info.format_version == FORMAT_VERSION == 1
     jsonschema.validate(info.meta, json.loads((REPO / "schemas/store.v1.schema.json").read_text()))
     sp = info.split("train")
     g = zarr.open_group(str(STORE), mode="r")
     labels, images = g["train/label"][0], g["train/image"][0]
-    assert sorted(images) == list(range(sp["num_samples"]))
-    assert [sp["file_labels"][i] for i in images] == list(labels)
+    assert sorted(images) == list(range(sp.num_samples))
+    assert [sp.file_labels[i] for i in images] == list(labels)
     # at quality 100 every quantization step is 1
-    assert info.meta["quant_tables"]["luma"] == [1] * 64
+    assert info.metadata.quant_tables.luma == (1,) * 64 and info.meta["quant_tables"]["luma"] == [1] * 64
     # the stored statistics are those of the stored coefficients (independent numpy computation)
     y = g["train/y"][...].astype(np.float64)
-    np.testing.assert_allclose(info.meta["stats"]["y"]["std"], y.transpose(2, 0, 1, 3, 4).reshape(64, -1).std(axis=1),
+    np.testing.assert_allclose(info.metadata.stats.y.std, y.transpose(2, 0, 1, 3, 4).reshape(64, -1).std(axis=1),
                                rtol=1e-9, atol=1e-9)
+    # the typed contract writes back exactly what it read
+    assert info.metadata.to_dict() == info.meta
 
 
 def test_golden_verify_and_inspect(tmp_path):
-    import jsonschema
-
     assert verify_store(STORE)["ok"]
     doc = inspect_store(STORE, sample=1)
     jsonschema.validate(doc, json.loads((REPO / "schemas/store-inspect.v1.schema.json").read_text()))
@@ -77,9 +79,6 @@ def test_golden_verify_and_inspect(tmp_path):
 def test_zarr_group_that_no_conversion_made_is_not_called_resumable(tmp_path):
     """A plain Zarr group (no attrs["jdct"], no .jdct-progress) was reported as an interrupted
     conversion to resume, which `jdct convert` then refused; a tampered plan was a KeyError."""
-    from jdct_cli.errors import StoreError
-    from jdct_cli.store import PROGRESS_DIR
-
     plain = tmp_path / "plain.zarr"
     zarr.open_group(str(plain), mode="w").create_array("a", shape=(4,), dtype="int32")
     with pytest.raises(IncompleteStoreError, match="not a jdct store") as err:
@@ -98,10 +97,6 @@ def test_zarr_group_that_no_conversion_made_is_not_called_resumable(tmp_path):
 def test_inspect_samples_of_a_damaged_store_or_plot_into_a_missing_folder_is_one_line(tmp_path):
     """`jdct inspect STORE --sample N` over a damaged chunk, and `--plot` into a missing folder,
     ended in zarr's checksum ValueError / a FileNotFoundError traceback."""
-    from click.testing import CliRunner
-
-    from jdct_cli.cli import main
-
     copy = tmp_path / "s.zarr"
     shutil.copytree(STORE, copy)
     res = CliRunner().invoke(main, ["inspect", str(copy), "--plot", str(tmp_path / "no" / "p.png")])
@@ -118,8 +113,9 @@ def test_inspect_samples_of_a_damaged_store_or_plot_into_a_missing_folder_is_one
 def test_metadata_missing_or_from_the_future(tmp_path):
     copy = tmp_path / "s.zarr"
     shutil.copytree(STORE, copy)
-    meta = read_metadata(copy).meta
-    write_metadata(copy, {**meta, "format_version": 99})
+    group = json.loads((copy / "zarr.json").read_text())
+    group["attributes"]["jdct"]["format_version"] = 99
+    (copy / "zarr.json").write_text(json.dumps(group))
     with pytest.raises(StoreVersionError):
         read_metadata(copy)
     group = json.loads((copy / "zarr.json").read_text())
@@ -128,3 +124,22 @@ def test_metadata_missing_or_from_the_future(tmp_path):
     with pytest.raises(IncompleteStoreError):
         read_metadata(copy)
     assert not verify_store(copy)["ok"]
+
+
+def test_converting_the_golden_source_again_gives_the_golden_arrays(shared_data, tmp_path):
+    """Stores converted by this jdct equal those of the version that wrote the golden store, byte for
+    byte (its arrays' sha256, recorded when it was made from tiny-imagenet-20 by make_store_v1.py)."""
+    tiny = shared_data / "tiny-imagenet-20"
+    src = tmp_path / "src"
+    for cls in sorted(p.name for p in (tiny / "train").iterdir())[:2]:
+        (src / "train" / cls).mkdir(parents=True)
+        for f in sorted((tiny / "train" / cls).iterdir())[:2]:
+            (src / "train" / cls / f.name).symlink_to(f)
+    out = tmp_path / "again.zarr"
+    convert(src, out, options=ConvertOptions(size=32, seed=1, chunk_samples=2, shard_samples=4), workers=1)
+    expected = json.loads((GOLDEN / "store-v1.expected.json").read_text())["arrays"]
+    g = zarr.open_group(str(out), mode="r")
+    for key, want in expected.items():
+        assert hashlib.sha256(g[key][...].tobytes()).hexdigest() == want["sha256"], key
+    golden, again = read_metadata(STORE).metadata, read_metadata(out).metadata
+    assert again.splits == golden.splits and again.stats == golden.stats and again.quant_tables == golden.quant_tables

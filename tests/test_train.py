@@ -299,7 +299,7 @@ def test_predict_inputs_equal_the_loader_inputs(tiny, kind):
     inputs, labels = next(iter(loader))
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     for n in (0, 5, 10):
-        f = src / info.split("val")["files"][image[n]]
+        f = src / info.split("val").files[image[n]]
         y, cb, cr, quant = _val_coefficients(f.read_bytes(), f, facts)
         mine = model_inputs(y, cb, cr, quant, kind, facts, "cpu")
         for a, b in zip(mine, inputs):

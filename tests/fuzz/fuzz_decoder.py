@@ -9,7 +9,7 @@ One input = the bytes of one would-be JPEG file. Each input goes through, in ord
 4. ``_decoder.decode`` of a region of interest inside that scaled image, compared with the same
    region of the whole decode when neither decode saw a libjpeg warning
 5. ``_decoder.resize_bilinear`` of a box of that image, compared with Pillow's resize
-6. ``convert.convert_image``: one file's bytes to one crop's coefficients (what ``jdct convert``
+6. ``transforms.convert_image``: one file's bytes to one crop's coefficients (what ``jdct convert``
    does per image: header, crop box, ROI + DCT-scaled decode, resize, forward DCT), train or val,
    EXIF orientation ignored or applied.
 
@@ -104,7 +104,7 @@ def _check_resize(rgb: np.ndarray, bits: int) -> None:
 def one_input(data: bytes) -> None:
     """Run one input through every entry point; raise on anything but a clean JdctError."""
     from jdct_cli import _decoder as dec
-    from jdct_cli.convert import ConvertOptions, convert_image
+    from jdct_cli.transforms import SampleRecipe, convert_image
     from jdct_cli.errors import JdctError
 
     ch = _choices(data)
@@ -160,7 +160,7 @@ def one_input(data: bytes) -> None:
                 _check(np.array_equal(part, full[y:y + h, x:x + w]), f"roi {(x, y, w, h)} at 1/{s} differs from the full decode")
     if header is not None and full is not None:
         _check_resize(full, ch["resize_bits"])
-    opts = ConvertOptions(size=32, max_pixels=FUZZ_MAX_PIXELS, exif=ch["exif"])
+    opts = SampleRecipe(size=32, max_pixels=FUZZ_MAX_PIXELS, exif=ch["exif"])
     try:
         yk, cbk, crk, box = convert_image(data, "fuzz-input.jpg", train=ch["train"],
                                           rng=np.random.default_rng(ch["roi_bits"]), opts=opts)

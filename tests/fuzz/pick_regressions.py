@@ -35,7 +35,7 @@ def outcome(fn) -> str:
 
 def main(corpus: str, limit: int = 30) -> None:
     from jdct_cli import _decoder as dec
-    from jdct_cli.convert import ConvertOptions, convert_image
+    from jdct_cli.transforms import SampleRecipe, convert_image
 
     index = REG / "INDEX.tsv"
     if not index.exists():
@@ -46,7 +46,7 @@ def main(corpus: str, limit: int = 30) -> None:
     files = sorted((p for p in Path(corpus).iterdir() if p.stat().st_size <= MAX_BYTES), key=lambda p: p.stat().st_size)
     for p in files:
         data = p.read_bytes()
-        opts = ConvertOptions(size=32)
+        opts = SampleRecipe(size=32)
         outs = [outcome(lambda: dec.read_header(data)), outcome(lambda: dec.read_coefficients(data)),
                 outcome(lambda: dec.decode(data, scale=2)),
                 outcome(lambda: convert_image(data, p.name, train=False, rng=np.random.default_rng(0), opts=opts))]

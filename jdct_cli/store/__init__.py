@@ -1,0 +1,49 @@
+"""The jdct store: its contract (:mod:`.format`), reading (:mod:`.read`), writing (:mod:`.write`),
+the progress folder of a running conversion (:mod:`.progress`) and the inspect / verify reports
+(:mod:`.report`, which imports zarr and is not loaded here).
+
+``read_metadata(path)`` -> :class:`StoreInfo` (``.metadata`` is the typed :class:`StoreMeta`).
+"""
+from .format import (
+    ALL_ARRAYS,
+    ATTRS_KEY,
+    COEFFICIENT_ARRAYS,
+    DEFAULT_CHUNK_SAMPLES,
+    DEFAULT_SHARD_SAMPLES,
+    FAILURE_KINDS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LAYOUTS,
+    PROGRESS_DIR,
+    SUPPORTED_VERSIONS,
+    ChannelStats,
+    Codec,
+    CropsLayout,
+    Failure,
+    Plan,
+    PlanSplit,
+    QuantTables,
+    ShardMarker,
+    Software,
+    SplitCounts,
+    SplitMeta,
+    Stats,
+    StoreMeta,
+    Transform,
+    parse_group_json,
+    raw_sample_bytes,
+    sample_shape,
+    shard_ranges,
+)
+from .progress import ProgressFolder
+from .read import StoreInfo, array_problem, dir_bytes, open_group, read_metadata
+from .write import create_split_arrays, create_store, write_metadata, write_shard
+
+__all__ = [
+    "ALL_ARRAYS", "ATTRS_KEY", "COEFFICIENT_ARRAYS", "DEFAULT_CHUNK_SAMPLES", "DEFAULT_SHARD_SAMPLES",
+    "FAILURE_KINDS", "FORMAT_NAME", "FORMAT_VERSION", "LAYOUTS", "PROGRESS_DIR", "SUPPORTED_VERSIONS",
+    "ChannelStats", "Codec", "CropsLayout", "Failure", "Plan", "PlanSplit", "ProgressFolder", "QuantTables",
+    "ShardMarker", "Software", "SplitCounts", "SplitMeta", "Stats", "StoreInfo", "StoreMeta", "Transform",
+    "array_problem", "create_split_arrays", "create_store", "dir_bytes", "open_group", "parse_group_json",
+    "raw_sample_bytes", "read_metadata", "sample_shape", "shard_ranges", "write_metadata", "write_shard",
+]
