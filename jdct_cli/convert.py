@@ -36,6 +36,7 @@ import numpy as np
 
 from . import store as st
 from .fileio import atomic_write_json
+from .jpegmath.quant import ijg_tables
 from .errors import (
     ConfigError,
     IncompleteStoreError,
@@ -415,13 +416,6 @@ def default_workers() -> int:
 # Planning and resuming
 # ------------------------------------------------------------------------------------------------
 
-def _quant_tables(quality: int, method: str) -> tuple[list[int], list[int]]:
-    from .dct import crop_coefficients
-
-    _, _, _, quant = crop_coefficients(np.zeros((16, 16, 3), np.uint8), quality, method)
-    return [int(v) for v in quant[0]], [int(v) for v in quant[1]]
-
-
 def _prepare_out(out: Path, overwrite: bool) -> tuple[str, Optional[dict[str, Any]]]:
     """Inspect OUT: ("fresh", None), ("resume", saved plan) or ("complete", attrs["jdct"]).
 
@@ -544,7 +538,7 @@ def plan_conversion(src, out, opts: ConvertOptions, *, labels=None, on_error: st
         splits[name]["failures"].append({"file": rec["file"], "reason": rec["reason"], "kind": "unreadable",
                                          "stage": "plan"})
         splits[name]["skipped"] = splits[name].get("skipped", 0) + 1
-    luma, chroma = _quant_tables(opts.quality, opts.fdct)
+    luma, chroma = (table.tolist() for table in ijg_tables(opts.quality))
     return {"options": asdict(opts), "software": _software_versions(), "root": os.fspath(Path(src).resolve()),
             "classes": source.classes, "quant": [luma, chroma], "splits": splits}
 

@@ -20,10 +20,11 @@ def crop_coefficients(rgb: np.ndarray, quality: int, method: str = "fdct"):
     layout), and uint16 ``(3, 64)`` natural-order tables (luma, chroma, chroma).
     """
     from . import _decoder
+    from .jpegmath.quant import ijg_tables
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if method == "fdct":
-        y, cb, cr, quant = _decoder.forward_dct(rgb, quality)
+        y, cb, cr, quant = _decoder.forward_dct(rgb, *ijg_tables(quality))
     elif method == "encode":
         comps, quant, _ = _decoder.read_coefficients(_decoder.encode(rgb, quality, "4:2:0"))
         y, cb, cr = comps

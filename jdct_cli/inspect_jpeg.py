@@ -24,6 +24,7 @@ import numpy as np
 from . import jpeg
 from .errors import ConfigError, JdctError
 from .fileio import atomic_write
+from .jpegmath.quant import quality_fit
 
 FORMAT_NAME = "jdct-inspect"
 FORMAT_VERSION = 1
@@ -87,7 +88,7 @@ def inspect_jpeg(path: os.PathLike | str, *, coefficients: bool = True, max_pixe
     for slot in sorted(slot_tables):
         table = slot_tables[slot]
         # the first component's table is compared with Annex K.1 (luma), the others with K.2
-        fit = jpeg.quality_fit(table, chroma=(slot != luma_slot))
+        fit = quality_fit(table, chroma=(slot != luma_slot))
         quant_tables.append(
             {
                 "slot": int(slot),
