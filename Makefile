@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml setup.py .jpeg-headers
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[train,plot,dask,dev]"
-	$(PY) -m pip install -q $$($(PY) -c "import tomllib; print(' '.join(repr(r) for r in tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))")
+	$(PY) -m pip install -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))")
 	@touch $@
 
 setup: $(STAMP) build
@@ -86,9 +86,10 @@ asan: setup check-c
 	rm -rf build/asan/pkg && mkdir -p build/asan/pkg && cp -r jdct_cli build/asan/pkg/ \
 	  && rm -f build/asan/pkg/jdct_cli/_decoder*.so
 	JDCT_CFLAGS="$(SANITIZE)" $(PY) setup.py -q build_ext --force --build-lib build/asan/pkg --build-temp build/asan/tmp
-	cd build/asan && LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	cd build/asan && export LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(CURDIR)/build/asan/pkg \
-	  $(CURDIR)/$(VENV)/bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(addprefix $(CURDIR)/,$(ASAN_TESTS))
+	  && $(CURDIR)/$(PY) -c "import jdct_cli._decoder as d; assert '/build/asan/' in d.__file__, d.__file__" \
+	  && $(CURDIR)/$(VENV)/bin/pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(addprefix $(CURDIR)/,$(ASAN_TESTS))
 
 clean:
 	rm -rf build *.egg-info jdct_cli/_decoder*.so _decoder.c demo-out .jpeg-headers

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jpegmath.quant import ijg_tables
+
 #: How crops become coefficients: "fdct" = the extension's forward_dct (no entropy coding);
 #: "encode" = the reference path, libjpeg encode then read_coefficients (bit-identical, slower).
 FDCT_METHODS = ("fdct", "encode")
@@ -20,7 +22,6 @@ def crop_coefficients(rgb: np.ndarray, quality: int, method: str = "fdct"):
     layout), and uint16 ``(3, 64)`` natural-order tables (luma, chroma, chroma).
     """
     from . import _decoder
-    from .jpegmath.quant import ijg_tables
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if method == "fdct":

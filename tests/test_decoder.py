@@ -13,11 +13,13 @@ import io
 import random
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image, ImageFile
 
 import jpegfiles
 from conftest import HAVE_SHARED
+from photos import photo_jpeg
 from jdct_cli import _decoder as dec
 from jdct_cli.errors import ImageTooLargeError, JpegError
 from jdct_cli.jpegmath.quant import ijg_tables
@@ -170,8 +172,6 @@ def _psnr(a, b) -> float:
 @pytest.fixture(scope="module")
 def full_size_photos(tmp_path_factory):
     """scikit-image's CC0 photographs at full size (300..600 px a side), one per chroma sampling."""
-    from photos import photo_jpeg
-
     d = tmp_path_factory.mktemp("full")
     return [photo_jpeg(d / "chelsea_420.jpg", "chelsea", subsampling=2),
             photo_jpeg(d / "coffee_422.jpg", "coffee", subsampling=1, quality=85),
@@ -237,8 +237,6 @@ def test_resize_bilinear_equals_pillow(photo_tree):
     to its two one-axis passes in Pillow 13's order, and (with Pillow >= 13) to the one-call
     ``Image.resize(BILINEAR, box)``, on decoded photos (train-like crops down- and upscaled) and on
     random arrays covering both pass orders, identity axes, integer boxes and 1-pixel images."""
-    import PIL
-
     one_call = int(PIL.__version__.split(".")[0]) >= 13
     rng = np.random.default_rng(5)
     cases = []

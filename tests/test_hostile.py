@@ -18,10 +18,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hostile import gradient, header_only, progressive_gray, with_declared_size
+from jdct_cli import _decoder as dec
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY_LIMIT = 1 << 30  # 1 GiB of address space for the child (Python + numpy + Pillow ~ 120 MB)
@@ -94,8 +94,6 @@ def _check_bounded(calls: dict[str, dict]) -> None:
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory) -> dict[str, dict[str, dict]]:
-    from jdct_cli import _decoder as dec
-
     d = tmp_path_factory.mktemp("hostile")
     small = dec.encode(gradient(16, 16), 90, "4:2:0")
     files = {

@@ -3,7 +3,6 @@ against Pillow's parser, libjpeg's own coefficients, the JSON Schema and a golde
 committed fixtures of tests/data/jpegs/ (and ../shared's real files when present)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -18,9 +17,9 @@ from PIL import Image
 
 import jpegfiles
 from conftest import HAVE_SHARED, SHARED_DATA
-from jdct_cli import __version__, jpeg
+from jdct_cli import __version__, _decoder, jpeg
 from jdct_cli.cli import main
-from jdct_cli.inspect_jpeg import inspect_jpeg, output_for, render_text
+from jdct_cli.inspect_jpeg import dump_coefficients, inspect_jpeg, output_for, render_text, write_output
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "schemas" / "inspect.v1.schema.json").read_text())
@@ -348,8 +347,6 @@ def test_library_does_not_import_torch():
 
 
 def test_version_names_jdct_and_libjpeg():
-    from jdct_cli import _decoder
-
     result = _invoke("--version")
     assert result.exit_code == 0
     lines = result.output.splitlines()
@@ -366,8 +363,6 @@ def test_version_names_jdct_and_libjpeg():
 
 
 def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
-    from jdct_cli.inspect_jpeg import dump_coefficients, write_output
-
     out = tmp_path / "c.npz"
     dump_coefficients(TINY, out)
     mask = os.umask(0)

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin, features
 
 import jpegfiles
 from conftest import HAVE_SHARED
-from jdct_cli import jpeg
+from jdct_cli import _decoder, jpeg
 from jdct_cli.errors import (
     ImageTooLargeError,
     JdctError,
@@ -25,6 +27,7 @@ from jdct_cli.errors import (
     SourceNotFoundError,
     UnsupportedJpegError,
 )
+from jdct_cli.jpegmath import quant
 from jdct_cli.jpegmath.quant import estimate_quality, quality_fit
 
 
@@ -55,8 +58,6 @@ def _good(photo_tree, n=40):
     [("PNG", "PNG"), ("GIF", "GIF"), ("BMP", "BMP"), ("TIFF", "TIFF"), ("WEBP", "WebP"), ("JPEG", "JPEG")],
 )
 def test_sniff_format_on_pillow_written_files(fmt, expected):
-    from PIL import features
-
     if fmt == "WEBP" and not features.check("webp"):
         pytest.skip("this Pillow was built without WebP")
     assert jpeg.sniff_format(_pillow_bytes(fmt)) == expected
@@ -255,8 +256,6 @@ def _walk(data: bytes, through_scans: bool):
     """The marker segments, found here independently of the C walker: segment lengths, fill
     bytes, junk skipped to the next 0xFF, and (through_scans) the entropy-coded data after each
     SOS skipped with a regular expression (FF followed by anything but 00, D0-D7 or FF)."""
-    import re
-
     out, n = [], len(data)
     if n < 4 or data[:2] != b"\xff\xd8":
         return out
@@ -296,8 +295,6 @@ def test_marker_walker_agrees_with_an_independent_walk(photo_tree):
     """The one marker walker (C) finds the segments a walk written here finds, up to the first
     SOS and through every scan, on every committed fixture, the regression files, photographs,
     and cut or byte-flipped copies of them."""
-    from pathlib import Path
-
     files = sorted(jpegfiles.JPEGS.glob("*.jpg")) + jpegfiles.photos(photo_tree, step=4)
     files += sorted((Path(__file__).parent / "regressions").glob("*.jpg"))
     rng = np.random.default_rng(9)
@@ -314,8 +311,6 @@ def test_marker_walker_agrees_with_an_independent_walk(photo_tree):
         for through in (False, True):
             assert jpeg.marker_segments(data, through_scans=through) == _walk(data, through)
     # the scan count is the SOS segments of the whole-file walk
-    from jdct_cli import _decoder
-
     prog = jpegfiles.data("progressive.jpg")
     sos = [s for s in _walk(prog, True) if s[0] == 0xDA]
     assert _decoder.scan_count(prog) == len(sos) == prog.count(b"\xff\xda") >= 6
@@ -325,8 +320,6 @@ def test_marker_walker_agrees_with_an_independent_walk(photo_tree):
 def test_scan_count_ignores_marker_bytes_inside_segments():
     """Bytes FF DA inside a comment are not scans (a byte search would count them): a progressive
     file carrying 600 of them in a COM segment still decodes, with its real scan count."""
-    from jdct_cli import _decoder
-
     prog = jpegfiles.data("progressive.jpg")
     payload = b"\xff\xda" * 600
     commented = prog[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + prog[2:]
@@ -418,8 +411,6 @@ def test_zigzag_is_a_permutation_walking_antidiagonals():
 def test_estimate_quality_round_trips_pillow_and_libjpeg_encoders():
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    from jdct_cli import _decoder
-
     for q in range(1, 101):
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, "JPEG", quality=q)
@@ -443,8 +434,6 @@ def test_ijg_tables_follow_libjpegs_formula():
     """jpeg_quality_scaling and jpeg_add_quant_table, restated here from libjpeg's jcparam.c:
     scale = 5000/q below 50, else 200 - 2q; entry = (base * scale + 50) // 100 clamped to
     1..255 (force_baseline) or 1..32767."""
-    from jdct_cli.jpegmath import quant
-
     assert [quant.quality_scaling(q) for q in (1, 25, 49, 50, 75, 100, 0, 101)] == [5000, 200, 102, 100, 50, 0,
                                                                                     5000, 0]
     assert quant.STD_LUMA_QTABLE[0] == 16 and quant.STD_CHROMA_QTABLE[63] == 99
@@ -508,8 +497,6 @@ def test_sampling_name_on_real_files(name, expected):
 
 
 def test_sampling_name_agrees_with_pillow_get_sampling(photo_tree):
-    from PIL import JpegImagePlugin
-
     names = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
     compared = 0
     for path in _good(photo_tree, 60):
@@ -637,8 +624,6 @@ def test_apply_orientation_all_cases_on_non_square_array():
 
 @pytest.mark.parametrize("name", ["420.jpg", "cmyk.jpg", "truncated_50pct.jpg"])
 def test_wrappers_return_named_tuples_equal_to_extension(name):
-    from jdct_cli import _decoder
-
     path = _originals(1)[0] if HAVE_SHARED and name == "420.jpg" else jpegfiles.path(name)
     data = path.read_bytes()
     res = jpeg.read_coefficients(data, path=path)

@@ -21,7 +21,8 @@ static unsigned char *read_file(const char *path, size_t *size) {
     long n;
     if (f == NULL) return NULL;
     if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = (unsigned char *)malloc((size_t)n + 1); /* + 1: a 0-byte file still gets a buffer */
+        /* exactly n bytes, so that reading one byte past the data is caught (1 for an empty file) */
+        buf = (unsigned char *)malloc(n > 0 ? (size_t)n : 1);
         if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
             free(buf);
             buf = NULL;
