@@ -226,7 +226,8 @@ def read_quant_tables(data: bytes) -> dict[int, np.ndarray]:
     """The quantization tables defined before the first scan, parsed from the DQT markers.
 
     Returns ``{slot: uint16 (64,) natural order}`` (slot 0..3; 8- and 16-bit precision tables),
-    later definitions of a slot replacing earlier ones. No libjpeg: cheap, and an independent path to what ``read_coefficients`` returns. Malformed DQT segments are skipped.
+    later definitions of a slot replacing earlier ones. No libjpeg: cheap, and an independent path
+    to what ``read_coefficients`` returns. Malformed DQT segments are skipped.
     """
     data = bytes(data)
     tables: dict[int, np.ndarray] = {}
