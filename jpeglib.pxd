@@ -1,6 +1,6 @@
-# Declarations of the parts of libjpeg-turbo's jpeglib.h that _decoder.pyx uses directly.
-# Only the fields read or written from Cython are listed; Cython does not need the full structs
-# because the real definitions come from the header at C compile time.
+# Declarations of the parts of libjpeg-turbo's jpeglib.h that the binding (_decoder.pyx,
+# jdct_c.pxd) uses directly. Only the fields read or written from Cython are listed; Cython does
+# not need the full structs because the real definitions come from the header at C compile time.
 
 cdef extern from "stdio.h":
     pass
@@ -61,6 +61,7 @@ cdef extern from "jpeglib.h" nogil:
         int out_color_components
         int output_components
         JDIMENSION output_scanline
+        int input_scan_number
         int data_precision
         jpeg_component_info *comp_info
         boolean progressive_mode

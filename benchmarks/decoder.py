@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from jdct_cli import _decoder as dec
+from jdct_cli.jpegmath.quant import ijg_tables
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-originals"
 
@@ -69,7 +70,8 @@ def main(argv=None):
     roi = best_ms(lambda i: dec.decode(blobs[i], roi=rois[i]), range(len(blobs)), args.repeat)
     coefs = best_ms(lambda b: dec.read_coefficients(b), blobs, args.repeat)
     q = args.quality
-    fdct = best_ms(lambda c: dec.forward_dct(c, q), crops, args.repeat)
+    tables = ijg_tables(q)
+    fdct = best_ms(lambda c: dec.forward_dct(c, *tables), crops, args.repeat)
     ref = best_ms(lambda c: dec.read_coefficients(dec.encode(c, q, "4:2:0")), crops, args.repeat)
 
     print(f"{'Pillow decode (reference)':40s} {pil:8.2f} ms/image")

@@ -1,8 +1,10 @@
-"""Type stub and documentation of the C boundary ``jdct_cli._decoder`` (built from ``_decoder.pyx``).
+"""Type stub and documentation of the C boundary ``jdct_cli._decoder``: the C layer ``csrc/*.c``
+(declared in ``csrc/jdct.h``) bound to Python by ``_decoder.pyx``.
 
 Bytes in, arrays and facts out; no policy. Every function releases the GIL around libjpeg work,
 frees its libjpeg objects on every path, and raises :class:`jdct_cli.errors.JpegError` (a
-``ValueError``) carrying libjpeg's own message. libjpeg never prints and never calls ``exit()``.
+``ValueError``) carrying libjpeg's own message as ``reason`` and ``libjpeg_message`` (the JPEG layer,
+``jdct_cli.jpeg``, turns it into a sentence). libjpeg never prints and never calls ``exit()``.
 
 Conventions:
 - Coefficient arrays are int16 ``(blocks_high, blocks_wide, 64)``, the 64 coefficients of a block
@@ -13,25 +15,30 @@ Conventions:
   used by component ``i``.
 - ``warnings`` counts libjpeg warnings (for example "Premature end of JPEG file" on truncated data);
   with ``strict=True`` the first warning raises ``JpegError`` instead.
-- ``max_pixels``: images whose header declares more than this many pixels (width*height) raise
-  ``ImageTooLargeError`` right after the header is read, before any coefficient/pixel allocation
-  (also when libjpeg itself refuses the dimensions, e.g. 65535x65535). The coefficient buffers are
-  guarded too: more than ``4*max_pixels + 2**22`` coefficients (all components, MCU-padded) is
-  refused the same way.
-- Progressive files: ``read_coefficients`` and ``decode`` count the SOS markers first and refuse
-  (``JpegError``, "too many scans ...") more than ``max(64, 100_000_000 / blocks)`` scans, at most
-  500 (also enforced while decoding), since each scan walks every block; ``read_header`` does not.
-- Progressive files with more than 500 scans (a denial-of-service pattern; real encoders write
-  about ten) raise ``JpegError("too many scans ...")``.
+- Limits (each defined once, in ``csrc/jdct.h``, and exported here): ``max_pixels`` (default
+  ``DEFAULT_MAX_PIXELS``): images whose header declares more than this many pixels (width*height)
+  raise ``ImageTooLargeError`` right after the header is read, before any coefficient/pixel
+  allocation (also when libjpeg itself refuses the dimensions, e.g. 65535x65535). The coefficient
+  buffers are guarded too: more than ``4*max_pixels + COEF_SLACK`` coefficients (all components,
+  MCU-padded) is refused the same way.
+- Progressive files: ``read_coefficients`` and ``decode`` count the scans first (SOS segments found
+  by the marker walker, :func:`scan_count`) and refuse (``JpegError``, "too many scans ...") more
+  than ``scan_limit(blocks)`` = ``min(MAX_SCANS, max(MIN_SCAN_LIMIT, SCAN_BLOCK_BUDGET // blocks))``
+  scans (64..500; also enforced by libjpeg's progress monitor while decoding), since each scan walks
+  every block; ``read_header`` does not.
 - Argument errors (``scale`` not 1/2/4/8 nor ``scale_num``/8 with ``scale_num`` 1..16, ``roi``
-  outside the output, wrong array dtype/shape, ``quality`` outside 1..100, an empty or outside
-  resize box) raise plain ``ValueError``.
+  outside the output, wrong array dtype/shape, ``quality`` outside 1..100, a quantization table
+  that is not 64 integers in 1..255, an empty or outside resize box) raise plain ``ValueError``.
 """
 from typing import Optional, TypedDict
 
 import numpy as np
 
-DEFAULT_MAX_PIXELS: int  # 100_000_000
+DEFAULT_MAX_PIXELS: int  # 100_000_000: the default pixel budget
+COEF_SLACK: int  # 2**22: coefficients allowed above 4 * max_pixels (MCU padding of tiny images)
+SCAN_BLOCK_BUDGET: int  # 100_000_000: scans x blocks a progressive file may cost
+MIN_SCAN_LIMIT: int  # 64: scans always allowed
+MAX_SCANS: int  # 500: scans never allowed beyond
 
 class ComponentInfo(TypedDict):
     id: int            # component identifier from the SOF marker (1, 2, 3 for typical YCbCr)
@@ -58,6 +65,19 @@ class HeaderInfo(TypedDict):
 
 def libjpeg_version() -> str:
     """libjpeg-turbo's version as compiled against, e.g. "2.1.5 (libjpeg API 62)"."""
+
+def scan_limit(blocks: int) -> int:
+    """The most scans a progressive image of ``blocks`` 8x8 blocks (all components) may carry."""
+
+def marker_segments(data: bytes, *, through_scans: bool = False) -> list[tuple[int, int, int]]:
+    """The marker segments, as jdct's one marker walker (``csrc/jd_markers.c``) finds them:
+    ``(marker, payload_offset, payload_length)`` from SOI up to the first SOS (or EOI), or with
+    ``through_scans`` through every scan (entropy-coded data skipped) up to EOI. Junk between
+    segments is skipped as libjpeg does; the walk ends where the structure breaks. Never raises
+    on bad data."""
+
+def scan_count(data: bytes) -> int:
+    """SOS segments from SOI to EOI (the most scans libjpeg can read from ``data``)."""
 
 def read_header(data: bytes, *, max_pixels: int = ...) -> HeaderInfo:
     """Parse the markers up to the first SOS; allocates nothing proportional to the image."""
@@ -111,13 +131,15 @@ def encode(rgb: np.ndarray, quality: int = 100, subsampling: str = "4:2:0") -> b
     ``jpeg_set_quality(quality, force_baseline=TRUE)``, optimized Huffman off).
     ``subsampling``: "4:2:0", "4:2:2", "4:4:4" or "4:4:0"."""
 
-def forward_dct(rgb: np.ndarray, quality: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The coefficients libjpeg-turbo's encoder would store for ``rgb`` at 4:2:0, computed without
-    entropy coding: RGB->YCbCr (jccolor), h2v2 downsampling (jcsample, alternating bias), islow
-    integer DCT (jfdctint) and quantization (jcdctmgr), bit-identical to
+def forward_dct(rgb: np.ndarray, luma: np.ndarray, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The coefficients libjpeg-turbo's encoder would store for ``rgb`` at 4:2:0 quantized with the
+    tables ``luma`` and ``chroma``, computed without entropy coding: RGB->YCbCr (jccolor), h2v2
+    downsampling (jcsample, alternating bias), islow integer DCT (jfdctint) and quantization
+    (jcdctmgr). With ``jdct_cli.jpegmath.quant.ijg_tables(quality)`` it is bit-identical to
     ``read_coefficients(encode(rgb, quality, "4:2:0"))``.
 
-    ``rgb``: uint8 ``(H, W, 3)`` with H and W multiples of 16.
+    ``rgb``: uint8 ``(H, W, 3)`` with H and W multiples of 16; ``luma``, ``chroma``: 64 integers
+    in 1..255 (baseline tables), natural order; anything else raises ``ValueError``.
     Returns ``(y, cb, cr, quant)``: int16 ``(H/8, W/8, 64)``, ``(H/16, W/16, 64)`` twice, natural
     order, and uint16 ``(3, 64)`` (luma table, chroma table, chroma table). Releases the GIL.
     """

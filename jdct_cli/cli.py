@@ -63,7 +63,7 @@ def main():
 # ---- commands are registered below, one section per command (keep this marker) ----
 
 
-# ---- jdct inspect (owner: JPEG layer) ----
+# ---- jdct inspect ----
 @main.command("inspect")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--json", "as_json", is_flag=True,
@@ -118,7 +118,8 @@ def inspect_command(paths, as_json, plot, dump, sample, split, no_coefficients):
         else:
             if i:
                 click.echo("")
-            click.echo(render_text(result.doc) if result.kind == "jpeg" else render_store(result.doc))
+            click.echo(render_text(result.doc, warning=result.warning) if result.kind == "jpeg"
+                       else render_store(result.doc))
         for written in result.written:
             click.echo(f"wrote {written}", err=as_json)
     if as_json and (docs or len(paths) > 1):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jpegmath.quant import ijg_tables
+
 #: How crops become coefficients: "fdct" = the extension's forward_dct (no entropy coding);
 #: "encode" = the reference path, libjpeg encode then read_coefficients (bit-identical, slower).
 FDCT_METHODS = ("fdct", "encode")
@@ -23,7 +25,7 @@ def crop_coefficients(rgb: np.ndarray, quality: int, method: str = "fdct"):
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if method == "fdct":
-        y, cb, cr, quant = _decoder.forward_dct(rgb, quality)
+        y, cb, cr, quant = _decoder.forward_dct(rgb, *ijg_tables(quality))
     elif method == "encode":
         comps, quant, _ = _decoder.read_coefficients(_decoder.encode(rgb, quality, "4:2:0"))
         y, cb, cr = comps

@@ -29,7 +29,14 @@ class JdctError(Exception):
 
 
 class JpegError(JdctError, ValueError):
-    """libjpeg refused the data (corrupt, truncated in strict mode...); ``reason`` is libjpeg's message."""
+    """libjpeg refused the data (corrupt, truncated in strict mode...); ``reason`` says why.
+
+    ``libjpeg_message``: libjpeg's own words when the refusal is libjpeg's (else None); the C
+    boundary's reason is exactly that message, the JPEG layer's (:mod:`jdct_cli.jpeg`) a
+    sentence ending with it in parentheses.
+    """
+
+    libjpeg_message: Optional[str] = None
 
 
 class NotAJpegError(JpegError):

@@ -24,6 +24,7 @@ import numpy as np
 from . import jpeg
 from .errors import ConfigError, JdctError
 from .fileio import atomic_write
+from .jpegmath.quant import quality_fit
 
 FORMAT_NAME = "jdct-inspect"
 FORMAT_VERSION = 1
@@ -87,7 +88,7 @@ def inspect_jpeg(path: os.PathLike | str, *, coefficients: bool = True, max_pixe
     for slot in sorted(slot_tables):
         table = slot_tables[slot]
         # the first component's table is compared with Annex K.1 (luma), the others with K.2
-        fit = jpeg.quality_fit(table, chroma=(slot != luma_slot))
+        fit = quality_fit(table, chroma=(slot != luma_slot))
         quant_tables.append(
             {
                 "slot": int(slot),
@@ -158,8 +159,10 @@ def _quality_text(table: dict) -> str:
     return f"IJG quality ~{q} (not an IJG table; mean difference {table['fit_error']:.2f})"
 
 
-def render_text(doc: dict) -> str:
-    """The human-readable report of an :func:`inspect_jpeg` document (no trailing newline)."""
+def render_text(doc: dict, *, warning: Optional[str] = None) -> str:
+    """The human-readable report of an :func:`inspect_jpeg` document (no trailing newline);
+    ``warning``: the first libjpeg warning as a sentence (:func:`jdct_cli.jpeg.first_warning`),
+    shown when the document counts warnings."""
     lines = [f"{doc['file']}  ({doc['file_size']:,} bytes)"]
 
     def row(label: str, value: str) -> None:
@@ -182,7 +185,8 @@ def render_text(doc: dict) -> str:
     q = doc["estimated_quality"]
     row("est. quality", "unknown" if q is None else f"{q} (IJG scale, from the first component's table)")
     if doc["warnings"]:
-        row("libjpeg warnings", f"{doc['warnings']} (data probably truncated or corrupt)")
+        row("libjpeg warnings", f"{doc['warnings']}, the first: {warning}" if warning
+            else f"{doc['warnings']} (data probably truncated or corrupt)")
 
     lines.append("  components")
     lines.append("    #   id  sampling  quant  blocks (rows x cols)  zero coefficients")
@@ -321,13 +325,15 @@ def _component_names(color_space: str, n: int) -> list[str]:
 @dataclass
 class InspectResult:
     """One path's outcome: ``kind`` "jpeg" or "store"; ``doc`` the document (None on error);
-    ``error`` the JdctError that stopped it; ``written`` the files produced (plots, npz)."""
+    ``error`` the JdctError that stopped it; ``written`` the files produced (plots, npz);
+    ``warning`` the first libjpeg warning of a JPEG that has some, as a sentence."""
 
     path: str
     kind: str
     doc: Optional[dict] = None
     error: Optional[JdctError] = None
     written: list = field(default_factory=list)
+    warning: Optional[str] = None
 
 
 def is_store_path(path: os.PathLike | str) -> bool:
@@ -395,6 +401,8 @@ def inspect_paths(
         result = InspectResult(name, "jpeg")
         try:
             result.doc = inspect_jpeg(path, coefficients=coefficients or dump is not None)
+            if result.doc["warnings"]:
+                result.warning = jpeg.first_warning(jpeg.read_bytes(path), path=path)
             target = output_for(dump, path, several, taken_dump)
             if target is not None:
                 result.written.append(str(dump_coefficients(path, target)))
@@ -407,6 +415,7 @@ def inspect_paths(
 
 
 def _inspect_store(path, *, sample, split, plot):
+    # imported here: the store report loads zarr, which inspecting JPEGs never needs
     try:
         from .store.report import inspect_store
     except ImportError:

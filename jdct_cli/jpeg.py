@@ -8,14 +8,19 @@ behaviour:
 - 12-bit and lossless (SOF3/7/11/15) JPEGs raise :class:`~jdct_cli.errors.UnsupportedJpegError`,
   detected from the SOF marker before libjpeg sees the data (and from libjpeg's message as a
   fallback);
+- libjpeg's terse messages become sentences saying what is wrong, with libjpeg's own words kept
+  in parentheses (``truncated: the JPEG data ends before the image is complete (libjpeg:
+  Premature end of JPEG file)``): :data:`LIBJPEG_MESSAGES` is the one table of them;
 - every :class:`~jdct_cli.errors.JpegError` leaves with ``path`` set when the caller gave one.
 
-Pure-Python helpers (no extension needed): :func:`sniff_format`, :func:`exif_orientation`,
-:func:`apply_orientation`, :func:`estimate_quality`, :func:`sampling_name`.
+The limits (:data:`DEFAULT_MAX_PIXELS`, :data:`DEFAULT_MAX_FILE_BYTES`) are defined once: the
+pixel budget in the C layer (``csrc/jdct.h``, with the scan budget), the file-size cap here.
+Marker segments are found by the C layer's one marker walker (:func:`marker_segments`).
 
 Array conventions (same as the extension): coefficients are int16 ``(blocks_high, blocks_wide, 64)``
 in natural order (index ``8*v + u``, ``v`` vertical frequency); quantization tables are uint16
-``(n_components, 64)`` natural order; RGB is uint8 ``(H, W, 3)``.
+``(n_components, 64)`` natural order; RGB is uint8 ``(H, W, 3)``. The IJG quantization tables and
+the quality estimate live in :mod:`jdct_cli.jpegmath.quant`.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from . import _decoder
 from .errors import (
-    JdctError,
+    ImageTooLargeError,
     JpegError,
     NotAJpegError,
     SourceError,
@@ -35,29 +41,33 @@ from .errors import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_FILE_BYTES",
+    "LIBJPEG_MESSAGES",
     "Coefficients",
     "Decoded",
     "sniff_format",
+    "check_file_size",
     "read_bytes",
     "read_header",
     "read_coefficients",
     "decode",
+    "first_warning",
+    "describe_libjpeg_message",
     "exif_orientation",
     "apply_orientation",
-    "estimate_quality",
-    "quality_fit",
+    "marker_segments",
     "read_quant_tables",
     "ZIGZAG",
     "sampling_name",
     "libjpeg_version",
-    "STD_LUMA_QTABLE",
-    "STD_CHROMA_QTABLE",
 ]
 
-#: Images whose header declares more pixels (width * height) are refused before any allocation.
-#: Same value as ``jdct_cli._decoder.DEFAULT_MAX_PIXELS``; defined here so that this module imports
-#: (and sniffs, parses EXIF...) without the compiled extension.
-DEFAULT_MAX_PIXELS = 100_000_000
+#: Images whose header declares more pixels (width * height) are refused before any allocation
+#: (the C layer's limit, ``csrc/jdct.h``).
+DEFAULT_MAX_PIXELS: int = _decoder.DEFAULT_MAX_PIXELS
+
+#: Files larger than this many bytes are refused unread (:func:`read_bytes`, :func:`check_file_size`).
+DEFAULT_MAX_FILE_BYTES: int = 1 << 30
 
 
 class Coefficients(NamedTuple):
@@ -176,49 +186,22 @@ _LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
 _HIERARCHICAL_SOF = {0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF}
 
 
-def _segments(data: bytes):
-    """Yield ``(marker, payload_offset, payload_length)`` for each marker segment from SOI up to
-    and including the first SOS (or EOI); stops silently where the structure is broken.
+def marker_segments(data: bytes, *, through_scans: bool = False) -> list[tuple[int, int, int]]:
+    """``[(marker, payload_offset, payload_length), ...]`` of the marker segments from SOI up to
+    and including the first SOS (or EOI), or with ``through_scans`` through every scan up to EOI.
 
-    Bytes between segments that are not a marker are skipped the way libjpeg does (it warns
-    "extraneous bytes"), so files with junk between markers still walk; anything inconsistent
-    just ends the walk (libjpeg, which sees the data next, decides what is wrong).
+    jdct's one marker walker (C, ``csrc/jd_markers.c``; the decoder's scan budget counts scans
+    with it too). Bytes between segments that are not a marker are skipped the way libjpeg does
+    (it warns "extraneous bytes"), so files with junk between markers still walk; anything
+    inconsistent just ends the walk (libjpeg, which sees the data next, decides what is wrong).
+    Never raises on bad data.
     """
-    n = len(data)
-    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return
-    pos = 2
-    while pos < n:
-        if data[pos] != 0xFF:
-            nxt = data.find(b"\xff", pos)
-            if nxt < 0:
-                return
-            pos = nxt
-        while pos < n and data[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= n:
-            return
-        marker = data[pos]
-        pos += 1
-        if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            continue  # stuffed byte, RSTn or TEM: no length
-        if marker == 0xD9:  # EOI
-            yield marker, pos, 0
-            return
-        if pos + 2 > n:
-            return
-        length = (data[pos] << 8) | data[pos + 1]
-        if length < 2:
-            return
-        yield marker, pos + 2, min(length - 2, n - pos - 2)
-        if marker == 0xDA:  # SOS: entropy-coded data follows
-            return
-        pos += length
+    return _decoder.marker_segments(data, through_scans=through_scans)
 
 
 def _find_sof(data: bytes) -> Optional[tuple[int, int]]:
     """``(sof_marker, precision)`` of the first frame header, or None if there is none before SOS."""
-    for marker, off, length in _segments(data):
+    for marker, off, length in marker_segments(data):
         if marker in _SOF_MARKERS:
             return (marker, data[off]) if length >= 1 else None
         if marker in (0xD9, 0xDA):
@@ -243,12 +226,12 @@ def read_quant_tables(data: bytes) -> dict[int, np.ndarray]:
     """The quantization tables defined before the first scan, parsed from the DQT markers.
 
     Returns ``{slot: uint16 (64,) natural order}`` (slot 0..3; 8- and 16-bit precision tables),
-    later definitions of a slot replacing earlier ones. Pure Python, no libjpeg: cheap, and an
-    independent path to what ``read_coefficients`` returns. Malformed DQT segments are skipped.
+    later definitions of a slot replacing earlier ones. No libjpeg: cheap, and an independent path
+    to what ``read_coefficients`` returns. Malformed DQT segments are skipped.
     """
     data = bytes(data)
     tables: dict[int, np.ndarray] = {}
-    for marker, off, length in _segments(data):
+    for marker, off, length in marker_segments(data):
         if marker != 0xDB:
             continue
         pos, end = off, off + length
@@ -284,21 +267,75 @@ def _check_supported(data: bytes, path) -> None:
         )
 
 
-# libjpeg messages that mean "valid but unsupported" rather than "broken".
-_UNSUPPORTED_MESSAGES = (
-    "Unsupported JPEG data precision",
-    "Unsupported JPEG process",
-    "Requested features are incompatible",
+# --------------------------------------------------------------------------------------------
+# libjpeg's messages, as sentences
+# --------------------------------------------------------------------------------------------
+
+#: ``(start of libjpeg's message, what it means for a user, error class)``, first match wins: the
+#: one table of libjpeg's messages (jerror.h) that reach users. Any other message reads
+#: "cannot be decoded (libjpeg: ...)". The sentences are what :class:`JpegError` reasons say,
+#: followed by libjpeg's own words in parentheses.
+LIBJPEG_MESSAGES: tuple[tuple[str, str, type], ...] = (
+    ("Premature end of JPEG file", "truncated: the JPEG data ends before the image is complete", JpegError),
+    ("Corrupt JPEG data: premature end of data segment",
+     "truncated or corrupt: a scan's data ends before its last block", JpegError),
+    ("Corrupt JPEG data: bad Huffman code", "corrupt: the compressed image data holds an invalid Huffman "
+     "code", JpegError),
+    ("Corrupt JPEG data: bad arithmetic code", "corrupt: the compressed image data holds an invalid "
+     "arithmetic code", JpegError),
+    ("Corrupt JPEG data: found marker", "corrupt: a restart marker is missing or out of place, so part "
+     "of the image is lost", JpegError),
+    ("Corrupt JPEG data:", "damaged: stray bytes before a marker were skipped; the image may be intact "
+     "or partly wrong", JpegError),
+    ("JPEG datastream contains no image", "no image: the file ends before its frame header (SOF); "
+     "truncated?", JpegError),
+    ("Invalid JPEG file structure: missing SOS", "no image data: the file ends before its first scan "
+     "(SOS); truncated?", JpegError),
+    ("Empty input file", "empty file (0 bytes)", NotAJpegError),
+    ("Not a JPEG file", "not a JPEG: the file does not start with a JPEG marker", NotAJpegError),
+    ("Invalid JPEG file structure", "corrupt: the JPEG markers are not in a valid order", JpegError),
+    ("Quantization table 0x", "corrupt: the image uses a quantization table the file does not define",
+     JpegError),
+    ("Huffman table 0x", "corrupt: the image uses a Huffman table the file does not define", JpegError),
+    ("Bogus marker length", "corrupt: a marker segment has an impossible length", JpegError),
+    ("Bogus", "corrupt: a marker segment holds invalid values", JpegError),
+    ("Invalid component ID", "corrupt: a scan names a component the image does not have", JpegError),
+    ("Invalid progressive parameters", "corrupt: a progressive scan has invalid parameters", JpegError),
+    ("Invalid SOS parameters", "corrupt: a scan has invalid parameters", JpegError),
+    ("Inconsistent progression sequence", "corrupt: the progressive scans do not fit together", JpegError),
+    ("Didn't expect more than one scan", "corrupt: a second scan where the image has only one", JpegError),
+    ("Unsupported marker type", "corrupt: an unknown marker where a segment should start", JpegError),
+    ("Maximum supported image dimension", "too large: a side over libjpeg's 65500-pixel limit", JpegError),
+    ("Empty JPEG image", "unsupported: the image height is given by a DNL marker, which libjpeg "
+     "does not read", UnsupportedJpegError),
+    ("Unsupported JPEG data precision", "unsupported: jdct reads 8-bit JPEG only", UnsupportedJpegError),
+    ("Unsupported JPEG process", "unsupported: a JPEG coding process libjpeg does not decode",
+     UnsupportedJpegError),
+    ("Requested features are incompatible", "unsupported: a combination of JPEG features libjpeg does "
+     "not decode", UnsupportedJpegError),
+    ("Warning: unknown JFIF revision number", "unusual: an unknown JFIF version number (harmless)",
+     JpegError),
+    ("Insufficient memory", "out of memory while decoding", JpegError),
 )
 
 
+def describe_libjpeg_message(message: str) -> tuple[str, type]:
+    """``(reason, error class)`` for one of libjpeg's messages: the sentence of
+    :data:`LIBJPEG_MESSAGES` followed by ``(libjpeg: <message>)``."""
+    for start, sentence, cls in LIBJPEG_MESSAGES:
+        if message.startswith(start):
+            return f"{sentence} (libjpeg: {message})", cls
+    return f"cannot be decoded (libjpeg: {message})", JpegError
+
+
 def _rethrow(exc: JpegError, path) -> JpegError:
-    """The error to raise for ``exc``: unsupported-ness recognised from libjpeg's text, path set."""
-    if type(exc) is JpegError:
-        if any(msg in exc.reason for msg in _UNSUPPORTED_MESSAGES):
-            exc = UnsupportedJpegError(exc.reason)
-        elif exc.reason.startswith("Not a JPEG file"):
-            exc = NotAJpegError(exc.reason, detected_format=None)
+    """The error to raise for ``exc``: libjpeg's words made a sentence (and the class it implies),
+    ``path`` set."""
+    message = exc.libjpeg_message
+    if type(exc) is JpegError and message is not None:
+        reason, cls = describe_libjpeg_message(message)
+        exc = cls(reason)
+        exc.libjpeg_message = message
     return exc.with_path(path) if path is not None else exc
 
 
@@ -312,26 +349,28 @@ def _prepare(data, path) -> bytes:
     return data
 
 
-def _decoder():
-    # Imported lazily so that sniffing/EXIF helpers work without the compiled extension.
-    from . import _decoder
-
-    return _decoder
-
-
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
 
 
-def read_bytes(path: os.PathLike | str) -> bytes:
+def check_file_size(size: int, path=None, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    """Raise ImageTooLargeError when a file of ``size`` bytes is over ``max_bytes``."""
+    if size > max_bytes:
+        raise ImageTooLargeError(f"file of {size} bytes is over the {max_bytes}-byte limit", path)
+
+
+def read_bytes(path: os.PathLike | str, *, max_bytes: Optional[int] = None) -> bytes:
     """The whole content of the file at ``path``.
 
+    ``max_bytes``: refuse a larger file unread (ImageTooLargeError, :func:`check_file_size`).
     Raises SourceNotFoundError (no such file) or SourceError (a directory, permission denied,
     any other OS error), each naming the path and the reason.
     """
     try:
         with open(path, "rb") as f:
+            if max_bytes is not None:
+                check_file_size(os.fstat(f.fileno()).st_size, path, max_bytes=max_bytes)
             return f.read()
     except FileNotFoundError:
         raise SourceNotFoundError("no such file", path) from None
@@ -353,7 +392,7 @@ def read_header(data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS)
     """
     data = _prepare(data, path)
     try:
-        return _decoder().read_header(data, max_pixels=max_pixels)
+        return _decoder.read_header(data, max_pixels=max_pixels)
     except JpegError as exc:
         raise _rethrow(exc, path) from None
 
@@ -370,7 +409,7 @@ def read_coefficients(
     """
     data = _prepare(data, path)
     try:
-        comps, quant, warnings = _decoder().read_coefficients(data, max_pixels=max_pixels, strict=strict)
+        comps, quant, warnings = _decoder.read_coefficients(data, max_pixels=max_pixels, strict=strict)
     except JpegError as exc:
         raise _rethrow(exc, path) from None
     return Coefficients(list(comps), quant, int(warnings))
@@ -395,19 +434,27 @@ def decode(
     """
     data = _prepare(data, path)
     try:
-        rgb, warnings = _decoder().decode(data, scale=scale, roi=roi, max_pixels=max_pixels, strict=strict,
+        rgb, warnings = _decoder.decode(data, scale=scale, roi=roi, max_pixels=max_pixels, strict=strict,
                                           scale_num=scale_num)
     except JpegError as exc:
         raise _rethrow(exc, path) from None
     return Decoded(rgb, int(warnings))
 
 
-def libjpeg_version() -> Optional[str]:
-    """libjpeg-turbo's version string, or None when the extension is not built."""
+def libjpeg_version() -> str:
+    """libjpeg-turbo's version as compiled against, e.g. "2.1.5 (libjpeg API 62)"."""
+    return _decoder.libjpeg_version()
+
+
+def first_warning(data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
+    """The first libjpeg warning reading ``data``'s coefficients, as a sentence (the reason
+    :func:`read_coefficients` with ``strict=True`` raises), or None when there is none. For
+    reports: it reads the coefficients again."""
     try:
-        return _decoder().libjpeg_version()
-    except ImportError:
-        return None
+        read_coefficients(data, path=path, max_pixels=max_pixels, strict=True)
+    except JpegError as exc:
+        return exc.reason
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,80 +546,6 @@ def apply_orientation(rgb: np.ndarray, orientation: Optional[int]) -> np.ndarray
     else:
         raise ValueError(f"EXIF orientation must be 1..8 or None, got {orientation!r}")
     return np.ascontiguousarray(out)
-
-
-# --------------------------------------------------------------------------------------------
-# Quantization tables: IJG quality estimate
-# --------------------------------------------------------------------------------------------
-
-# ITU-T T.81 Annex K tables K.1 (luminance) and K.2 (chrominance), natural (row-major) order.
-STD_LUMA_QTABLE = np.array(
-    [16, 11, 10, 16, 24, 40, 51, 61,
-     12, 12, 14, 19, 26, 58, 60, 55,
-     14, 13, 16, 24, 40, 57, 69, 56,
-     14, 17, 22, 29, 51, 87, 80, 62,
-     18, 22, 37, 56, 68, 109, 103, 77,
-     24, 35, 55, 64, 81, 104, 113, 92,
-     49, 64, 78, 87, 103, 121, 120, 101,
-     72, 92, 95, 98, 112, 100, 103, 99],
-    dtype=np.int64,
-)  # fmt: skip
-STD_CHROMA_QTABLE = np.array(
-    [17, 18, 24, 47, 99, 99, 99, 99,
-     18, 21, 26, 66, 99, 99, 99, 99,
-     24, 26, 56, 99, 99, 99, 99, 99,
-     47, 66, 99, 99, 99, 99, 99, 99,
-     99, 99, 99, 99, 99, 99, 99, 99,
-     99, 99, 99, 99, 99, 99, 99, 99,
-     99, 99, 99, 99, 99, 99, 99, 99,
-     99, 99, 99, 99, 99, 99, 99, 99],
-    dtype=np.int64,
-)  # fmt: skip
-
-
-def _ijg_tables(base: np.ndarray) -> np.ndarray:
-    """int64 ``(100, 2, 64)``: IJG tables for quality 1..100, [:, 0] baseline-clamped (<= 255)
-    and [:, 1] clamped to 32767 (jpeg_quality_scaling + jpeg_add_quant_table)."""
-    q = np.arange(1, 101)
-    scale = np.where(q < 50, 5000 // q, 200 - 2 * q)
-    t = (base[None, :] * scale[:, None] + 50) // 100
-    t = np.maximum(t, 1)
-    return np.stack([np.minimum(t, 255), np.minimum(t, 32767)], axis=1)
-
-
-_IJG = {False: _ijg_tables(STD_LUMA_QTABLE), True: _ijg_tables(STD_CHROMA_QTABLE)}
-
-
-def quality_fit(quant_table_64_natural: Sequence[int], *, chroma: bool = False) -> Optional[tuple[int, float]]:
-    """``(quality, mean_abs_error)``: the IJG quality 1..100 whose scaled Annex K table is closest
-    (least total absolute difference) to the given table, and the mean absolute difference per
-    entry (0.0 = the table is exactly IJG's for that quality). None for an invalid table.
-    """
-    try:
-        table = np.asarray(quant_table_64_natural, dtype=np.int64).reshape(64)
-    except (ValueError, TypeError):
-        return None
-    if (table < 1).any():
-        return None
-    err = np.abs(_IJG[bool(chroma)] - table[None, None, :]).sum(axis=2).min(axis=1)  # (100,)
-    best = err.min()
-    # Several qualities can give the same table (chroma at q 1..3 is all 255 once clamped to
-    # baseline): take the middle one so that the answer is within 1 of any of them.
-    ties = np.flatnonzero(err == best)
-    q = int(ties[len(ties) // 2]) + 1
-    return q, float(best) / 64.0
-
-
-def estimate_quality(quant_table_64_natural: Sequence[int], *, chroma: bool = False) -> Optional[int]:
-    """Estimated IJG (libjpeg ``-quality``) setting 1..100 that produced this table.
-
-    ``quant_table_64_natural``: 64 ints in natural order; ``chroma`` compares with Annex K.2
-    instead of K.1. Exact for tables written by libjpeg/Pillow/cjpeg; for other encoders
-    (Photoshop, cameras) the nearest IJG quality (see :func:`quality_fit` for the distance).
-    None when the table is invalid (wrong size, zero entries).
-    """
-    fit = quality_fit(quant_table_64_natural, chroma=chroma)
-    return None if fit is None else fit[0]
 
 
 # --------------------------------------------------------------------------------------------

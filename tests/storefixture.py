@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from jdct_cli._decoder import forward_dct
+from jdct_cli.jpegmath.quant import ijg_tables
 from jdct_cli.store import (
     ChannelStats,
     Codec,
@@ -103,7 +104,7 @@ def write_store(out: Path, splits: dict, classes: Sequence[str], *, size: int = 
                 if i in bad:
                     continue
                 box = val_box(w, h, size) if split == "val" else train_box(rng, w, h)
-                y, cb, cr, q = forward_dct(crop_rgb(path, box, size), quality)
+                y, cb, cr, q = forward_dct(crop_rgb(path, box, size), *ijg_tables(quality))
                 quant = q
                 data["y"][v, i] = np.moveaxis(y, -1, 0)
                 data["cb"][v, i] = np.moveaxis(cb, -1, 0)

@@ -3,6 +3,9 @@
 References: Pillow's own libjpeg decode (pixels, header facts, quant tables), libjpeg-turbo's encoder
 (``encode`` + ``read_coefficients`` for ``forward_dct``), and a float block IDCT / upsampling /
 colour conversion written here in numpy (for ``read_coefficients``).
+
+Data: the committed fixtures of tests/data/jpegs/ (every sampling, colour space and coding) and the
+``photo_tree`` photographs always; ../shared/data adds its real ImageNet files and odd JPEGs.
 """
 from __future__ import annotations
 
@@ -10,11 +13,16 @@ import io
 import random
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image, ImageFile
 
+import jpegfiles
+from conftest import HAVE_SHARED
+from photos import photo_jpeg
 from jdct_cli import _decoder as dec
 from jdct_cli.errors import ImageTooLargeError, JpegError
+from jdct_cli.jpegmath.quant import ijg_tables
 
 # Pillow refuses arithmetic files above one 64 KB block unless MAXBLOCK is raised (known fact).
 ImageFile.MAXBLOCK = 1 << 26
@@ -24,24 +32,21 @@ def _pillow_rgb(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def _files(root, pattern, step=1, limit=None):
-    files = sorted(p for p in root.glob(pattern) if p.is_file())[::step]
-    return files[:limit] if limit else files
-
-
-def _odd(shared_data, rel):
-    return (shared_data / "odd-jpegs" / rel).read_bytes()
+def _committed(*names):
+    return [jpegfiles.path(n) for n in names]
 
 
 # ----------------------------------------------------------------------------------- decode
 
 
-def test_decode_equals_pillow_on_baseline_files(shared_data):
+def test_decode_equals_pillow_on_baseline_files(photo_tree):
     """Pixel-for-pixel equality with Pillow (libjpeg islow + fancy upsampling) on real photos:
-    imagenette (4:2:0 q75 and grayscale), imagenet-originals (4:4:4/4:2:0/4:2:2/4:4:0/gray)."""
-    files = _files(shared_data / "imagenette-5k", "train/*/*.JPEG", step=40)
-    files += _files(shared_data / "imagenet-originals", "*/*.JPEG", step=4)
-    assert len(files) > 150
+    the photo_tree (4:2:0/4:2:2/4:4:4 and grayscale at many qualities and odd sizes), with
+    ../shared: imagenette (4:2:0 q75 and grayscale), imagenet-originals (4:4:4/4:2:0/4:2:2/4:4:0/gray)."""
+    files = jpegfiles.photos(photo_tree)
+    files += jpegfiles.shared_files("imagenette-5k", "train/*/*.JPEG", step=40)
+    files += jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=4)
+    assert len(files) > (150 if HAVE_SHARED else 60)
     for path in files:
         data = path.read_bytes()
         rgb, warnings = dec.decode(data)
@@ -50,6 +55,13 @@ def test_decode_equals_pillow_on_baseline_files(shared_data):
         np.testing.assert_array_equal(rgb, _pillow_rgb(data), err_msg=str(path))
 
 
+#: Committed files Pillow decodes exactly as libjpeg does (every colour space, sampling and coding).
+LOCAL_EXACT = [
+    "gray.jpg", "gray_2x2.jpg", "cmyk.jpg", "ycck.jpg", "rgb_colorspace.jpg", "progressive.jpg", "411.jpg",
+    "410.jpg", "mixed_sampling.jpg", "440.jpg", "422.jpg", "444.jpg", "restart_every_mcu.jpg", "arithmetic.jpg",
+    "arithmetic_progressive.jpg", "q5_16bit_qtables.jpg", "size_33x31.jpg", "size_7x13.jpg", "size_200x1.jpg",
+    "size_1x120.jpg", "size_1x1.jpg",
+]
 ODD_EXACT = [
     "pillow/hopper_gray.jpg",                                  # grayscale
     "jpeg-decoder/reftest/images/grayscale_16x24_sampling2x2.jpg",
@@ -78,22 +90,26 @@ ODD_EXACT = [
 ]
 
 
-@pytest.mark.parametrize("rel", ODD_EXACT)
-def test_decode_equals_pillow_on_odd_files(shared_data, rel):
+EXACT = _committed(*LOCAL_EXACT) + jpegfiles.shared_odd(*ODD_EXACT)
+
+
+@pytest.mark.parametrize("path", EXACT, ids=[p.name for p in EXACT])
+def test_decode_equals_pillow_on_odd_files(path):
     """Colour spaces (gray, CMYK with Adobe inversion, YCCK, RGB), odd samplings, progressive,
     arithmetic, restart markers and tiny sizes all come out as Pillow's ``convert("RGB")``."""
-    data = _odd(shared_data, rel)
+    data = path.read_bytes()
     rgb, warnings = dec.decode(data)
     assert warnings == 0
     np.testing.assert_array_equal(rgb, _pillow_rgb(data))
 
 
-def test_scaled_decode_equals_pillow_draft(shared_data):
+def test_scaled_decode_equals_pillow_draft(photo_tree):
     """``scale`` uses libjpeg's DCT scaling: Pillow's ``draft()`` asks libjpeg for the same
     scale_denom, so both outputs must agree exactly (and have libjpeg's ceil(W/s) size)."""
-    files = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=16)
-    files += [shared_data / "odd-jpegs" / r for r in ("variants/chelsea_q90_420.jpg", "pillow/hopper_gray.jpg",
-                                                      "cameratrap/african_elephants_cmyk.jpg")]
+    files = jpegfiles.photos(photo_tree, step=4) + _committed("420.jpg", "gray.jpg", "cmyk.jpg", "422.jpg", "444.jpg")
+    files += jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=16)
+    files += jpegfiles.shared_odd("variants/chelsea_q90_420.jpg", "pillow/hopper_gray.jpg",
+                                  "cameratrap/african_elephants_cmyk.jpg")
     compared = 0
     for path in files:
         data = path.read_bytes()
@@ -110,17 +126,20 @@ def test_scaled_decode_equals_pillow_draft(shared_data):
     assert compared >= 30
 
 
-def test_roi_decode_is_exactly_the_region_of_the_full_decode(shared_data):
+def test_roi_decode_is_exactly_the_region_of_the_full_decode(photo_tree):
     """``roi`` (jpeg_crop_scanline + jpeg_skip_scanlines) returns exactly the same pixels as the
     full decode at the same scale, for random regions, all scales and the usual samplings."""
     rng = random.Random(7)
-    files = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=12)
-    files += [shared_data / "odd-jpegs" / r for r in (
+    files = jpegfiles.photos(photo_tree, step=8) + _committed(
+        "420.jpg", "422.jpg", "440.jpg", "411.jpg", "410.jpg", "mixed_sampling.jpg", "progressive.jpg", "gray.jpg",
+        "ycck.jpg", "restart_every_mcu.jpg", "arithmetic.jpg", "cmyk.jpg", "size_33x31.jpg")
+    files += jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=12)
+    files += jpegfiles.shared_odd(*(
         "variants/chelsea_q90_420.jpg", "variants/chelsea_q90_422.jpg", "variants/chelsea_cjpeg_440.jpg",
         "variants/chelsea_cjpeg_411.jpg", "variants/chelsea_cjpeg_410.jpg", "variants/chelsea_cjpeg_mixed_chroma.jpg",
         "variants/ocelot_jt_progressive.jpg", "pillow/hopper_gray.jpg", "jpeg-decoder/reftest/images/ycck.jpg",
         "variants/chelsea_cjpeg_restart_every_mcu.jpg", "variants/ocelot_jt_arithmetic.jpg",
-        "cameratrap/african_elephants_cmyk.jpg", "jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg")]
+        "cameratrap/african_elephants_cmyk.jpg", "jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg"))
     for path in files:
         data = path.read_bytes()
         for s in (1, 2, 4, 8):
@@ -135,10 +154,10 @@ def test_roi_decode_is_exactly_the_region_of_the_full_decode(shared_data):
                 np.testing.assert_array_equal(part, full[y:y + h, x:x + w], err_msg=f"{path} 1/{s} {(x, y, w, h)}")
 
 
-def test_roi_outside_the_image_and_bad_scale_are_refused(shared_data):
-    data = _odd(shared_data, "variants/chelsea_q90_420.jpg")
+def test_roi_outside_the_image_and_bad_scale_are_refused():
+    data = jpegfiles.data("420.jpg")  # 75x50
     with pytest.raises(ValueError, match="not inside"):
-        dec.decode(data, roi=(440, 0, 20, 10))
+        dec.decode(data, roi=(64, 0, 20, 10))
     with pytest.raises(ValueError, match="not inside"):
         dec.decode(data, roi=(0, 0, 0, 10))
     with pytest.raises(ValueError, match="scale"):
@@ -150,16 +169,25 @@ def _psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def test_m_eighths_scaled_decode_size_roi_and_quality(shared_data):
+@pytest.fixture(scope="module")
+def full_size_photos(tmp_path_factory):
+    """scikit-image's CC0 photographs at full size (300..600 px a side), one per chroma sampling."""
+    d = tmp_path_factory.mktemp("full")
+    return [photo_jpeg(d / "chelsea_420.jpg", "chelsea", subsampling=2),
+            photo_jpeg(d / "coffee_422.jpg", "coffee", subsampling=1, quality=85),
+            photo_jpeg(d / "rocket_444.jpg", "rocket", subsampling=0, quality=95)]
+
+
+def test_m_eighths_scaled_decode_size_roi_and_quality(full_size_photos):
     """``scale=8, scale_num=M`` (libjpeg-turbo's M/8 DCT scaling, no Pillow equivalent): output
     ``ceil(W*M/8)``; every ROI is exactly the region of the full decode at that scale; and the
     pixels are the full-resolution decode resampled to that size (vs Pillow's Lanczos resize of
     it: 25 dB worst, ~33 dB typical on these files; a wrong scale or crop scores far lower)."""
     rng = random.Random(11)
-    files = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=24)
-    files += [shared_data / "odd-jpegs" / r for r in (
+    files = list(full_size_photos) + jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=24)
+    files += jpegfiles.shared_odd(
         "variants/chelsea_q90_420.jpg", "variants/chelsea_q90_422.jpg", "variants/chelsea_cjpeg_440.jpg",
-        "variants/ocelot_jt_progressive.jpg", "pillow/hopper_gray.jpg", "cameratrap/african_elephants_cmyk.jpg")]
+        "variants/ocelot_jt_progressive.jpg", "pillow/hopper_gray.jpg", "cameratrap/african_elephants_cmyk.jpg")
     scores = []
     for path in files:
         data = path.read_bytes()
@@ -204,17 +232,16 @@ def _pillow_two_passes(a, box, out):
     return np.asarray(im.resize(out, B, box=(0, y0, out[0], y1), reducing_gap=None))
 
 
-def test_resize_bilinear_equals_pillow(shared_data):
+def test_resize_bilinear_equals_pillow(photo_tree):
     """``resize_bilinear`` against Pillow's bilinear resize (``reducing_gap=None``): bit-identical
     to its two one-axis passes in Pillow 13's order, and (with Pillow >= 13) to the one-call
     ``Image.resize(BILINEAR, box)``, on decoded photos (train-like crops down- and upscaled) and on
     random arrays covering both pass orders, identity axes, integer boxes and 1-pixel images."""
-    import PIL
-
     one_call = int(PIL.__version__.split(".")[0]) >= 13
     rng = np.random.default_rng(5)
     cases = []
-    for path in _files(shared_data / "imagenet-originals", "*/*.JPEG", step=40):
+    for path in jpegfiles.photos(photo_tree, step=8) + jpegfiles.shared_files("imagenet-originals", "*/*.JPEG",
+                                                                               step=40):
         rgb, _ = dec.decode(path.read_bytes())
         H, W = rgb.shape[:2]
         for out in ((224, 224), (64, 64), (300, 200)):
@@ -254,11 +281,12 @@ def test_resize_bilinear_equals_pillow(shared_data):
 # ------------------------------------------------------------------------------ read_header
 
 
-def test_read_header_agrees_with_pillow(shared_data):
+def test_read_header_agrees_with_pillow(photo_tree):
     """Dimensions, per-component id/sampling/quant slot (Pillow's ``im.layer``), progressive,
     Adobe transform and the EXIF payload agree with Pillow's own marker parser."""
-    paths = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=10)
-    paths += [shared_data / "odd-jpegs" / r for r in ODD_EXACT + ["exif-orientation/Landscape_6.jpg"]]
+    paths = _committed(*jpegfiles.GOOD) + jpegfiles.photos(photo_tree, step=4)
+    paths += jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=10)
+    paths += jpegfiles.shared_odd(*ODD_EXACT, "exif-orientation/Landscape_6.jpg")
     for path in paths:
         data = path.read_bytes()
         head = dec.read_header(data)
@@ -276,23 +304,45 @@ def test_read_header_agrees_with_pillow(shared_data):
         assert head["exif"] == (exif[6:] if exif else None), path
 
 
-def test_read_header_facts_on_known_files(shared_data):
-    """Facts stated by the data set's INDEX.tsv (and checked independently where Pillow can)."""
-    h = dec.read_header(_odd(shared_data, "jpeg-decoder/reftest/images/ycck.jpg"))
-    assert (h["color_space"], h["adobe_transform"], h["restart_interval"]) == ("YCCK", 2, 63)
-    h = dec.read_header(_odd(shared_data, "cameratrap/african_elephants_cmyk.jpg"))
+def test_read_header_facts_on_known_files():
+    """Facts stated by the fixtures' INDEX.tsv (how each was made; checked independently where
+    Pillow can), and by ../shared's odd-jpegs INDEX.tsv when present."""
+    h = dec.read_header(jpegfiles.data("ycck.jpg"))
+    assert (h["color_space"], h["adobe_transform"], h["restart_interval"]) == ("YCCK", 2, 2)
+    h = dec.read_header(jpegfiles.data("cmyk.jpg"))
     assert (h["color_space"], h["adobe_transform"], h["num_components"]) == ("CMYK", 0, 4)
-    h = dec.read_header(_odd(shared_data, "jpeg-decoder/reftest/images/rgb.jpg"))
+    assert dec.read_header(jpegfiles.data("rgb_colorspace.jpg"))["color_space"] == "RGB"
+    assert dec.read_header(jpegfiles.data("restart_every_mcu.jpg"))["restart_interval"] == 1
+    for name, progressive in (("arithmetic.jpg", False), ("arithmetic_progressive.jpg", True)):
+        h = dec.read_header(jpegfiles.data(name))
+        assert h["arithmetic"] and h["progressive"] == progressive
+    h = dec.read_header(jpegfiles.data("gray.jpg"))  # 75x50: ceil(50 / 8) block rows
+    assert h["color_space"] == "GRAYSCALE" and h["components"][0]["blocks_high"] == 7
+    h = dec.read_header(jpegfiles.data("gray_2x2.jpg"))  # one component declaring 2x2: whole 2x2 MCUs
+    assert (h["components"][0]["h"], h["components"][0]["blocks_high"]) == (2, 8)
+    # padded block counts: 4:2:0 luma rounds up to whole 16x16 MCUs, chroma covers ceil(W/16)
+    h = dec.read_header(jpegfiles.data("size_33x31.jpg"))
+    luma, chroma = h["components"][0], h["components"][1]
+    mcus = -(-33 // (8 * luma["h"]))
+    assert (luma["blocks_wide"], chroma["blocks_wide"]) == (mcus * luma["h"], mcus * chroma["h"])
+    if not HAVE_SHARED:
+        return
+    _odd = jpegfiles.load
+    h = dec.read_header(_odd("jpeg-decoder/reftest/images/ycck.jpg"))
+    assert (h["color_space"], h["adobe_transform"], h["restart_interval"]) == ("YCCK", 2, 63)
+    h = dec.read_header(_odd("cameratrap/african_elephants_cmyk.jpg"))
+    assert (h["color_space"], h["adobe_transform"], h["num_components"]) == ("CMYK", 0, 4)
+    h = dec.read_header(_odd("jpeg-decoder/reftest/images/rgb.jpg"))
     assert h["color_space"] == "RGB"
-    h = dec.read_header(_odd(shared_data, "variants/chelsea_cjpeg_restart_every_mcu.jpg"))
+    h = dec.read_header(_odd("variants/chelsea_cjpeg_restart_every_mcu.jpg"))
     assert h["restart_interval"] == 1
     for rel, progressive in (("libjpeg-turbo/testimgari.jpg", False), ("variants/ocelot_jt_arithmetic_progressive.jpg", True)):
-        h = dec.read_header(_odd(shared_data, rel))
+        h = dec.read_header(_odd(rel))
         assert h["arithmetic"] and h["progressive"] == progressive
-    h = dec.read_header(_odd(shared_data, "pillow/hopper_gray.jpg"))
+    h = dec.read_header(_odd("pillow/hopper_gray.jpg"))
     assert h["color_space"] == "GRAYSCALE" and h["components"][0]["blocks_high"] == 16
     # padded block counts: 4:2:0 luma rounds up to whole 16x16 MCUs, chroma covers ceil(W/16)
-    h = dec.read_header(_odd(shared_data, "jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg"))
+    h = dec.read_header(_odd("jpeg-decoder/reftest/images/mozilla/jpg-size-33x33.jpg"))
     luma, chroma = h["components"][0], h["components"][1]
     mcus = -(-33 // (8 * luma["h"]))
     assert (luma["blocks_wide"], chroma["blocks_wide"]) == (mcus * luma["h"], mcus * chroma["h"])
@@ -358,16 +408,17 @@ def _reconstruct(data):
 
 
 @pytest.mark.parametrize("sampling", ["4:4:4", "4:2:0"])
-def test_block_idct_of_coefficients_reconstructs_pillow_decode(shared_data, sampling):
+def test_block_idct_of_coefficients_reconstructs_pillow_decode(photo_tree, sampling):
     """read_coefficients x quant tables through an independent float pipeline reconstructs
     Pillow's decode with PSNR > 45 dB. For 4:2:0 the chroma is upsampled with the same triangle
     filter libjpeg's fancy upsampling uses (in float), so the remaining error is only libjpeg's
     integer IDCT/upsampling/colour-conversion rounding, not a different filter."""
+    candidates = _committed("444.jpg", "420.jpg") + jpegfiles.photos(photo_tree)
     if sampling == "4:4:4":
-        candidates = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=3)
+        candidates += jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=3)
     else:
-        candidates = _files(shared_data / "imagenette-5k", "val/*/*.JPEG", step=25)
-        candidates += [shared_data / "odd-jpegs/variants/chelsea_q90_420.jpg"]
+        candidates += jpegfiles.shared_files("imagenette-5k", "val/*/*.JPEG", step=25)
+        candidates += jpegfiles.shared_odd("variants/chelsea_q90_420.jpg")
     want = (1, 1) if sampling == "4:4:4" else (2, 2)
     checked = 0
     for path in candidates:
@@ -380,15 +431,16 @@ def test_block_idct_of_coefficients_reconstructs_pillow_decode(shared_data, samp
         psnr = _psnr(_reconstruct(data), _pillow_rgb(data))
         assert psnr > 45, f"{path}: PSNR {psnr:.1f} dB"
         checked += 1
-        if checked == 12:
+        if checked == (20 if HAVE_SHARED else 12):
             break
     assert checked >= 8
 
 
-def test_quant_tables_agree_with_pillow(shared_data):
+def test_quant_tables_agree_with_pillow(photo_tree):
     """``quant[i]`` is the natural-order table of component i, as Pillow parses it from DQT."""
-    paths = _files(shared_data / "imagenet-originals", "*/*.JPEG", step=20)
-    paths += [shared_data / "odd-jpegs" / "pillow/hopper_16bit_qtables.jpg"]
+    paths = _committed(*jpegfiles.GOOD) + jpegfiles.photos(photo_tree, step=4)
+    paths += jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=20)
+    paths += jpegfiles.shared_odd("pillow/hopper_16bit_qtables.jpg")
     for path in paths:
         data = path.read_bytes()
         comps, quant, _ = dec.read_coefficients(data)
@@ -398,11 +450,21 @@ def test_quant_tables_agree_with_pillow(shared_data):
             np.testing.assert_array_equal(quant[i], np.asarray(im.quantization[layer[3]]), err_msg=str(path))
 
 
-def test_coefficients_survive_lossless_transcodes(shared_data):
+TRANSCODES = {  # jpegtran's lossless transcodes of one source: the committed ones, ../shared's
+    "420.jpg": ["progressive.jpg", "arithmetic.jpg", "arithmetic_progressive.jpg", "restart_2mcu.jpg",
+                "restart_every_mcu.jpg", "optimized.jpg"],
+    "variants/src_ocelot_cdla.jpg": ["variants/ocelot_jt_progressive.jpg", "variants/ocelot_jt_arithmetic.jpg",
+                                     "variants/ocelot_jt_arithmetic_progressive.jpg",
+                                     "variants/ocelot_jt_restart_2mcu.jpg", "variants/ocelot_jt_optimized.jpg"],
+}
+
+
+@pytest.mark.parametrize("source", [s for s in TRANSCODES if HAVE_SHARED or "/" not in s])
+def test_coefficients_survive_lossless_transcodes(source):
     """jpegtran's lossless transcodes (progressive, arithmetic, restart markers, optimized Huffman)
     of the same photo carry the same quantized coefficients: read_coefficients must return the
     same arrays through every entropy-decoding path."""
-    src = _odd(shared_data, "variants/src_ocelot_cdla.jpg")
+    src = jpegfiles.load(source)
     ref, ref_q, _ = dec.read_coefficients(src)
     head = dec.read_header(src)
     hmax = max(c["h"] for c in head["components"])
@@ -411,9 +473,8 @@ def test_coefficients_survive_lossless_transcodes(shared_data):
     # scans but left zero by non-interleaved (progressive) ones.
     real = [(-(-head["height"] * c["v"] // (8 * vmax)), -(-head["width"] * c["h"] // (8 * hmax)))
             for c in head["components"]]
-    for rel in ("ocelot_jt_progressive.jpg", "ocelot_jt_arithmetic.jpg", "ocelot_jt_arithmetic_progressive.jpg",
-                "ocelot_jt_restart_2mcu.jpg", "ocelot_jt_optimized.jpg"):
-        comps, quant, warnings = dec.read_coefficients(_odd(shared_data, "variants/" + rel))
+    for rel in TRANSCODES[source]:
+        comps, quant, warnings = dec.read_coefficients(jpegfiles.load(rel))
         assert warnings == 0
         np.testing.assert_array_equal(quant, ref_q)
         assert len(comps) == len(ref)
@@ -425,13 +486,13 @@ def test_coefficients_survive_lossless_transcodes(shared_data):
 # ------------------------------------------------------------------------------ forward_dct
 
 
-def _crops(shared_data, n, rng):
-    """n random crops (sides multiples of 16, 16..224) of real photos decoded by Pillow."""
-    files = _files(shared_data / "imagenet-originals", "*/*.JPEG") + _files(
-        shared_data / "imagenette-5k", "train/*/*.JPEG", step=50)
+def _crops(files, n, rng):
+    """n random crops (sides multiples of 16, 16..224) of real photos decoded by Pillow (the files
+    are visited again, with other crops, until there are n)."""
+    files = list(files)
     rng.shuffle(files)
     crops = []
-    for path in files:
+    for path in files * (1 + n // len(files)):
         img = np.asarray(Image.open(path).convert("RGB"))
         H, W = img.shape[0] // 16 * 16, img.shape[1] // 16 * 16
         if H < 16 or W < 16:
@@ -446,7 +507,7 @@ def _crops(shared_data, n, rng):
 
 
 def _assert_same_as_encoder(rgb, quality, label):
-    y, cb, cr, quant = dec.forward_dct(rgb, quality)
+    y, cb, cr, quant = dec.forward_dct(rgb, *ijg_tables(quality))
     comps, ref_quant, _ = dec.read_coefficients(dec.encode(rgb, quality, "4:2:0"))
     H, W = rgb.shape[:2]
     assert y.shape == (H // 8, W // 8, 64) and cb.shape == cr.shape == (H // 16, W // 16, 64)
@@ -456,10 +517,12 @@ def _assert_same_as_encoder(rgb, quality, label):
         np.testing.assert_array_equal(a, b, err_msg=f"{label} {name}")
 
 
-def test_forward_dct_bit_identical_on_real_crops(shared_data):
+def test_forward_dct_bit_identical_on_real_crops(photo_tree):
     """>= 300 real crops, each at quality 100 and 75: forward_dct == encode + read_coefficients."""
     rng = random.Random(2018)
-    crops = _crops(shared_data, 320, rng)
+    files = jpegfiles.photos(photo_tree) + jpegfiles.shared_files("imagenet-originals", "*/*.JPEG")
+    files += jpegfiles.shared_files("imagenette-5k", "train/*/*.JPEG", step=50)
+    crops = _crops(files, 320, rng)
     assert len(crops) >= 300
     for i, crop in enumerate(crops):
         for quality in (100, 75):
@@ -481,13 +544,39 @@ def test_forward_dct_bit_identical_on_noise_and_extremes(quality):
         _assert_same_as_encoder(img, quality, f"{img.shape} q{quality}")
 
 
+def test_ijg_tables_are_libjpegs_at_every_quality():
+    """jpegmath.quant.ijg_tables (the one Python definition, which forward_dct and the store use)
+    equals the tables libjpeg's own jpeg_set_quality(q, TRUE) writes, for every quality 1..100,
+    read back both by read_coefficients and by Pillow's DQT parser."""
+    rgb = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for q in range(1, 101):
+        data = dec.encode(rgb, q, "4:2:0")
+        _, quant, _ = dec.read_coefficients(data)
+        luma, chroma = ijg_tables(q)
+        assert luma.dtype == chroma.dtype == np.uint16 and luma.shape == chroma.shape == (64,)
+        np.testing.assert_array_equal(quant, np.stack([luma, chroma, chroma]), err_msg=f"quality {q}")
+        with Image.open(io.BytesIO(data)) as im:
+            assert list(im.quantization[0]) == luma.tolist() and list(im.quantization[1]) == chroma.tolist()
+        np.testing.assert_array_equal(dec.forward_dct(rgb, luma, chroma)[3], quant)
+
+
 def test_forward_dct_rejects_bad_input():
+    luma, chroma = ijg_tables(90)
     with pytest.raises(ValueError, match="multiples of 16"):
-        dec.forward_dct(np.zeros((24, 32, 3), np.uint8))
+        dec.forward_dct(np.zeros((24, 32, 3), np.uint8), luma, chroma)
     with pytest.raises(ValueError, match="multiples of 16"):
-        dec.forward_dct(np.zeros((32, 32, 3), np.float32))
+        dec.forward_dct(np.zeros((32, 32, 3), np.float32), luma, chroma)
     with pytest.raises(ValueError, match="quality"):
-        dec.forward_dct(np.zeros((32, 32, 3), np.uint8), 0)
+        ijg_tables(0)
+    zero = np.zeros(64, np.uint16)
+    with pytest.raises(ValueError, match="1..255"):
+        dec.forward_dct(np.zeros((32, 32, 3), np.uint8), zero, chroma)
+    with pytest.raises(ValueError, match="1..255"):
+        dec.forward_dct(np.zeros((32, 32, 3), np.uint8), luma, np.full(64, 256))
+    with pytest.raises(ValueError, match="64 integers"):
+        dec.forward_dct(np.zeros((32, 32, 3), np.uint8), luma[:63], chroma)
+    with pytest.raises(ValueError, match="64 integers"):
+        dec.forward_dct(np.zeros((32, 32, 3), np.uint8), luma.astype(np.float32), chroma)
 
 
 def test_encode_round_trips_through_pillow():
@@ -507,48 +596,75 @@ def test_encode_round_trips_through_pillow():
 # ----------------------------------------------------------------------------- errors etc.
 
 
-def test_pixel_budget_refuses_before_allocation(shared_data):
-    bomb = _odd(shared_data, "jpeg-decoder/crashtest/images/max_size.jpg")
-    for fn in (dec.read_header, dec.read_coefficients, dec.decode):
-        with pytest.raises(ImageTooLargeError) as info:
-            fn(bomb)
-        assert info.value.pixels == 65535 * 65535 and info.value.max_pixels == dec.DEFAULT_MAX_PIXELS
-    data = _odd(shared_data, "variants/chelsea_q90_420.jpg")  # 451x300
-    for fn in (dec.read_header, dec.read_coefficients, dec.decode):
-        with pytest.raises(ImageTooLargeError, match="451x300"):
-            fn(data, max_pixels=451 * 300 - 1)
-        fn(data, max_pixels=451 * 300)
+def test_pixel_budget_refuses_before_allocation():
+    bombs = [jpegfiles.data("declares_65535x65535.jpg")]
+    bombs += [p.read_bytes() for p in jpegfiles.shared_odd("jpeg-decoder/crashtest/images/max_size.jpg")]
+    for bomb in bombs:
+        for fn in (dec.read_header, dec.read_coefficients, dec.decode):
+            with pytest.raises(ImageTooLargeError) as info:
+                fn(bomb)
+            assert info.value.pixels == 65535 * 65535 and info.value.max_pixels == dec.DEFAULT_MAX_PIXELS
+    cases = [(jpegfiles.data("420.jpg"), 75, 50)]
+    cases += [(p.read_bytes(), 451, 300) for p in jpegfiles.shared_odd("variants/chelsea_q90_420.jpg")]
+    for data, w, h in cases:
+        for fn in (dec.read_header, dec.read_coefficients, dec.decode):
+            with pytest.raises(ImageTooLargeError, match=f"{w}x{h}"):
+                fn(data, max_pixels=w * h - 1)
+            fn(data, max_pixels=w * h)
 
 
-def test_truncated_data_warns_or_fails_in_strict_mode(shared_data):
-    data = _odd(shared_data, "variants/ocelot_truncated_50pct.jpg")
+def test_limits_are_the_c_layers():
+    """One definition of each limit (csrc/jdct.h), as the binding exposes it, and the scan budget
+    formula the documentation gives."""
+    assert dec.DEFAULT_MAX_PIXELS == 100_000_000 and dec.MAX_SCANS == 500 and dec.MIN_SCAN_LIMIT == 64
+    assert dec.SCAN_BLOCK_BUDGET == 100_000_000 and dec.COEF_SLACK == 1 << 22
+    for blocks in (0, 1, 1000, 200_000, 1_000_000, 1_562_500, 10**9):
+        expected = min(dec.MAX_SCANS, max(dec.MIN_SCAN_LIMIT, dec.SCAN_BLOCK_BUDGET // max(blocks, 1)))
+        assert dec.scan_limit(blocks) == expected
+
+
+@pytest.mark.parametrize("truncated, clean", [("truncated_50pct.jpg", "420.jpg")] + (
+    [("variants/ocelot_truncated_50pct.jpg", "variants/src_ocelot_cdla.jpg")] if HAVE_SHARED else []))
+def test_truncated_data_warns_or_fails_in_strict_mode(truncated, clean):
+    data = jpegfiles.load(truncated)
     comps, _, warnings = dec.read_coefficients(data)
     assert warnings >= 1
     _, warnings = dec.decode(data)
     assert warnings >= 1
-    with pytest.raises(JpegError, match="Premature end of JPEG file"):
+    with pytest.raises(JpegError, match="Premature end of JPEG file") as info:
         dec.read_coefficients(data, strict=True)
+    assert info.value.libjpeg_message == info.value.reason  # the boundary gives libjpeg's own words
     with pytest.raises(JpegError, match="Premature end of JPEG file"):
         dec.decode(data, strict=True)
-    clean = _odd(shared_data, "variants/src_ocelot_cdla.jpg")
-    assert dec.read_coefficients(clean, strict=True)[2] == 0
+    assert dec.read_coefficients(jpegfiles.load(clean), strict=True)[2] == 0
 
 
-@pytest.mark.parametrize("rel, message", [
-    ("variants/empty.JPEG", "Empty input"),
-    ("variants/png_disguised.JPEG", "Not a JPEG file"),
-    ("variants/ocelot_truncated_in_header.jpg", "no image"),
-    ("libjpeg-turbo/monkey12.jpg", "Unsupported JPEG data precision 12"),
-])
-def test_bad_files_raise_jpeg_error_with_libjpeg_message(shared_data, rel, message):
-    data = _odd(shared_data, rel)
+BAD = [
+    ("empty.jpg", "Empty input"),
+    ("png_named.jpg", "Not a JPEG file"),
+    ("truncated_before_frame.jpg", "no image"),
+    ("truncated_before_scan.jpg", "missing SOS"),
+    ("header_12bit.jpg", "Unsupported JPEG data precision 12"),
+]
+if HAVE_SHARED:
+    BAD += [
+        ("variants/empty.JPEG", "Empty input"),
+        ("variants/png_disguised.JPEG", "Not a JPEG file"),
+        ("variants/ocelot_truncated_in_header.jpg", "no image"),
+        ("libjpeg-turbo/monkey12.jpg", "Unsupported JPEG data precision 12"),
+    ]
+
+
+@pytest.mark.parametrize("rel, message", BAD)
+def test_bad_files_raise_jpeg_error_with_libjpeg_message(rel, message):
+    data = jpegfiles.load(rel)
     for fn in (dec.read_header, dec.read_coefficients, dec.decode):
         with pytest.raises(JpegError, match=message):
             fn(data)
 
 
-def test_accepts_any_buffer_and_reports_version(shared_data):
-    data = _odd(shared_data, "pillow/hopper_gray.jpg")
+def test_accepts_any_buffer_and_reports_version():
+    data = jpegfiles.data("gray.jpg")
     a, _ = dec.decode(data)
     b, _ = dec.decode(bytearray(data))
     c, _ = dec.decode(memoryview(data))

@@ -3,35 +3,34 @@
 A child process makes 5,000 calls (successful decodes of several kinds, coefficient reads, the
 forward DCT and encoder, and error paths on corrupt, truncated, disguised and oversized files,
 where libjpeg longjmps out mid-decode) and reports its resident set size (/proc/self/statm) after
-500 and after 5,000 calls: a leak of even ~1 KB per call would show as several MB.
+500 and after 5,000 calls: a leak of even ~1 KB per call would show as several MB. The files are
+the committed fixtures (tests/data/jpegs/), with ../shared's real ones in their place when present.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 
-import pytest
+import jpegfiles
+from conftest import HAVE_SHARED, SHARED_DATA
 
 CHILD = textwrap.dedent(r"""
-    import os, sys
+    import json, os, sys
     from pathlib import Path
     import numpy as np
     from jdct_cli import _decoder as dec
     from jdct_cli.errors import JpegError
+    from jdct_cli.jpegmath.quant import ijg_tables
 
-    root = Path(sys.argv[1])
-    good = [p.read_bytes() for p in sorted((root / "imagenette-5k" / "val").glob("*/*.JPEG"))[:6]]
-    odd = root / "odd-jpegs"
-    good.append((odd / "variants/ocelot_jt_progressive.jpg").read_bytes()[:])
-    good.append((odd / "jpeg-decoder/reftest/images/ycck.jpg").read_bytes())
-    exif = (odd / "exif-orientation/Landscape_6.jpg").read_bytes()
-    bad = [(odd / r).read_bytes() for r in (
-        "variants/ocelot_truncated_50pct.jpg", "variants/ocelot_corrupt_entropy_bytes.jpg",
-        "variants/png_disguised.JPEG", "variants/empty.JPEG", "jpeg-decoder/crashtest/images/max_size.jpg",
-        "libjpeg-turbo/monkey12.jpg", "variants/ocelot_truncated_in_header.jpg")]
+    files = json.loads(sys.argv[1])
+    good = [Path(p).read_bytes() for p in files["good"]]
+    exif = Path(files["exif"]).read_bytes()
+    bad = [Path(p).read_bytes() for p in files["bad"]]
     bad += [g[: len(g) // 3] for g in good[:3]]
     rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    tables75 = ijg_tables(75)
 
     def rss():
         with open("/proc/self/statm") as f:
@@ -46,11 +45,11 @@ CHILD = textwrap.dedent(r"""
             elif kind == 1:
                 dec.decode(data)
             elif kind == 2:
-                dec.decode(data, scale=2, roi=(3, 5, 40, 30))
+                dec.decode(data, scale=2, roi=tuple(files["roi"]))
             elif kind == 3:
                 dec.read_header(exif)
             elif kind == 4:
-                dec.forward_dct(rgb, 75)
+                dec.forward_dct(rgb, *tables75)
             elif kind == 5:
                 dec.encode(rgb, 90, "4:2:2")
             elif kind == 6:
@@ -73,8 +72,30 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
-def test_rss_stays_flat_over_5000_calls(shared_data):
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(shared_data)], capture_output=True, text=True,
+def _files() -> dict:
+    if HAVE_SHARED:
+        odd = SHARED_DATA / "odd-jpegs"
+        good = sorted((SHARED_DATA / "imagenette-5k" / "val").glob("*/*.JPEG"))[:6]
+        good += [odd / "variants/ocelot_jt_progressive.jpg", odd / "jpeg-decoder/reftest/images/ycck.jpg"]
+        exif = odd / "exif-orientation/Landscape_6.jpg"
+        bad = [odd / r for r in (
+            "variants/ocelot_truncated_50pct.jpg", "variants/ocelot_corrupt_entropy_bytes.jpg",
+            "variants/png_disguised.JPEG", "variants/empty.JPEG", "jpeg-decoder/crashtest/images/max_size.jpg",
+            "libjpeg-turbo/monkey12.jpg", "variants/ocelot_truncated_in_header.jpg")]
+    else:
+        good = [jpegfiles.path(n) for n in ("420.jpg", "422.jpg", "444.jpg", "gray.jpg", "cmyk.jpg",
+                                            "arithmetic.jpg", "progressive.jpg", "ycck.jpg")]
+        exif = jpegfiles.path("exif_orientation_6.jpg")
+        bad = [jpegfiles.path(n) for n in (
+            "truncated_50pct.jpg", "corrupt_entropy.jpg", "png_named.jpg", "empty.jpg",
+            "declares_65535x65535.jpg", "header_12bit.jpg", "truncated_before_frame.jpg")]
+    # the region of the scale-1/2 decode: inside the smallest good image (75x50 -> 38x25 committed)
+    roi = (3, 5, 40, 30) if HAVE_SHARED else (3, 5, 30, 18)
+    return {"good": [str(p) for p in good], "exif": str(exif), "bad": [str(p) for p in bad], "roi": roi}
+
+
+def test_rss_stays_flat_over_5000_calls():
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(_files())], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     after_500, after_5000 = map(int, proc.stdout.split())

@@ -1,4 +1,5 @@
-"""Every file of odd-jpegs through the C boundary in a child process.
+"""Every odd file through the C boundary in a child process: the committed fixtures and the fuzz
+regressions always, ../shared's odd-jpegs when present.
 
 A crash (segfault, abort, libjpeg calling ``exit()``) kills only the child: the parent then fails
 naming the last file the child announced. libjpeg must never print, so the child's stderr must be
@@ -10,6 +11,12 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
+
+import jpegfiles
+from conftest import HAVE_SHARED, SHARED_DATA
 
 CHILD = textwrap.dedent(r"""
     import json, sys
@@ -19,7 +26,7 @@ CHILD = textwrap.dedent(r"""
 
     root = Path(sys.argv[1])
     outcomes = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(Path(p) for p in json.loads(sys.argv[2])):
         rel = str(path.relative_to(root))
         print("FILE " + rel, flush=True)          # the last one printed names a crash
         data = path.read_bytes()
@@ -41,18 +48,42 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
-def test_every_odd_jpeg_succeeds_or_raises_jpeg_error_in_a_subprocess(shared_data):
-    root = shared_data / "odd-jpegs"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, timeout=300)
+def _run(root: Path, files: list) -> dict:
+    """{path relative to root: {call: outcome}} of each of ``files``, from one child process."""
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), json.dumps([str(f) for f in files])],
+                          capture_output=True, text=True, timeout=300)
     lines = proc.stdout.splitlines()
     files = [line[5:] for line in lines if line.startswith("FILE ")]
     last = files[-1] if files else "(none)"
     assert proc.returncode == 0, f"child died (rc {proc.returncode}) on {last}: {proc.stderr[-2000:]}"
     assert proc.stderr == "", f"something printed to stderr: {proc.stderr[:2000]}"
     outcomes = json.loads(next(line[7:] for line in lines if line.startswith("RESULT ")))
-    assert len(outcomes) == len([p for p in root.rglob("*") if p.is_file()]) >= 300
     unexpected = {f: r for f, r in outcomes.items() if any(v.startswith("UNEXPECTED") for v in r.values())}
     assert not unexpected, unexpected
+    return outcomes
+
+
+def test_every_committed_fixture_and_regression_in_a_subprocess():
+    regressions = Path(__file__).parent / "regressions"
+    assert len(_run(regressions, sorted(regressions.glob("*.jpg")))) == 30
+    files = sorted(jpegfiles.JPEGS.glob("*.jpg"))
+    outcomes = _run(jpegfiles.JPEGS, files)
+    assert len(outcomes) == len(files) == len(jpegfiles.INDEX) >= 40
+    # Independent facts from the fixtures' INDEX.tsv: what must succeed and what must fail.
+    for name in jpegfiles.GOOD:
+        assert set(outcomes[name].values()) == {"ok"}, (name, outcomes[name])
+    assert outcomes["declares_65535x65535.jpg"]["read_header"].startswith("ImageTooLargeError")
+    assert "Not a JPEG file" in outcomes["png_named.jpg"]["read_header"]
+    assert "precision 12" in outcomes["header_12bit.jpg"]["read_coefficients"]
+    assert outcomes["truncated_50pct.jpg"]["read_coefficients"] == "ok"
+    assert "Premature end" in outcomes["truncated_50pct.jpg"]["strict"]
+
+
+@pytest.mark.skipif(not HAVE_SHARED, reason="breadth: ../shared/data/odd-jpegs (the committed fixtures are checked above)")
+def test_every_odd_jpeg_succeeds_or_raises_jpeg_error_in_a_subprocess():
+    root = SHARED_DATA / "odd-jpegs"
+    outcomes = _run(root, [p for p in root.rglob("*") if p.is_file()])
+    assert len(outcomes) == len([p for p in root.rglob("*") if p.is_file()]) >= 300
     # Independent facts from the data set's INDEX.tsv: what must succeed and what must fail.
     assert outcomes["variants/src_ocelot_cdla.jpg"]["decode"] == "ok"
     assert outcomes["variants/ocelot_jt_arithmetic_progressive.jpg"]["read_coefficients"] == "ok"

@@ -18,16 +18,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hostile import gradient, header_only, progressive_gray, with_declared_size
+from jdct_cli import _decoder as dec
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY_LIMIT = 1 << 30  # 1 GiB of address space for the child (Python + numpy + Pillow ~ 120 MB)
 CPU_LIMIT_S = 60
-#: CPU seconds one call may take on a crafted input (generous for a loaded CI machine; the
-#: many-scans file cost 8 CPU-seconds per read_coefficients call before the decoder had a scan limit).
+#: CPU seconds one call may take on a crafted input (generous for a loaded CI machine; a decoder
+#: without a scan limit spends 8 CPU-seconds per read_coefficients call on the many-scans file).
 CALL_CPU_BUDGET_S = 5.0
 
 CHILD = textwrap.dedent(r"""
@@ -94,8 +94,6 @@ def _check_bounded(calls: dict[str, dict]) -> None:
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory) -> dict[str, dict[str, dict]]:
-    from jdct_cli import _decoder as dec
-
     d = tmp_path_factory.mktemp("hostile")
     small = dec.encode(gradient(16, 16), 90, "4:2:0")
     files = {

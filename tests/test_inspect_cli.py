@@ -1,8 +1,8 @@
 """`jdct inspect` and `jdct --version`: the library (jdct_cli.inspect_jpeg) and the CLI, checked
-against Pillow's parser, libjpeg's own coefficients, the JSON Schema and a golden document."""
+against Pillow's parser, libjpeg's own coefficients, the JSON Schema and a golden document, on the
+committed fixtures of tests/data/jpegs/ (and ../shared's real files when present)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -15,9 +15,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from jdct_cli import __version__, jpeg
+import jpegfiles
+from conftest import HAVE_SHARED, SHARED_DATA
+from jdct_cli import __version__, _decoder, jpeg
 from jdct_cli.cli import main
-from jdct_cli.inspect_jpeg import inspect_jpeg, output_for, render_text
+from jdct_cli.inspect_jpeg import dump_coefficients, inspect_jpeg, output_for, render_text, write_output
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "schemas" / "inspect.v1.schema.json").read_text())
@@ -25,7 +27,16 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 TINY = REPO / "tests" / "data" / "inspect_tiny.jpg"
 GOLDEN = REPO / "tests" / "golden" / "inspect.v1.json"
 
-REAL = [  # (path under odd-jpegs or imagenet-originals, what makes it interesting)
+LOCAL = [  # committed fixtures, what makes them interesting
+    "progressive.jpg",  # progressive 4:2:0
+    "restart_every_mcu.jpg",  # DRI=1
+    "arithmetic.jpg",  # arithmetic
+    "gray.jpg",  # grayscale
+    "ycck.jpg",  # YCCK, DRI=2
+    "mixed_sampling.jpg",  # other sampling
+    "exif_orientation_6.jpg",  # EXIF 6
+]
+REAL = [  # (path under ../shared/data, what makes it interesting)
     "odd-jpegs/jpeg-decoder/reftest/images/progressive3.jpg",  # progressive 4:4:4
     "odd-jpegs/variants/chelsea_cjpeg_restart_every_mcu.jpg",  # DRI=1
     "odd-jpegs/libjpeg-turbo/testimgari.jpg",  # arithmetic
@@ -90,10 +101,17 @@ def test_golden_fixture_facts_agree_with_pillow():
 # ---------------------------------------------------------------------------- real files
 
 
-def test_json_of_real_files_matches_pillow(shared_data):
-    paths = [shared_data / p for p in REAL]
-    originals = sorted((shared_data / "imagenet-originals").glob("*/*.JPEG"))[::40]
-    paths += originals
+def _local(*names):
+    return [jpegfiles.path(n) for n in names]
+
+
+def _real(*rels):
+    return [SHARED_DATA / r for r in rels] if HAVE_SHARED else []
+
+
+def test_json_of_real_files_matches_pillow(photo_tree):
+    paths = _local(*jpegfiles.GOOD) + jpegfiles.photos(photo_tree, step=8)
+    paths += _real(*REAL) + jpegfiles.shared_files("imagenet-originals", "*/*.JPEG", step=40)
     result = _invoke("inspect", "--json", *paths)
     assert result.exit_code == 0, result.output
     docs = json.loads(result.output)
@@ -113,16 +131,19 @@ def test_json_of_real_files_matches_pillow(shared_data):
         assert doc["exif_orientation"] == orientation
 
 
-def test_flags_of_special_files(shared_data):
-    docs = {p: inspect_jpeg(shared_data / p) for p in REAL}
-    assert docs[REAL[0]]["progressive"] and docs[REAL[0]]["sampling"] == "4:4:4"
-    assert docs[REAL[1]]["restart_interval"] == 1
-    assert docs[REAL[2]]["arithmetic"] and not docs[REAL[2]]["progressive"]
-    assert docs[REAL[3]]["sampling"] == "grayscale" and docs[REAL[3]]["color_space"] == "GRAYSCALE"
-    assert docs[REAL[4]]["color_space"] == "YCCK" and docs[REAL[4]]["restart_interval"] == 63
-    assert docs[REAL[4]]["adobe_transform"] == 2
-    assert docs[REAL[5]]["sampling"] == "other (2x2,2x1,1x1)"
-    assert docs[REAL[6]]["exif_orientation"] == 6
+@pytest.mark.parametrize("names", ["local"] + (["shared"] if HAVE_SHARED else []))
+def test_flags_of_special_files(names):
+    files = _local(*LOCAL) if names == "local" else _real(*REAL)
+    docs = [inspect_jpeg(p) for p in files]
+    sampling, ycck_interval = ("4:2:0", 2) if names == "local" else ("4:4:4", 63)
+    assert docs[0]["progressive"] and docs[0]["sampling"] == sampling
+    assert docs[1]["restart_interval"] == 1
+    assert docs[2]["arithmetic"] and not docs[2]["progressive"]
+    assert docs[3]["sampling"] == "grayscale" and docs[3]["color_space"] == "GRAYSCALE"
+    assert docs[4]["color_space"] == "YCCK" and docs[4]["restart_interval"] == ycck_interval
+    assert docs[4]["adobe_transform"] == 2
+    assert docs[5]["sampling"] == "other (2x2,2x1,1x1)"
+    assert docs[6]["exif_orientation"] == 6
 
 
 def test_estimated_quality_of_pillow_encodes(tmp_path):
@@ -136,24 +157,26 @@ def test_estimated_quality_of_pillow_encodes(tmp_path):
         assert all(t["fit_error"] == 0 for t in doc["quant_tables"])
 
 
-def test_no_coefficients_mode_gives_the_same_facts(shared_data):
-    for p in REAL:
-        full = inspect_jpeg(shared_data / p)
-        fast = inspect_jpeg(shared_data / p, coefficients=False)
+def test_no_coefficients_mode_gives_the_same_facts():
+    for p in _local(*jpegfiles.GOOD) + _real(*REAL):
+        full = inspect_jpeg(p)
+        fast = inspect_jpeg(p, coefficients=False)
         VALIDATOR.validate(fast)
         assert fast["warnings"] is None and all(c["zero_fraction"] is None for c in fast["components"])
         for key in ("width", "height", "sampling", "quant_tables", "estimated_quality", "exif_orientation"):
             assert fast[key] == full[key]
 
 
-def test_text_report_shows_the_facts(shared_data):
-    path = shared_data / REAL[4]  # YCCK, restart interval 63
+@pytest.mark.parametrize("name, size, interval", [("ycck.jpg", "75 x 50 px", 2)] + (
+    [(REAL[4], "500 x 333 px", 63)] if HAVE_SHARED else []))
+def test_text_report_shows_the_facts(name, size, interval):
+    path = jpegfiles.path(name) if "/" not in name else SHARED_DATA / name  # YCCK with restart markers
     doc = inspect_jpeg(path)
     result = _invoke("inspect", path)
     assert result.exit_code == 0
     text = result.output
     assert text.strip() == render_text(doc)
-    assert "500 x 333 px" in text and "YCCK" in text and "every 63 MCUs" in text
+    assert size in text and "YCCK" in text and f"every {interval} MCUs" in text
     for t in doc["quant_tables"]:
         first_row = " ".join(f"{v:>4}" for v in t["table"][:8])
         assert first_row in text  # each table printed as an 8x8 grid, natural order
@@ -166,8 +189,18 @@ def test_text_report_shows_the_facts(shared_data):
 # ---------------------------------------------------------------------- outputs: npz and plot
 
 
-def test_dump_coefficients_equals_read_coefficients(shared_data, tmp_path):
-    path = shared_data / REAL[5]
+def test_text_report_names_the_first_libjpeg_warning():
+    """A truncated file's report says what is wrong in a sentence, libjpeg's words kept."""
+    path = jpegfiles.path("truncated_50pct.jpg")
+    result = _invoke("inspect", path)
+    assert result.exit_code == 0
+    assert ("libjpeg warnings  2, the first: truncated: the JPEG data ends before the image is complete "
+            "(libjpeg: Premature end of JPEG file)") in result.output
+    assert "libjpeg warnings" not in _invoke("inspect", jpegfiles.path("420.jpg")).output
+
+
+@pytest.mark.parametrize("path", _local("mixed_sampling.jpg") + _real(REAL[5]), ids=lambda p: p.name)
+def test_dump_coefficients_equals_read_coefficients(path, tmp_path):
     out = tmp_path / "c.npz"
     result = _invoke("inspect", path, "--dump-coefficients", out)
     assert result.exit_code == 0 and f"wrote {out}" in result.output
@@ -186,9 +219,10 @@ def test_dump_coefficients_equals_read_coefficients(shared_data, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def test_plot_writes_a_readable_png(shared_data, tmp_path):
+@pytest.mark.parametrize("path", _local("arithmetic.jpg") + _real(REAL[2]), ids=lambda p: p.name)
+def test_plot_writes_a_readable_png(path, tmp_path):
     out = tmp_path / "p.png"
-    result = _invoke("inspect", shared_data / REAL[2], "--plot", out)
+    result = _invoke("inspect", path, "--plot", out)
     assert result.exit_code == 0, result.output
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 300
@@ -220,7 +254,7 @@ def test_options_for_the_other_kind_of_input_are_refused_not_ignored(tmp_path):
     assert not (tmp_path / "c.npz").exists()
 
 
-def test_output_into_missing_folder_is_a_clean_error(shared_data, tmp_path):
+def test_output_into_missing_folder_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(TINY), "--plot", str(tmp_path / "no" / "p.png")])
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "output folder does not exist" in result.output
@@ -229,11 +263,14 @@ def test_output_into_missing_folder_is_a_clean_error(shared_data, tmp_path):
 # --------------------------------------------------------------------------------- bad input
 
 
-def test_bad_files_are_reported_and_others_still_print(shared_data, tmp_path):
-    good = shared_data / REAL[2]
-    png = shared_data / "odd-jpegs/variants/png_disguised.JPEG"
-    empty = shared_data / "odd-jpegs/variants/empty.JPEG"
-    twelve = shared_data / "odd-jpegs/libjpeg-turbo/monkey12.jpg"
+BAD_SETS = [("arithmetic.jpg", "png_named.jpg", "empty.jpg", "header_12bit.jpg")] + ([(
+    REAL[2], "odd-jpegs/variants/png_disguised.JPEG", "odd-jpegs/variants/empty.JPEG",
+    "odd-jpegs/libjpeg-turbo/monkey12.jpg")] if HAVE_SHARED else [])
+
+
+@pytest.mark.parametrize("names", BAD_SETS, ids=lambda n: "shared" if "/" in n[0] else "local")
+def test_bad_files_are_reported_and_others_still_print(names, tmp_path):
+    good, png, empty, twelve = (SHARED_DATA / n if "/" in n else jpegfiles.path(n) for n in names)
     missing = tmp_path / "missing.jpg"
     result = CliRunner().invoke(main, ["inspect", str(png), str(good), str(empty), str(twelve), str(missing)])
     assert result.exit_code == 1
@@ -247,9 +284,11 @@ def test_bad_files_are_reported_and_others_still_print(shared_data, tmp_path):
     assert "Traceback" not in err + out
 
 
-def test_json_list_keeps_good_documents_when_some_fail(shared_data):
-    good = shared_data / REAL[0]
-    bad = shared_data / "odd-jpegs/variants/gif_disguised.JPEG"
+@pytest.mark.parametrize("names", [("progressive.jpg", "gif_named.jpg")] + (
+    [(REAL[0], "odd-jpegs/variants/gif_disguised.JPEG")] if HAVE_SHARED else []),
+    ids=lambda n: "shared" if "/" in n[0] else "local")
+def test_json_list_keeps_good_documents_when_some_fail(names):
+    good, bad = (SHARED_DATA / n if "/" in n else jpegfiles.path(n) for n in names)
     result = CliRunner().invoke(main, ["inspect", "--json", str(bad), str(good)])
     assert result.exit_code == 1
     docs = json.loads(result.stdout)
@@ -264,14 +303,16 @@ def test_directory_goes_to_the_store_inspector(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_every_odd_jpeg_in_a_real_subprocess(shared_data):
-    """All odd files through the installed CLI in one process: each one yields a JSON document or
-    exactly one `Error:` line, never a traceback or libjpeg chatter, and torch is never imported."""
+def test_every_odd_jpeg_in_a_real_subprocess():
+    """All odd files (the committed fixtures, the fuzz regressions and ../shared's odd-jpegs)
+    through the installed CLI in one process: each one yields a JSON document or exactly one
+    `Error:` line, never a traceback or libjpeg chatter, and torch is never imported."""
+    folders = [jpegfiles.JPEGS, REPO / "tests" / "regressions"] + ([SHARED_DATA / "odd-jpegs"] if HAVE_SHARED else [])
     files = sorted(
-        str(p) for p in (shared_data / "odd-jpegs").rglob("*")
+        str(p) for folder in folders for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".mpo")
     )
-    assert len(files) > 250
+    assert len(files) > (320 if HAVE_SHARED else 70)
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "jdct_cli", "inspect", "--json", *files],
         capture_output=True, text=True, timeout=300, cwd=REPO,
@@ -290,11 +331,11 @@ def test_every_odd_jpeg_in_a_real_subprocess(shared_data):
         VALIDATOR.validate(d)
 
 
-def test_library_does_not_import_torch(shared_data):
+def test_library_does_not_import_torch():
     code = (
         "import sys, json\n"
         "from jdct_cli.inspect_jpeg import inspect_jpeg, render_text\n"
-        f"render_text(inspect_jpeg({str(shared_data / REAL[0])!r}))\n"
+        f"render_text(inspect_jpeg({str(jpegfiles.path(LOCAL[0]))!r}))\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'zarr', 'matplotlib'))))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -306,8 +347,6 @@ def test_library_does_not_import_torch(shared_data):
 
 
 def test_version_names_jdct_and_libjpeg():
-    from jdct_cli import _decoder
-
     result = _invoke("--version")
     assert result.exit_code == 0
     lines = result.output.splitlines()
@@ -324,8 +363,6 @@ def test_version_names_jdct_and_libjpeg():
 
 
 def test_outputs_are_atomic_and_get_normal_modes(tmp_path):
-    from jdct_cli.inspect_jpeg import dump_coefficients, write_output
-
     out = tmp_path / "c.npz"
     dump_coefficients(TINY, out)
     mask = os.umask(0)

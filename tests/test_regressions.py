@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jdct_cli import _decoder as dec
+from jdct_cli.transforms import SampleRecipe, convert_image
+from jdct_cli.errors import JdctError
+
 HERE = Path(__file__).resolve().parent
 REG = HERE / "regressions"
 sys.path.insert(0, os.fspath(HERE / "fuzz"))
@@ -32,8 +36,6 @@ ROWS = _index()
 
 
 def _outcome(fn) -> str:
-    from jdct_cli.errors import JdctError
-
     try:
         fn()
     except JdctError as exc:
@@ -59,9 +61,6 @@ def test_no_regression_file_crashes_the_harness():
 
 @pytest.mark.parametrize("row", ROWS, ids=[r["file"] for r in ROWS])
 def test_regression_file_outcome(row):
-    from jdct_cli import _decoder as dec
-    from jdct_cli.transforms import SampleRecipe, convert_image
-
     data = (REG / row["file"]).read_bytes()
     header = _outcome(lambda: dec.read_header(data))
     conv = _outcome(lambda: convert_image(data, row["file"], train=False, rng=np.random.default_rng(0),

@@ -6,13 +6,10 @@ from typing import Any, Mapping
 
 from ..dct import FDCT_METHODS
 from ..errors import ConfigError
-from ..jpeg import DEFAULT_MAX_PIXELS
+from ..jpeg import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from ..store import DEFAULT_CHUNK_SAMPLES, DEFAULT_SHARD_SAMPLES, CropsLayout
 from ..transforms import SampleRecipe
 
-#: Default largest source file (bytes) converted; bigger files are recorded as "too-large" in the
-#: plan phase without being read (no JPEG of a real photo comes near it).
-DEFAULT_MAX_FILE_BYTES = 1 << 30
 #: Largest --size: 16x a 224 crop, far beyond what a DCT network takes.
 MAX_SIZE = 4096
 #: Largest shard a worker builds in memory (bytes of its coefficient arrays): 154 MB by default.

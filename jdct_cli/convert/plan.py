@@ -14,8 +14,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
-from ..dct import crop_coefficients
 from ..jpeg import libjpeg_version
+from ..jpegmath.quant import ijg_tables
 from ..sources import SPLIT_IDS, discover
 from ..store import Failure, Plan, PlanSplit, QuantTables, Software
 from .failures import error_of
@@ -43,10 +43,10 @@ def split_id(name: str) -> int:
     return SPLIT_IDS.get(name, len(SPLIT_IDS))
 
 
-def quant_tables(quality: int, method: str) -> QuantTables:
-    """The quantization tables of the stored coefficients at ``quality``."""
-    _, _, _, quant = crop_coefficients(np.zeros((16, 16, 3), np.uint8), quality, method)
-    return QuantTables(tuple(int(v) for v in quant[0]), tuple(int(v) for v in quant[1]))
+def quant_tables(quality: int) -> QuantTables:
+    """The quantization tables of the stored coefficients at IJG ``quality`` (libjpeg's own)."""
+    luma, chroma = ijg_tables(quality)
+    return QuantTables(tuple(int(v) for v in luma), tuple(int(v) for v in chroma))
 
 
 def software_versions() -> Software:
@@ -102,7 +102,7 @@ def plan_conversion(src, opts: ConvertOptions, *, labels=None, on_error: str = "
                                                 stage="plan"))
         splits[name]["skipped"] += 1
     return Plan(options=opts.to_dict(), software=software_versions(), root=os.fspath(Path(src).resolve()),
-                classes=tuple(source.classes), quant=quant_tables(opts.quality, opts.fdct),
+                classes=tuple(source.classes), quant=quant_tables(opts.quality),
                 splits={name: PlanSplit(discovered=r["discovered"], discovered_labels=r["discovered_labels"],
                                         files=tuple(r["files"]), labels=tuple(r["labels"]), views=r["views"],
                                         failures=tuple(r["failures"]), skipped=r["skipped"])

@@ -47,17 +47,6 @@ def worker_init(lifeline=None, lock=None) -> None:
     blosc.set_nthreads(1)
 
 
-def read_source(path: Path, limit: int) -> bytes:
-    """The bytes of a source file, refusing (ImageTooLargeError) files over ``limit`` bytes unread."""
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        size = 0  # let read_bytes name the problem
-    if size > limit:
-        raise ImageTooLargeError(f"file of {size} bytes is over the {limit}-byte limit", path)
-    return jpeg.read_bytes(path)
-
-
 @dataclass(frozen=True)
 class HeaderTask:
     """Plan phase: check the headers of ``files`` (relative to ``root``), the ``start``-th file on."""
@@ -85,9 +74,7 @@ def read_headers(task: HeaderTask) -> tuple[int, list[Optional[Failure]]]:
 def _check_header(path: Path, max_pixels: int, max_file_bytes: int) -> None:
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_file_bytes:
-                raise ImageTooLargeError(f"file of {size} bytes is over the {max_file_bytes}-byte limit", path)
+            jpeg.check_file_size(os.fstat(f.fileno()).st_size, path, max_bytes=max_file_bytes)
             data = f.read(HEADER_PREFIX_BYTES)
             rest = f.read(1)
     except FileNotFoundError:
@@ -102,7 +89,7 @@ def _check_header(path: Path, max_pixels: int, max_file_bytes: int) -> None:
         if not rest:
             raise
         # the header did not fit in the prefix (large EXIF/ICC): parse the whole file
-        jpeg.read_header(read_source(path, max_file_bytes), path=path, max_pixels=max_pixels)
+        jpeg.read_header(jpeg.read_bytes(path, max_bytes=max_file_bytes), path=path, max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)
@@ -157,7 +144,7 @@ def convert_shard(task: ShardTask) -> ShardResult:
         path = root / rel
         rng = image_rng(opts.seed, task.split_id, view, image_index)
         try:
-            data = read_source(path, opts.max_file_bytes)
+            data = jpeg.read_bytes(path, max_bytes=opts.max_file_bytes)
             y, cb, cr, box = convert_image(data, path, train=task.train, rng=rng, opts=recipe)
         except (JdctError, ValueError, OSError) as exc:  # bad data must never stop the other images
             failures.append(failure(rel, exc, "convert", view))

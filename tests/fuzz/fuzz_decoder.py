@@ -36,6 +36,9 @@ import zlib
 
 import numpy as np
 
+# jdct_cli is imported inside the functions, not here: atheris instruments a module only when it
+# is first imported under atheris.instrument_imports() (main), so it must not be imported before.
+
 #: Pixel budget while fuzzing: small enough that one input decodes in well under a second, large
 #: enough for every seed file (the biggest odd JPEGs are 2048x1536).
 FUZZ_MAX_PIXELS = 1 << 23

@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from jdct_cli import _decoder as dec
+from jdct_cli.transforms import SampleRecipe, convert_image
+from jdct_cli.errors import JdctError
+
 MAX_BYTES = 4096
 HERE = Path(__file__).resolve().parent
 REG = HERE.parent / "regressions"
 
 
 def outcome(fn) -> str:
-    from jdct_cli.errors import JdctError
-
     try:
         fn()
     except JdctError as exc:
@@ -34,9 +36,6 @@ def outcome(fn) -> str:
 
 
 def main(corpus: str, limit: int = 30) -> None:
-    from jdct_cli import _decoder as dec
-    from jdct_cli.transforms import SampleRecipe, convert_image
-
     index = REG / "INDEX.tsv"
     if not index.exists():
         index.write_text("file\tfound\tread_header\tconvert\tnote\n", encoding="utf-8")
