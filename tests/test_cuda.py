@@ -144,8 +144,12 @@ def test_loader_device_batches_equal_its_cpu_batches(stores, layout, split, outp
                 b = b.cpu()
                 if output == "dct" and not normalize:
                     _assert_coefficients_equal(a, b, exact=layout == "crops")
-                else:
+                elif output == "dct":
                     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+                else:
+                    # block IDCT as a 64-term float32 matmul, summed in another order on the GPU:
+                    # 1e-4 is 0.006 of a grey level after ImageNet normalization
+                    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)
 
 
 def _assert_coefficients_equal(a: torch.Tensor, b: torch.Tensor, exact: bool) -> None:
@@ -165,9 +169,17 @@ def _assert_coefficients_equal(a: torch.Tensor, b: torch.Tensor, exact: bool) ->
 
 
 def _zoo():
-    from jdct_cli.models import list_models
+    """Every network; with the CPU standing in, one per input kind and the one with a penalty
+    (the same code for all, and each costs seconds on a small CPU)."""
+    from jdct_cli.models import get_model_info, list_models
 
-    return list_models()
+    names = list_models()
+    if not STANDIN:
+        return names
+    first = {}
+    for name in names:
+        first.setdefault(get_model_info(name).input_kind, name)
+    return sorted(set(first.values()) | ({"dct_ortho"} & set(names)), key=names.index)
 
 
 @pytest.mark.parametrize("name", _zoo())
@@ -292,8 +304,12 @@ def test_interrupted_run_resumes_on_the_other_device(stores, tmp_path, first, se
     proc = subprocess.Popen(_train_cmd(store, run, first, "--epochs", "2"), cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stderr.readline()  # printed once the run is set up: interrupt it then
-        assert line.startswith(f"training {ARCH}"), line
+        seen = []
+        for _ in range(100):  # "training <arch> ..." is printed once the run is set up (warnings may come first)
+            seen.append(proc.stderr.readline())
+            if not seen[-1] or seen[-1].startswith(f"training {ARCH}"):
+                break
+        assert seen[-1].startswith(f"training {ARCH}"), "".join(seen)[-4000:]
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=600)
     finally:
@@ -313,18 +329,19 @@ def test_interrupted_run_resumes_on_the_other_device(stores, tmp_path, first, se
     if first != DEVICE:
         return
     evals = {}
-    for device in (DEVICE, "cpu"):
+    for device in dict.fromkeys((DEVICE, "cpu")):
         out = subprocess.run([sys.executable, "-m", "jdct_cli", "eval", "--checkpoint", os.fspath(run), "--data",
                               os.fspath(store), "--device", device, "--threads", "1", "--json"],
                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-4000:]
         evals[device] = json.loads(out.stdout)
-    a, b = evals[DEVICE], evals["cpu"]
+    a, b = evals[DEVICE], evals["cpu"]  # the same run when the CPU stands in
     assert a["samples"] == b["samples"] == 16
     assert abs(a["top1"] - b["top1"]) <= 1 / 16 + 1e-9
     assert math.isclose(a["loss"], b["loss"], rel_tol=0.05)
 
 
+@pytest.mark.skipif(STANDIN, reason="a checkpoint written on the CPU holds CPU tensors only")
 def test_checkpoint_written_on_the_device_loads_where_there_is_no_gpu(stores, tmp_path):
     """A checkpoint is read with plain ``torch.load(weights_only=True)`` (README), also on a machine
     without a GPU, where a CUDA tensor anywhere in it (optimizer state included) cannot be

@@ -103,7 +103,7 @@ def measure_network(name: str, args, device: torch.device, timer: Timer) -> dict
     torch.manual_seed(0)
     with torch.device(device):  # parameters made on the device: no host init + copy
         model = create_model(name, num_classes=1000)
-    model = model.eval().to(memory_format=torch.channels_last)
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
     kind = model.input_kind
     inputs = tuple(torch.randn(s, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
                    for s in shapes(kind, args.batch, args.size))

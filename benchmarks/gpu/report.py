@@ -162,7 +162,7 @@ def kendall(pairs: list[tuple[float, float]]) -> Optional[float]:
     for i in range(n):
         for j in range(i + 1, n):
             dx, dy = pairs[i][0] - pairs[j][0], pairs[i][1] - pairs[j][1]
-            s += (dx * dy > 0) - (dx * dy < 0)
+            s += int(dx * dy > 0) - int(dx * dy < 0)
     return s / (n * (n - 1) / 2)
 
 
@@ -248,7 +248,9 @@ def _md_setup(s: dict) -> list[str]:
     for name, st in (s.get("steps") or {}).items():
         extra = ""
         if st.get("store"):
-            extra = f"; store {_f(st['store'].get('bytes_on_disk'), '.0f', 1e-6)} MB"
+            splits = st["store"].get("splits") or {}
+            extra = f"; store {_f(st['store'].get('bytes_on_disk'), '.1f', 1e-6)} MB, " + ", ".join(
+                f"{name} {sp.get('views')} x {sp.get('num_samples')} samples" for name, sp in splits.items())
         out.append(f"- {name}: {'ok' if st.get('ok') else 'FAILED'} ({_f(st.get('seconds'), '.1f')} s){extra}"
                    + (f" via {st['route']}" if st.get("route") else "") + (f" - {st['note']}" if st.get("note") else ""))
     return out + [""]
@@ -323,8 +325,8 @@ def _md_training(s: dict) -> list[str]:
     runs = s.get("runs") or []
     if not runs:
         return out + [f"No results ({s.get('status')}).", ""]
-    out.append(f"imagenette ({s.get('train_images')} train / {s.get('val_images')} val images, {s.get('views')} "
-               f"stored views), {s.get('size')} px, batch {s.get('batch_size')}, {s.get('epochs')} epochs "
+    out.append(f"{s.get('data')} ({s.get('train_images')} train / {s.get('val_images')} val images, {s.get('views')} "
+               f"stored views), {s.get('size')} px, batch {s.get('batch_size')}, {s.get('epochs')} epoch(s) "
                f"({s.get('epochs_chosen_by')}), `jdct train` defaults otherwise (SGD 0.9, LR 0.1 x batch/256, "
                "x0.1 at 1/3, 2/3, 8/9), seed 0, bf16 + channels_last.")
     out += ["", "| network | layout | epochs | final val top-1 | best val top-1 | final top-5 | train img/s | "

@@ -71,7 +71,7 @@ class Plan:
 
 
 REAL = Plan(dry=False, device="cuda",
-            shares={"setup": 50, "cuda_tests": 110, "inference": 70, "loader": 55, "training": 180},
+            shares={"setup": 65, "cuda_tests": 110, "inference": 70, "loader": 55, "training": 165},
             size=224, views=4, convert_workers=min(16, os.cpu_count() or 1))
 DRY = Plan(dry=True, device="cpu",
            shares={"setup": 20, "cuda_tests": 15, "inference": 15, "loader": 20, "training": 35},
@@ -458,7 +458,7 @@ class Suite:
         if "images" in self.stores:
             runs.append((p.train_archs[1], "images"))
         n_train, n_val = _split_counts(self.data)
-        rec: dict = {"batch_size": p.train_batch, "threads": p.train_threads, "views": p.views,
+        rec: dict = {"data": self.data.name, "batch_size": p.train_batch, "threads": p.train_threads, "views": p.views,
                      "train_images": n_train, "val_images": n_val, "size": p.size}
         ips = self.report["sections"].get("inference", {}).get("images_per_s", {})
         archs = [a for a, _ in runs]
