@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,31 +217,6 @@ def test_bf16_channels_last_training_step_of_every_network(name):
     assert any(not torch.equal(before[k], p.detach()) for k, p in model.named_parameters() if p.requires_grad)
 
 
-# ------------------------------------------------------------------ --compile
-
-
-@pytest.mark.skipif(STANDIN, reason="torch.compile of a ResNet-50-sized network takes minutes on a small CPU")
-def test_compile_trains_a_dct_network_like_eager(stores, tmp_path):
-    """`jdct train --compile` on the device: a DCT network trains its 6 steps, and its epoch's
-    train and val loss agree with the same run uncompiled (same seed, data and flips; the
-    kernels differ, so within bf16 noise, not bit for bit)."""
-    store = stores("crops")
-    runs = {}
-    for compiled in (False, True):
-        out = tmp_path / ("compiled" if compiled else "eager")
-        proc = subprocess.run(_train_cmd(store, out, DEVICE, "--epochs", "1", "-q",
-                                         *(["--compile"] if compiled else [])),
-                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        (runs[compiled],) = _metrics(out)
-    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["compile"] is True
-    eager, compiled = runs[False], runs[True]
-    assert compiled["step"] == eager["step"] == 6  # 48 samples / 8
-    for key in ("train_loss", "val_loss"):
-        assert math.isfinite(compiled[key])
-        assert math.isclose(compiled[key], eager[key], rel_tol=0.05), (key, compiled[key], eager[key])
-
-
 # ------------------------------------------------------------------ NCCL
 
 
@@ -288,34 +264,51 @@ def test_one_process_nccl_group_initializes_and_runs_a_ddp_step(tmp_path):
 # ------------------------------------------------------------------ checkpoints across devices
 
 
+@pytest.fixture(scope="module")
+def interrupted(stores, tmp_path_factory):
+    """``interrupted(device)`` -> RUN_DIR of a 2-epoch `jdct train` on ``device`` stopped by Ctrl-C
+    once set up (made once per device; copy it before resuming)."""
+    made = {}
+
+    def get(device: str) -> Path:
+        if device in made:
+            return made[device]
+        run = tmp_path_factory.mktemp(f"interrupted-{device}") / "run"
+        proc = subprocess.Popen(_train_cmd(stores("crops"), run, device, "--epochs", "2"), cwd=REPO, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            seen = []
+            for _ in range(100):  # "training <arch> ..." is printed once the run is set up (warnings may come first)
+                seen.append(proc.stderr.readline())
+                if not seen[-1] or seen[-1].startswith(f"training {ARCH}"):
+                    break
+            assert seen[-1].startswith(f"training {ARCH}"), "".join(seen)[-4000:]
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, err[-4000:]
+        made[device] = run
+        return run
+
+    return get
+
+
 #: With the CPU standing in, both directions are the same CPU -> CPU run: one is enough.
 DIRECTIONS = [pytest.param(DEVICE, "cpu", id="device-to-cpu")] + \
     ([] if STANDIN else [pytest.param("cpu", DEVICE, id="cpu-to-device")])
 
 
 @pytest.mark.parametrize("first, second", DIRECTIONS)
-def test_interrupted_run_resumes_on_the_other_device(stores, tmp_path, first, second):
+def test_interrupted_run_resumes_on_the_other_device(stores, interrupted, tmp_path, first, second):
     """Ctrl-C a 2-epoch run on one device, `--resume` it on the other: it completes every step
     of both epochs exactly once (the loader position and LR schedule carried over), and the
     finished weights are finite. Device -> CPU also evaluates the final checkpoint on both
     devices: the same top-1 within one sample and the same loss within bf16 noise."""
     store = stores("crops")
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(store, run, first, "--epochs", "2"), cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        seen = []
-        for _ in range(100):  # "training <arch> ..." is printed once the run is set up (warnings may come first)
-            seen.append(proc.stderr.readline())
-            if not seen[-1] or seen[-1].startswith(f"training {ARCH}"):
-                break
-        assert seen[-1].startswith(f"training {ARCH}"), "".join(seen)[-4000:]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err[-4000:]
+    shutil.copytree(interrupted(first), run)
     saved = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert saved["config"]["device"] == first and saved["step"] < 12
     res = subprocess.run([sys.executable, "-m", "jdct_cli", "train", "--resume", os.fspath(run), "--device", second,
@@ -342,14 +335,34 @@ def test_interrupted_run_resumes_on_the_other_device(stores, tmp_path, first, se
 
 
 @pytest.mark.skipif(STANDIN, reason="a checkpoint written on the CPU holds CPU tensors only")
-def test_checkpoint_written_on_the_device_loads_where_there_is_no_gpu(stores, tmp_path):
+def test_checkpoint_written_on_the_device_loads_where_there_is_no_gpu(interrupted):
     """A checkpoint is read with plain ``torch.load(weights_only=True)`` (README), also on a machine
     without a GPU, where a CUDA tensor anywhere in it (optimizer state included) cannot be
     deserialized: every tensor of a checkpoint written on the device must be a CPU tensor."""
+    payload = torch.load(interrupted(DEVICE) / "last.pt", weights_only=True)  # no map_location: as on a CPU-only machine
+    assert _tensor_devices(payload) == {"cpu"}, {k: sorted(_tensor_devices(v)) for k, v in payload.items()}
+
+
+# ------------------------------------------------------------------ --compile (last: the slowest)
+
+
+@pytest.mark.skipif(STANDIN, reason="torch.compile of a ResNet-50-sized network takes minutes on a small CPU")
+def test_compile_trains_a_dct_network_like_eager(stores, tmp_path):
+    """`jdct train --compile` on the device: a DCT network trains its 6 steps, and its epoch's
+    train and val loss agree with the same run uncompiled (same seed, data and flips; the
+    kernels differ, so within bf16 noise, not bit for bit)."""
     store = stores("crops")
-    run = tmp_path / "run"
-    proc = subprocess.run(_train_cmd(store, run, DEVICE, "--epochs", "1", "-q"), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    payload = torch.load(run / "last.pt", weights_only=True)  # no map_location, as on a CPU-only machine
-    assert _tensor_devices(payload) == {"cpu"}, {k: _tensor_devices(v) for k, v in payload.items()}
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / ("compiled" if compiled else "eager")
+        proc = subprocess.run(_train_cmd(store, out, DEVICE, "--epochs", "1", "-q",
+                                         *(["--compile"] if compiled else [])),
+                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        (runs[compiled],) = _metrics(out)
+    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["compile"] is True
+    eager, compiled = runs[False], runs[True]
+    assert compiled["step"] == eager["step"] == 6  # 48 samples / 8
+    for key in ("train_loss", "val_loss"):
+        assert math.isfinite(compiled[key])
+        assert math.isclose(compiled[key], eager[key], rel_tol=0.05), (key, compiled[key], eager[key])

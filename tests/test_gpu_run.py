@@ -249,6 +249,18 @@ def test_junit_outcomes(tmp_path):
     assert by["test_cuda::test_c"]["message"] == "needs a CUDA GPU" and by["test_cuda::test_a"]["seconds"] == 1.5
 
 
+def test_outcomes_of_a_pytest_run_stopped_before_its_junit_file():
+    out = suite._verbose_outcomes(
+        "============ test session starts ============\n"
+        "tests/test_cuda.py::test_loader_device_batches_equal_its_cpu_batches[dct-False-train-crops] PASSED [  2%]\n"
+        "tests/test_cuda.py::test_loader_device_batches_equal_its_cpu_batches[dct-False-train-images] SKIPPED (no) [  4%]\n"
+        "tests/test_cuda.py::test_checkpoint_written_on_the_device_loads_where_there_is_no_gpu FAILED [ 90%]\n"
+        "tests/test_cuda.py::test_compile_trains_a_dct_network_like_eager \n")
+    assert out["counts"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1}
+    assert [t["test"] for t in out["tests"]][0] == \
+        "test_cuda::test_loader_device_batches_equal_its_cpu_batches[dct-False-train-crops]"
+
+
 def test_the_clock_lends_unused_time_forward_and_never_the_time_of_later_sections():
     clock = suite.Clock(suite.REAL, None)
     shares = suite.REAL.shares
