@@ -52,6 +52,8 @@ PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
 for name in $WHEELS; do
     version=$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name" 2>/dev/null || true)
     spec=$name${version:+==$version}
+    # without an installed version to match, the range pyproject.toml allows
+    [ -n "$version" ] || case $name in zarr) spec="zarr>=3.1,<4" ;; numcodecs) spec="numcodecs>=0.13" ;; esac
     # shellcheck disable=SC2086
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         $PLATFORMS -d "$CARRY/wheels" "$spec" 2>&1 | grep -v "^WARNING: Location" >&2 || true

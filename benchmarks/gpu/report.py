@@ -408,7 +408,10 @@ def plot(report: dict, path: Path) -> str:
     rows = [r for r in sec.get("loader", {}).get("rows", []) if r.get("per_s")]
     for key in sorted({(r["mode"], r.get("output"), r.get("layout")) for r in rows}, key=str):
         pts = sorted((r["threads"], r["per_s"]) for r in rows if (r["mode"], r.get("output"), r.get("layout")) == key)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=" ".join(str(k) for k in key if k))
+        mode, output, layout = key
+        label = {"dct": f"DCTLoader {output}", "torchvision": "torchvision (Pillow)", "nvjpeg": "decode_jpeg on GPU"}
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                label=label.get(mode, mode) + (f" ({layout})" if layout else ""))
     ax.set_xlabel("CPU threads / workers")
     ax.set_ylabel("samples/s delivered")
     ax.set_title("loader delivery")
