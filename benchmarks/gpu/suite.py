@@ -294,18 +294,6 @@ class Suite:
             steps["build"] = {"ok": True, "note": "extension already built (dry run: the current environment)"}
         else:
             steps["build"] = self._build(left)
-        r = self.run([self.py, HERE / "probe.py"], min(60, left()), capture=True)
-        steps["probe"] = _step(r)
-        if r.ok:
-            rec["machine"] = json.loads(r.output.strip().splitlines()[-1])
-            self.report["machine"] = rec["machine"]
-        names = sorted(set(self.plan.infer_models or ()) | set(self.plan.train_archs)) if self.plan.dry else []
-        r = self.run([self.py, "-m", "jdct_cli", "models", "--json", "--size", str(self.plan.size), *names],
-                     min(60, left()), capture=True)
-        steps["models"] = _step(r)
-        if r.ok:
-            self.models = {m["name"]: m for m in json.loads(r.output)["models"]}
-            self.report["models"] = self.models
         self.data = self._data(steps, left)
         rec["data"] = str(self.data)
         layouts = self._layouts()
@@ -326,6 +314,19 @@ class Suite:
                 if facts.ok:
                     info["store"] = _store_facts(json.loads(facts.output))
                 steps[f"convert_{layout}"].update(info)
+        # facts for the report, after the data (which every later section needs)
+        r = self.run([self.py, HERE / "probe.py"], min(60, left()), capture=True)
+        steps["probe"] = _step(r)
+        if r.ok:
+            rec["machine"] = json.loads(r.output.strip().splitlines()[-1])
+            self.report["machine"] = rec["machine"]
+        names = sorted(set(self.plan.infer_models or ()) | set(self.plan.train_archs)) if self.plan.dry else []
+        r = self.run([self.py, "-m", "jdct_cli", "models", "--json", "--size", str(self.plan.size), *names],
+                     min(60, left()), capture=True)
+        steps["models"] = _step(r)
+        if r.ok:
+            self.models = {m["name"]: m for m in json.loads(r.output)["models"]}
+            self.report["models"] = self.models
         bad = [k for k, v in steps.items() if not v.get("ok")]
         if bad:
             rec["status"] = "failed"
