@@ -31,7 +31,9 @@ resume state: ``weights_only: true``, no ``mid_epoch``/``epoch_sums``/``schedule
 as the weights). ``jdct eval`` and ``predict`` read it; ``jdct train --resume`` refuses it.
 
 Files are written atomically: a temporary file in the same folder, fsync, then ``os.replace``,
-after checking that the filesystem has room for it (:func:`check_free_space`).
+after checking that the filesystem has room for it (:func:`check_free_space`). torch is imported
+only by the functions that read or write a file, so the format's constants and checks import
+without it.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from .. import checkpoint as ckpt
 from ..config import (RESUME_OVERRIDABLE, TrainConfig, absolute_location, build_config, default_head_lr_scale,
                       from_dict, resolve)
 from ..errors import CheckpointError, ConfigError
+from ..models import get_model_info
 from ..store import read_metadata
 from .distributed import Dist, close_dist, init_dist, resumed_partial_sums
 from .loop import Position, Progress, Session, TrainResult, fit
@@ -110,6 +111,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathL
 
 def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Progress,
             stop: StopFlag) -> tuple[Session, Position]:
+    get_model_info(cfg.arch)  # an unknown name fails first, with its suggestion
     if payload is None:
         cfg = resolve(cfg, dctx.world_size)
     elif cfg.world_size != dctx.world_size:
