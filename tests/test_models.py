@@ -111,9 +111,17 @@ def test_forward_backward_224_then_other_sizes(name):
             frozen += b.numel()
             assert not b.requires_grad and b.grad is None, bname
     assert frozen == (3 * 64 * 64 if name.startswith("dct_frozen") else 0)
-    # The first layer learns something: the gradient reaches the input end of the network.
-    first = next(p for p in model.parameters() if p.requires_grad and p.dim() == 4)
+    # The first layer learns something: the gradient reaches the input end of the network. Residual
+    # branches start at zero (their last BN scale is 0), so at initialization it gets there through
+    # the stem or the first projection shortcut, and every branch's zeroed scale gets a gradient (so
+    # the branches open from the first step).
+    first = next(p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 4 and ".branch2" not in n)
     assert first.grad.abs().sum() > 0
+    from jdct_cli.models.resnet import Bottleneck
+
+    for block_name, block in model.named_modules():
+        if isinstance(block, Bottleneck):
+            assert block.bn2c.weight.grad.abs().sum() > 0, block_name
 
     model.eval()
     h, w = 80, 112
