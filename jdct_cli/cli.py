@@ -483,11 +483,11 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
     \b
     SGD with momentum 0.9 and weight decay 1e-4, LR 0.1 x global batch / 256 (the classifier's
     x min(1, classes/1000)), x0.1 at 1/3, 2/3 and 8/9 of the run, linear warm-up when the global
-    batch exceeds 256; residual branches start at zero. DCT networks get
-    coefficients, the pixel baselines pixels rebuilt from the same store. On CUDA: bf16
-    autocast and channels_last. Every epoch writes RUN_DIR/last.pt (best.pt on a new best val
-    top-1; the start line says how large a checkpoint is, and a disk without room for one is an
-    error before anything is lost) and a line of RUN_DIR/metrics.jsonl. Ctrl-C saves a resumable
+    batch exceeds 256; residual branches start at zero. DCT networks get coefficients, the
+    pixel baselines pixels rebuilt from the same store. On CUDA: bf16 autocast and
+    channels_last. Every epoch writes RUN_DIR/last.pt (best.pt on a new best val top-1; the
+    start line says how large a checkpoint is, and a disk without room for one is an error
+    before anything is lost) and a line of RUN_DIR/metrics.jsonl. Ctrl-C saves a resumable
     checkpoint (exit 130). `jdct export` makes a weights-only copy for sharing.
 
     \b
