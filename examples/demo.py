@@ -306,7 +306,8 @@ def train_and_eval(demo: Demo) -> None:
     names = demo.out / "class-names.txt"
     readable = IMAGENETTE_NAMES if demo.imagenette is not None else {c: c for c in classes}
     names.write_text("".join(f"{c}\t{readable.get(c, c)}\n" for c in classes))
-    print("  true classes: " + ", ".join(f"{p.name}: {readable.get(p.parent.name, p.parent.name)}" for p in images))
+    print("  true classes: " + ", ".join(f"{p.name}: {readable.get(p.parent.name, p.parent.name)}" for p in images)
+          + f" (a network at {100 * best:.0f}% top-1 gets many of them wrong)")
     demo.run_jdct("predict", "--checkpoint", run / "best.pt", "--class-names", names, *images)
     export = demo.out / "model.pt"
     demo.run_jdct("export", run / "best.pt", export)
