@@ -25,16 +25,30 @@ bools, None — no pickled classes). The JSON-like part (every key except the te
     loader: {...}                  the training DCTLoader's state_dict (position in the epoch)
     rng: {"torch": uint8 tensor}   the CPU generator state
 
-Files are written atomically: a temporary file in the same folder, fsync, then ``os.replace``.
+A *weights-only export* (``jdct export``, :func:`export_weights`) is the same format without the
+resume state: ``weights_only: true``, no ``mid_epoch``/``epoch_sums``/``scheduler`` and none of
+``optimizer``, ``scaler``, ``loader``, ``rng`` (half the size: SGD's momentum buffers are as large
+as the weights). ``jdct eval`` and ``predict`` read it; ``jdct train --resume`` refuses it.
+
+Files are written atomically: a temporary file in the same folder, fsync, then ``os.replace``,
+after checking that the filesystem has room for it (:func:`check_free_space`). torch is imported
+only by the functions that read or write a file, so the format's constants and checks import
+without it.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
+import shutil
+import zipfile
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import CheckpointError, SourceNotFoundError
+from . import __version__
+from .errors import CheckpointError, NoSpaceError, SourceNotFoundError
 from .fileio import atomic_write
 
 FORMAT_NAME = "jdct-checkpoint"
@@ -43,7 +57,14 @@ SUPPORTED_VERSIONS = (1,)
 #: Keys holding tensors or torch state; everything else is JSON-like and schema-checked.
 TENSOR_KEYS = ("model", "optimizer", "scaler", "rng", "loader")
 REQUIRED_KEYS = ("format", "format_version", "arch", "num_classes", "classes", "input_kind", "config", "model")
+#: What a resumable checkpoint has beyond REQUIRED_KEYS, and a weights-only export leaves out.
+RESUME_KEYS = ("mid_epoch", "epoch_sums", "scheduler", "optimizer", "scaler", "loader", "rng")
+#: Keys a weights-only export keeps (those present in the source checkpoint).
+EXPORT_KEYS = ("format", "format_version", "jdct_version", "arch", "num_classes", "classes", "input_kind",
+               "config", "store", "epoch", "step", "best_top1", "metrics", "model")
 SCHEMA_NAME = "checkpoint.v1.schema.json"
+#: Room kept free beyond a checkpoint's own size: filesystem metadata and whatever else writes there.
+FREE_SPACE_MARGIN = 64 << 20
 
 
 def schema_path() -> Path:
@@ -53,11 +74,16 @@ def schema_path() -> Path:
         if candidate.is_file():
             return candidate
     try:
-        from importlib import resources
-
         return Path(str(resources.files("jdct_cli.schemas") / SCHEMA_NAME))
     except Exception:  # no installed schemas package either
         return here.parent / "schemas" / SCHEMA_NAME
+
+
+def sub_schema(name: str) -> dict[str, Any]:
+    """The schema of one of the checkpoint schema's ``$defs`` on its own: ``"config"`` (also
+    RUN_DIR/config.json), ``"metrics"`` (a line of metrics.jsonl) or ``"store"``."""
+    schema = json.loads(schema_path().read_text())
+    return {"$schema": schema["$schema"], "$ref": f"#/$defs/{name}", "$defs": schema["$defs"]}
 
 
 def json_part(payload: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +107,6 @@ def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
         try:
             os.link(src, tmp)
         except OSError:  # no hard links here (some network filesystems): copy
-            import shutil
-
             with open(src, "rb") as source:
                 atomic_write(tmp, lambda fh: shutil.copyfileobj(source, fh))
         os.replace(tmp, dst)
@@ -94,13 +118,121 @@ def atomic_link(src: os.PathLike | str, dst: os.PathLike | str) -> None:
         raise
 
 
-def save_checkpoint(path: os.PathLike | str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (must already carry format/format_version) atomically with torch.save."""
+def payload_bytes(payload: Any) -> int:
+    """Bytes of the tensors in ``payload`` (nested dicts/lists): about the size ``torch.save`` writes."""
+    if hasattr(payload, "untyped_storage"):
+        return payload.numel() * payload.element_size()
+    if isinstance(payload, dict):
+        return sum(payload_bytes(v) for v in payload.values())
+    if isinstance(payload, (list, tuple)):
+        return sum(payload_bytes(v) for v in payload)
+    return 0
+
+
+def check_free_space(path: os.PathLike | str, needed: int) -> None:
+    """NoSpaceError unless the filesystem of ``path``'s folder has ``needed`` bytes free plus
+    :data:`FREE_SPACE_MARGIN` (the folder must exist)."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed + FREE_SPACE_MARGIN:
+        raise NoSpaceError(
+            f"not enough free space to write this checkpoint: it needs about {needed / 1e6:.0f} MB and "
+            f"{free / 1e6:.0f} MB are free; free some space (or resume with another --out) and run again",
+            path, needed=needed, free=free)
+
+
+def save_checkpoint(path: os.PathLike | str, payload: dict[str, Any]) -> int:
+    """Write ``payload`` (must already carry format/format_version) atomically with torch.save.
+
+    Checks the free space first (NoSpaceError, the old file left intact) and turns a full disk
+    met while writing into the same error. Returns the size written in bytes.
+    """
     import torch
 
     if payload.get("format") != FORMAT_NAME or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError("refusing to write a payload without this jdct's format/version", path)
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+    needed = payload_bytes(payload) + (1 << 20)
+    check_free_space(path, needed)
+    try:
+        atomic_write(path, lambda fh: torch.save(payload, fh))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(f"the disk filled up while writing this checkpoint ({exc.strerror}); the previous "
+                               "one is intact: free some space and run again", path, needed=needed) from None
+        raise
+    return Path(path).stat().st_size
+
+
+def build_payload(*, config: dict, arch: str, classes: list, input_kind: str, store: dict, epoch: int, step: int,
+                  mid_epoch: bool, epoch_sums: dict, best_top1: Optional[float], metrics: Optional[dict],
+                  steps_per_epoch: int, model, optimizer, scaler, loader_state: dict, rng_state) -> dict[str, Any]:
+    """A training checkpoint (the layout in this module's docstring) of the state given.
+
+    ``model``: the bare module (no DDP/compile wrapper); its state is copied to the CPU.
+    ``epoch``: epochs completed; ``step``: optimizer steps over the whole run; ``mid_epoch``: saved
+    inside epoch ``epoch + 1`` with ``epoch_sums`` its partial train sums (all ranks' together).
+    """
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "jdct_version": __version__,
+        "arch": arch,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "input_kind": input_kind,
+        "config": dict(config),
+        "store": dict(store),
+        "epoch": int(epoch),
+        "step": int(step),
+        "mid_epoch": bool(mid_epoch),
+        "epoch_sums": dict(epoch_sums),
+        "best_top1": best_top1,
+        "metrics": metrics,
+        "scheduler": {"step": int(step), "base_lr": config["lr"], "steps_per_epoch": int(steps_per_epoch)},
+        "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "loader": loader_state,
+        "rng": {"torch": rng_state},
+    }
+
+
+def is_weights_only(payload: dict[str, Any]) -> bool:
+    """True for a weights-only export (no optimizer or loader state: cannot be resumed)."""
+    return bool(payload.get("weights_only"))
+
+
+def check_resumable(payload: dict[str, Any], path: os.PathLike | str) -> None:
+    """CheckpointError unless ``payload`` holds everything a resume needs."""
+    if is_weights_only(payload):
+        raise CheckpointError("this is a weights-only export (jdct export): it holds no optimizer or loader state "
+                              "and cannot be resumed; resume from the run's own last.pt", path)
+    missing = [k for k in RESUME_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"cannot resume from this checkpoint: it lacks {', '.join(missing)}", path)
+
+
+def export_weights(src: os.PathLike | str, dst: os.PathLike | str) -> dict[str, Any]:
+    """Write a weights-only copy of checkpoint ``src`` (a .pt file or a RUN_DIR's last.pt) to ``dst``.
+
+    Keeps what ``eval``/``predict`` need (architecture, classes, weights, the training store's
+    facts, config and last metrics) and drops the resume state. Refuses to overwrite ``src``.
+    Returns {"source", "out", "source_bytes", "bytes", "epoch", "arch"}.
+    """
+    src_path = Path(src) / "last.pt" if Path(src).is_dir() else Path(src)
+    payload = load_checkpoint(src_path)
+    dst = Path(dst)
+    if dst.is_dir():
+        raise CheckpointError("is a folder: give the file to write, e.g. model.pt", dst)
+    if dst.exists() and dst.resolve() == src_path.resolve():
+        raise CheckpointError("the export would overwrite its source checkpoint: give another file name", dst)
+    if not dst.parent.is_dir():
+        raise SourceNotFoundError("no such folder to write the export into", dst.parent)
+    out = {k: payload[k] for k in EXPORT_KEYS if k in payload}
+    out["weights_only"] = True
+    size = save_checkpoint(dst, out)
+    return {"source": os.fspath(src_path), "out": os.fspath(dst), "source_bytes": src_path.stat().st_size,
+            "bytes": size, "epoch": payload.get("epoch"), "arch": payload["arch"]}
 
 
 def load_checkpoint(
@@ -142,9 +274,6 @@ def load_checkpoint(
 def _unreadable_reason(path: Path, exc: Exception) -> str:
     """Why torch.load refused ``path``, in the user's terms. torch's own weights_only message
     advises loading with ``weights_only=False``, which a user must not do with an untrusted file."""
-    import pickle
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return "not a readable checkpoint: not a file written by torch.save (truncated, or another kind of file)"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):

@@ -32,20 +32,48 @@ def _print_version(ctx, _param, value):
         ctx.exit()
 
 
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT), the shell's convention.
+EXIT_INTERRUPTED = 130
+
+
+class InterruptedExit(click.ClickException):
+    """Ctrl-C: one line on stderr (no traceback, no click "Aborted!") and exit code 130."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def show(self, file=None):
+        click.echo(self.format_message(), err=True)
+
+
 def library_errors(func):
-    """Turn library errors (and Ctrl-C) into clean click errors instead of tracebacks."""
+    """Turn library errors into clean click errors instead of tracebacks (Interrupted: exit 130)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except Interrupted as exc:
+            raise InterruptedExit(f"interrupted: {exc}") from None
         except JdctError as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class JdctGroup(click.Group):
+    """The ``jdct`` group: one interrupt policy for every command. Ctrl-C anywhere in a command ends it
+    with one line on stderr and exit code 130; commands that keep their work (train, convert) say
+    in that line what they kept and how to go on."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise InterruptedExit(f"interrupted: jdct {ctx.invoked_subcommand or ''} stopped by Ctrl-C".replace(
+                "  ", " ")) from None
+
+
+@click.group(cls=JdctGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show jdct's and libjpeg-turbo's versions and exit.")
 def main():
@@ -57,10 +85,11 @@ def main():
     jdct verify OUT.zarr               check every chunk of a store
     jdct models                        the model zoo
     jdct train / eval / predict        train and use the networks
+    jdct export CKPT OUT.pt            a weights-only copy of a checkpoint, for sharing
+
+    Ctrl-C stops any command with exit code 130 (train and convert keep their work: run the
+    same command again, or jdct train --resume RUN_DIR).
     """
-
-
-# ---- commands are registered below, one section per command (keep this marker) ----
 
 
 # ---- jdct inspect ----
@@ -297,7 +326,7 @@ def verify_command(store, as_json, quiet):
         raise SystemExit(1)
 
 
-# ---- jdct models (owner: model zoo) ----
+# ---- jdct models ----
 @main.command("models")
 @click.argument("names", nargs=-1, metavar="[NAME...]")
 @click.option("--json", "as_json", is_flag=True,
@@ -337,7 +366,31 @@ def models_command(names, as_json, size, descriptions):
         click.echo(render_table(doc["models"], size, descriptions))
 
 
-# ---- jdct train / eval / predict (owner: training) ----
+# ---- jdct train / eval / predict / export ----
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _mb(nbytes) -> str:
+    return "?" if nbytes is None else f"{nbytes / 1e6:.0f} MB"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _epoch_line(ev: dict) -> str:
+    """One line per epoch: LR, train loss/top-1, validation (when the run has one), speed, time."""
+    line = f"epoch {ev['epoch']}: lr {ev['lr']:.3g}  train loss {ev['train_loss']:.4f} top-1 {_pct(ev['train_top1'])}"
+    if ev["val_loss"] is not None:
+        line += f"  |  val loss {ev['val_loss']:.4f} top-1 {_pct(ev['val_top1'])}"
+        if ev["val_top5"] is not None:
+            line += f" top-5 {_pct(ev['val_top5'])}"
+        line += f" ({ev['val_samples']} samples)"
+    line += f"  |  {ev['images_per_s']:.1f} img/s, {ev['epoch_time_s']:.1f} s"
+    return line + ("  *best*" if ev.get("best") else "")
+
+
 class _TrainProgress:
     """Training progress events -> a tqdm bar per epoch (loss, img/s, lr) and one line per epoch."""
 
@@ -346,7 +399,7 @@ class _TrainProgress:
         self.bar = None
         self.val_bar = None
 
-    def _close(self):
+    def close(self):
         for bar in (self.bar, self.val_bar):
             if bar is not None:
                 bar.close()
@@ -358,13 +411,16 @@ class _TrainProgress:
         from tqdm import tqdm
 
         kind = ev["event"]
-        if kind == "start":
+        if kind == "start" and not ev["complete"]:
             what = "resuming" if ev["resumed"] else "training"
+            val = f"validating on {ev['validation']!r}" if ev["validation"] else "no validation"
             click.echo(f"{what} {ev['arch']} ({ev['input_kind']} inputs) on {ev['device']} x{ev['world_size']}: "
-                       f"epoch {ev['start_epoch'] + 1}/{ev['epochs']}, {ev['steps_per_epoch']} steps/epoch, "
-                       f"global batch {ev['global_batch_size']}, base lr {ev['lr']:g} -> {ev['run_dir']}", err=True)
+                       f"epoch {min(ev['start_epoch'] + 1, ev['epochs'])}/{ev['epochs']}, "
+                       f"{ev['steps_per_epoch']} steps/epoch, global batch {ev['global_batch_size']}, "
+                       f"base lr {ev['lr']:g}, {val}; checkpoints ~{_mb(ev['checkpoint_bytes'])} each "
+                       f"-> {ev['run_dir']}", err=True)
         elif kind == "epoch_start":
-            self._close()
+            self.close()
             self.bar = tqdm(total=ev["total"], initial=ev["done"], desc=f"epoch {ev['epoch']}/{ev['epochs']}",
                             unit="step", dynamic_ncols=True, disable=None, leave=False)
         elif kind == "step" and self.bar is not None:
@@ -377,23 +433,20 @@ class _TrainProgress:
         elif kind == "val_step" and self.val_bar is not None:
             self.val_bar.update(1)
         elif kind == "epoch_end":
-            self._close()
-            click.echo(f"epoch {ev['epoch']}: lr {ev['lr']:.3g}  train loss {ev['train_loss']:.4f} "
-                       f"top-1 {100 * ev['train_top1']:.2f}%  |  val loss {ev['val_loss']:.4f} "
-                       f"top-1 {100 * ev['val_top1']:.2f}% top-5 {100 * ev['val_top5']:.2f}% "
-                       f"({ev['val_samples']} samples)  |  {ev['images_per_s']:.1f} img/s, "
-                       f"{ev['epoch_time_s']:.1f} s" + ("  *best*" if ev.get("best") else ""), err=True)
+            self.close()
+            click.echo(_epoch_line(ev), err=True)
         elif kind in ("interrupted", "done"):
-            self._close()
+            self.close()
 
 
 def _milestones(_ctx, _param, value):
     if value is None:
         return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter("a comma-separated list of epochs, e.g. 30,60,80") from None
+        raise click.BadParameter("a comma-separated list of epochs, e.g. 30,60,80 (or 0.5,1.5)") from None
+    return [int(v) if v == int(v) else v for v in values]
 
 
 @main.command("train")
@@ -404,6 +457,9 @@ def _milestones(_ctx, _param, value):
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs [default: 90].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per process and step [default: 64].")
 @click.option("--lr", type=click.FloatRange(min=0), help="Base learning rate [default: 0.1 x global batch / 256].")
+@click.option("--head-lr-scale", type=click.FloatRange(min=0),
+              help="The final classifier's LR as a fraction of --lr [default: min(1, classes/1000): the "
+                   "recipe's ImageNet step size for any class count].")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), help="SGD momentum [default: 0.9].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="Weight decay [default: 1e-4].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
@@ -412,9 +468,12 @@ def _milestones(_ctx, _param, value):
 @click.option("--warmup-epochs", type=click.FloatRange(min=0),
               help="Linear warm-up length [default: 5 x epochs/90 when the global batch exceeds 256, else 0].")
 @click.option("--milestones", callback=_milestones, metavar="E1,E2,...",
-              help="Epochs where the LR is multiplied by 0.1 [default: 1/3, 2/3, 8/9 of --epochs; '' = none].")
+              help="Epochs (fractions allowed) where the LR is multiplied by 0.1 [default: 1/3, 2/3, 8/9 of "
+                   "--epochs; '' = none].")
 @click.option("--seed", type=int, help="Seed of the weights and the data order [default: 0].")
-@click.option("--val-split", metavar="SPLIT", help="Split validated after every epoch [default: val].")
+@click.option("--val-split", metavar="SPLIT",
+              help="Split validated after every epoch, or 'none' to train without validation (then no "
+                   "best.pt) [default: val].")
 @click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto [default: auto]. Under torchrun each process "
                                "takes cuda:LOCAL_RANK.")
 @click.option("--threads", type=click.IntRange(min=1),
@@ -424,32 +483,38 @@ def _milestones(_ctx, _param, value):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
               help="YAML or JSON file of these options (underscores or dashes); flags override it.")
 @click.option("--resume", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=str),
-              help="Continue the run saved in RUN_DIR exactly (step, LR, optimizer, data order).")
+              help="Continue the run saved in RUN_DIR exactly (step, LR, optimizer, data order); with "
+                   "--data if its store has moved.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @library_errors
-def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_decay, label_smoothing,
+def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, momentum, weight_decay, label_smoothing,
                   warmup_epochs, milestones, seed, val_split, device, threads, amp, compile_, config_file, resume,
                   quiet):
     """Train a network of the zoo on a jdct store (the paper's ResNet-50 recipe).
 
     \b
-    SGD with momentum 0.9 and weight decay 1e-4, LR 0.1 x global batch / 256, x0.1 at 1/3, 2/3
-    and 8/9 of the epochs, linear warm-up when the global batch exceeds 256. DCT networks get
-    coefficients, the pixel baselines pixels rebuilt from the same store. On CUDA: bf16
-    autocast and channels_last. Every epoch writes RUN_DIR/last.pt (best.pt on a new best val
-    top-1) and a line of RUN_DIR/metrics.jsonl. Ctrl-C saves a resumable checkpoint (exit 130).
+    SGD with momentum 0.9 and weight decay 1e-4, LR 0.1 x global batch / 256 (the classifier's
+    x min(1, classes/1000)), x0.1 at 1/3, 2/3 and 8/9 of the run, linear warm-up when the global
+    batch exceeds 256; residual branches start at zero. DCT networks get coefficients, the
+    pixel baselines pixels rebuilt from the same store. On CUDA: bf16 autocast and
+    channels_last. Every epoch writes RUN_DIR/last.pt (best.pt on a new best val top-1; the
+    start line says how large a checkpoint is, and a disk without room for one is an error
+    before anything is lost) and a line of RUN_DIR/metrics.jsonl. Ctrl-C saves a resumable
+    checkpoint (exit 130). `jdct export` makes a weights-only copy for sharing.
 
     \b
     Examples:
       jdct train --arch upsampling_rfa --data imagenet.zarr --out runs/ups
       jdct train --config recipe.yaml --epochs 30 --batch-size 128
+      jdct train --arch late_concat --data train-only.zarr --val-split none
       jdct train --resume runs/ups
       torchrun --nproc_per_node=8 -m jdct_cli train --arch late_concat_rfa_thinner --data in.zarr
     """
     from .config import build_config
     from .train import train
 
-    given = dict(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+    given = dict(arch=arch, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                 head_lr_scale=head_lr_scale, momentum=momentum,
                  weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_epochs=warmup_epochs,
                  milestones=milestones, seed=seed, val_split=val_split, device=device, threads=threads, amp=amp,
                  compile=compile_)
@@ -463,24 +528,31 @@ def train_command(arch, data, out, epochs, batch_size, lr, momentum, weight_deca
     try:
         result = train(config, resume=resume, progress=progress)
     finally:
-        progress._close()
+        progress.close()
     if result.rank != 0:
         return
     if result.interrupted:
-        click.echo(f"interrupted after step {result.steps}: saved {result.run_dir / 'last.pt'}; continue with\n"
-                   f"  jdct train --resume {result.run_dir}", err=True)
-        raise SystemExit(130)
+        raise InterruptedExit(f"interrupted after step {result.steps}: saved {result.run_dir / 'last.pt'}; "
+                              f"continue with: jdct train --resume {result.run_dir}")
     m = result.last_metrics
-    if m is not None and not quiet:
-        best = "-" if result.best_top1 is None else f"{100 * result.best_top1:.2f}%"
-        click.echo(f"done: {result.epochs_done} epochs, {result.steps} steps; last val top-1 {100 * m['val_top1']:.2f}% "
-                   f"top-5 {100 * m['val_top5']:.2f}%, best top-1 {best}; {result.run_dir}")
+    if quiet:
+        return
+    last = "" if m is None or m["val_top1"] is None else (
+        f"; last val top-1 {_pct(m['val_top1'])}" + (f" top-5 {_pct(m['val_top5'])}" if m["val_top5"] is not None
+                                                     else "") + f", best top-1 {_pct(result.best_top1)}")
+    if result.already_complete:
+        click.echo(f"nothing to do: the run is already complete ({result.epochs_done}/{result.epochs} epochs, "
+                   f"{_plural(result.steps, 'step')}{last}); {result.run_dir}")
+    else:
+        click.echo(f"done: {_plural(result.epochs_done, 'epoch')}, {_plural(result.steps, 'step')}{last}; "
+                   f"{result.run_dir}")
 
 
 @main.command("eval")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
-              help="A checkpoint (.pt) or a RUN_DIR (its last.pt).")
-@click.option("--data", required=True, type=click.Path(path_type=str), metavar="STORE", help="The jdct store.")
+              help="A checkpoint (.pt, or a weights-only export) or a RUN_DIR (its last.pt).")
+@click.option("--data", type=click.Path(path_type=str), metavar="STORE",
+              help="The jdct store [default: the store the checkpoint was trained on].")
 @click.option("--split", default="val", show_default=True, metavar="SPLIT", help="Split of the store to evaluate.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Images per batch; does not change the results [default: the training batch size].")
@@ -493,11 +565,11 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
 
     \b
     The same validation pass as training: every sample once, no flips, mean cross-entropy
-    without label smoothing.
+    without label smoothing. Top-5 is left out (null in JSON) with 5 classes or fewer.
 
     \b
     Examples:
-      jdct eval --checkpoint runs/ups/best.pt --data imagenet.zarr
+      jdct eval --checkpoint runs/ups/best.pt
       jdct eval --checkpoint runs/ups --data imagenet.zarr --split train --json
     """
     import json
@@ -524,20 +596,22 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
     if as_json:
         click.echo(json.dumps(res, indent=2))
     else:
+        top5 = "" if res["top5"] is None else f"  top-5 {_pct(res['top5'])}"
         click.echo(f"{res['arch']} on {res['data']} [{res['split']}], {res['samples']} samples: "
-                   f"loss {res['loss']:.4f}  top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%")
+                   f"loss {res['loss']:.4f}  top-1 {_pct(res['top1'])}{top5}")
 
 
 @main.command("predict")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
-              help="A checkpoint (.pt) or a RUN_DIR (its last.pt).")
+              help="A checkpoint (.pt, or a weights-only export) or a RUN_DIR (its last.pt).")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=str), metavar="IMAGE...")
 @click.option("--direct", is_flag=True,
               help="Feed the file's own coefficients (no decode, no re-encode) when it is 4:2:0 with "
                    "sides multiple of 16; otherwise say why and use the val transform.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
 @click.option("--class-names", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
-              help="Readable class names: '<class folder> <name>' lines (e.g. Tiny-ImageNet's classes.txt).")
+              help="Readable class names: '<class folder> <name>' lines (e.g. Tiny-ImageNet's classes.txt); "
+                   "an error when it names none of the checkpoint's classes.")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
 @library_errors
@@ -558,11 +632,10 @@ def predict_command(checkpoint, images, direct, top_k, class_names, device, as_j
 
     from tqdm import tqdm
 
-    from .evaluate import predict, read_class_names
+    from .evaluate import predict
 
-    names = read_class_names(class_names) if class_names else None
     with tqdm(total=len(images), desc="predicting", unit="img", disable=None, leave=False) as bar:
-        res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device, class_names=names,
+        res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device, class_names=class_names,
                       progress=lambda _ev: bar.update(1))
     if as_json:
         click.echo(json.dumps(res, indent=2))
@@ -579,3 +652,27 @@ def predict_command(checkpoint, images, direct, top_k, class_names, device, as_j
         click.echo(f"Error: {err['file']}: {err['reason']}", err=True)
     if res.get("errors"):
         raise SystemExit(1)
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=str), metavar="CKPT")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str), metavar="OUT.pt")
+@library_errors
+def export_command(checkpoint, out):
+    """Write a weights-only copy of a checkpoint, for sharing.
+
+    \b
+    CKPT is a training checkpoint (last.pt, best.pt) or a RUN_DIR (its last.pt). OUT.pt keeps
+    what `jdct eval` and `jdct predict` need (network, classes, weights, the training store's
+    facts, config and last metrics) and drops the optimizer's momentum and the loader and RNG
+    state: about half the size. It cannot be resumed; keep the run's own checkpoints for that.
+
+    \b
+    Example:
+      jdct export runs/ups/best.pt ups-imagenet.pt
+    """
+    from .checkpoint import export_weights
+
+    res = export_weights(checkpoint, out)
+    click.echo(f"wrote {res['out']}: {res['arch']} after {_plural(res['epoch'] or 0, 'epoch')}, weights only, "
+               f"{_mb(res['bytes'])} (the checkpoint is {_mb(res['source_bytes'])})")

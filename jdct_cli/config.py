@@ -26,14 +26,18 @@ from typing import Any, Mapping, Optional
 
 from .errors import ConfigError, SourceNotFoundError
 
-#: Epoch fractions at which the LR is multiplied by 0.1 (30/60/80 of 90 epochs).
+#: Fractions of the run at which the LR is multiplied by 0.1 (epochs 30/60/80 of 90).
 DECAY_FRACTIONS = ((1, 3), (2, 3), (8, 9))
 DECAY_FACTOR = 0.1
 #: Linear warm-up length for a 90-epoch run whose global batch exceeds 256 (Goyal et al.).
 WARMUP_EPOCHS_AT_90 = 5.0
 REFERENCE_EPOCHS = 90
 LR_PER_256 = 0.1
+#: Classes of the recipe's data set (ImageNet): the classifier's LR is scaled by classes / this.
+REFERENCE_CLASSES = 1000
 
+#: Values of ``val_split`` (case-insensitive) meaning "no validation".
+NO_SPLIT = ("", "none", "null")
 #: Fields that may differ when a run is resumed (they change where/how it runs, not what it learns).
 RESUME_OVERRIDABLE = ("device", "threads", "compile", "out", "data")
 
@@ -52,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     warmup_epochs: Optional[float] = None  # None: automatic (see resolve)
+    head_lr_scale: Optional[float] = None  # LR multiplier of the classifier; None: default_head_lr_scale(classes)
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
     threads: Optional[int] = None  # loader threads per process; None: the loader's default
@@ -59,11 +64,11 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     compile: bool = False
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: Optional[str] = "val"  # None (--val-split none): no validation
     # Filled by resolve() (milestones too, when not given):
     world_size: Optional[int] = None
     global_batch_size: Optional[int] = None
-    milestones: Optional[list] = field(default=None)  # epochs of the x0.1 decays; None: 1/3, 2/3, 8/9
+    milestones: Optional[list] = field(default=None)  # epochs (may be fractional) of the x0.1 decays; None: 1/3, 2/3, 8/9
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,9 +84,13 @@ def _check_type(name: str, value: Any, source: str) -> Any:
         return None
     default = _FIELDS[name].default
     kind = type(default) if default is not None else None
-    if name in ("lr", "warmup_epochs"):
+    if name in ("lr", "warmup_epochs", "head_lr_scale"):
         kind = float
     elif name in ("arch", "data", "out"):
+        kind = str
+    elif name == "val_split":
+        if isinstance(value, str) and value.strip().lower() in NO_SPLIT:
+            return None
         kind = str
     elif name == "threads":
         kind = int
@@ -191,22 +200,46 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"weight decay must be >= 0, not {cfg.weight_decay}", src)
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"label smoothing must be in [0, 1), not {cfg.label_smoothing}", src)
+    if cfg.head_lr_scale is not None and cfg.head_lr_scale < 0:
+        raise ConfigError(f"the classifier's LR scale must be >= 0, not {cfg.head_lr_scale}", src)
     if cfg.warmup_epochs is not None and not 0 <= cfg.warmup_epochs <= cfg.epochs:
         raise ConfigError(f"warm-up epochs must be in [0, epochs], not {cfg.warmup_epochs}", src)
     if cfg.milestones is not None and not all(
-            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in cfg.milestones):
-        raise ConfigError(f"milestones must be epochs >= 1, not {cfg.milestones!r}", src)
+            isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+            for m in cfg.milestones):
+        raise ConfigError(f"milestones must be epochs > 0 (fractions allowed), not {cfg.milestones!r}", src)
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"threads must be >= 1, not {cfg.threads}", src)
 
 
-def default_milestones(epochs: int) -> list[int]:
-    """Epochs at whose start the LR is multiplied by 0.1: round(epochs * f) for f in 1/3, 2/3, 8/9.
+def default_milestones(epochs: int) -> list[float]:
+    """Epochs at which the LR is multiplied by 0.1: ``epochs`` x 1/3, 2/3 and 8/9.
 
-    [30, 60, 80] for 90 epochs; never before epoch 1 (a milestone equal to ``epochs`` is never
-    reached, so short runs simply decay fewer times).
+    [30, 60, 80] for 90 epochs. Fractional for other lengths (a decay then happens inside an
+    epoch, at the step nearest that point), so that every run, however short, has three distinct
+    decays at the same fractions of its training as the 90-epoch recipe and spends the same share of
+    its steps at each LR. Whole numbers are stored as ints, others rounded to 4 decimals.
     """
-    return [max(1, (epochs * num * 2 + den) // (2 * den)) for num, den in DECAY_FRACTIONS]
+    return [_tidy(epochs * num / den) for num, den in DECAY_FRACTIONS]
+
+
+def _tidy(value: float) -> float | int:
+    rounded = round(value, 4)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def default_head_lr_scale(num_classes: int) -> float:
+    """The classifier's LR as a fraction of the body's: ``min(1, num_classes / 1000)``.
+
+    The recipe's LR was set for ImageNet's 1,000 classes. The final layer's loss curvature is about
+    |f|^2 / K (f: the pooled features it reads, K classes, uniform predictions), so with K classes
+    the same LR is 1000/K times hotter there: at 10 classes, batch 64 and lr 0.025 its logits jump
+    by several units per step (batch-to-batch class-frequency noise times |f|^2) and the loss sits
+    at chance or above for the first epochs. Scaling the classifier's LR by K/1000 gives it the step
+    size, relative to its curvature, it has in the 1,000-class recipe; the body keeps the recipe's
+    LR. Exactly 1 (the paper's recipe unchanged) from 1,000 classes on.
+    """
+    return min(1.0, num_classes / REFERENCE_CLASSES)
 
 
 def default_warmup_epochs(epochs: int, global_batch: int) -> float:
@@ -222,7 +255,8 @@ def default_warmup_epochs(epochs: int, global_batch: int) -> float:
 
 
 def resolve(cfg: TrainConfig, world_size: int) -> TrainConfig:
-    """A copy of ``cfg`` with the run-dependent fields filled in (idempotent for the same world size)."""
+    """A copy of ``cfg`` with the run-dependent fields filled in (idempotent for the same world size
+    and working folder): LR, warm-up, milestones, ``out`` and absolute ``data``/``out`` paths."""
     validate(cfg)
     out = dataclasses.replace(cfg)
     out.world_size = int(world_size)
@@ -235,7 +269,15 @@ def resolve(cfg: TrainConfig, world_size: int) -> TrainConfig:
         out.milestones = default_milestones(cfg.epochs)
     if out.out is None:
         out.out = os.path.join("runs", str(cfg.arch))
+    # absolute, so that `jdct train --resume RUN_DIR` and `jdct eval` work from any folder
+    out.out = absolute_location(out.out)
+    out.data = absolute_location(out.data)
     return out
+
+
+def absolute_location(path: str) -> str:
+    """``path`` made absolute when it is a local path (a URL such as ``s3://...`` is left as it is)."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def from_dict(values: Mapping[str, Any], source: str = "checkpoint") -> TrainConfig:
@@ -247,16 +289,27 @@ def from_dict(values: Mapping[str, Any], source: str = "checkpoint") -> TrainCon
     return cfg
 
 
-def lr_at(step: int, *, base_lr: float, steps_per_epoch: int, warmup_epochs: float, milestones: list[int]) -> float:
+def decay_step(milestone: float, steps_per_epoch: int) -> int:
+    """The first optimizer step (0-based) run at the LR after ``milestone`` (epochs, may be fractional)."""
+    return int(round(milestone * steps_per_epoch))
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
+    """Steps of the linear warm-up: ``warmup_epochs`` x ``steps_per_epoch``, rounded."""
+    return int(round(warmup_epochs * steps_per_epoch))
+
+
+def lr_at(step: int, *, base_lr: float, steps_per_epoch: int, warmup_epochs: float, milestones: list) -> float:
     """The learning rate of optimizer step ``step`` (0-based, counted over the whole run).
 
-    Step decay: x0.1 for every milestone epoch <= the current epoch. Linear warm-up over the first
-    ``round(warmup_epochs * steps_per_epoch)`` steps, from base/W to base (W = warm-up steps).
-    A pure function of the step count, so a resumed run lands on exactly the same LR.
+    Step decay: x0.1 for every milestone whose :func:`decay_step` is <= ``step`` (for whole-epoch
+    milestones: every milestone epoch <= the current epoch). Linear warm-up over the first
+    W = :func:`warmup_steps` steps, from base/W to base. A pure function of the step count, so a
+    resumed run lands on exactly the same LR.
     """
-    epoch = step // max(1, steps_per_epoch)
-    factor = DECAY_FACTOR ** sum(1 for m in milestones if epoch >= m)
-    warm = int(round(warmup_epochs * steps_per_epoch))
+    spe = max(1, steps_per_epoch)
+    factor = DECAY_FACTOR ** sum(1 for m in milestones if step >= decay_step(m, spe))
+    warm = warmup_steps(warmup_epochs, spe)
     if step < warm:
         factor *= (step + 1) / warm
     return base_lr * factor

@@ -86,10 +86,6 @@ class StoreCorruptionError(StoreError):
     """A chunk failed its checksum or an array disagrees with the metadata."""
 
 
-class Interrupted(JdctError):
-    """Ctrl-C (SIGINT) stopped the work; ``reason`` says what was kept and how to continue."""
-
-
 class SourceError(JdctError, ValueError):
     """The conversion source tree is unusable (no images, no classes, bad --labels file)."""
 
@@ -111,3 +107,19 @@ class UnknownModelError(JdctError, KeyError):
 
     def __str__(self):  # KeyError would repr() the message
         return Exception.__str__(self)
+
+
+class NoSpaceError(JdctError, OSError):
+    """Not enough free space to write a file; ``needed`` and ``free`` in bytes (None when unknown)."""
+
+    def __init__(self, reason, path=None, needed: Optional[int] = None, free: Optional[int] = None):
+        super().__init__(reason, path)
+        self.needed = needed
+        self.free = free
+
+
+class Interrupted(JdctError):
+    """The work was stopped by Ctrl-C (SIGINT) or SIGTERM; ``reason`` says what was kept and how to go on.
+
+    The CLI turns it into a one-line message and exit code 130, as for any interrupt.
+    """

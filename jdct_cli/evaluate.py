@@ -7,7 +7,7 @@
 - :func:`predict` classifies JPEG files. By default each file goes through the store's *val
   transform* (resize the shorter side to round(S/0.875), centre crop S, 4:2:0 coefficients at the
   store's quality: exactly what ``jdct convert`` stores for a val image, via
-  :func:`jdct_cli.convert.convert_image`). ``direct=True`` instead feeds the coefficients read
+  :func:`jdct_cli.transforms.convert_image`). ``direct=True`` instead feeds the coefficients read
   straight from the file (no decode, no re-encode: the paper's inference path) when the file is
   4:2:0 YCbCr with sides that are multiples of 16, and otherwise falls back to the val transform,
   saying why, in the result's ``note``.
@@ -20,7 +20,16 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .errors import CheckpointError, ConfigError, JdctError
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from . import jpeg
+from .transforms import SampleRecipe, convert_image
+from .data import device_constants, dequantized_to_pixels
+from .errors import CheckpointError, ConfigError, JdctError, SourceNotFoundError, StoreError
+from .store import read_metadata
+from .train import build_model, make_loader, resolve_device, run_validation
 
 EVAL_FORMAT = "jdct-eval"
 PREDICT_FORMAT = "jdct-predict"
@@ -29,13 +38,11 @@ FORMAT_VERSION = 1
 Progress = Optional[Callable[[dict], None]]
 
 
-def _load(checkpoint) -> tuple[dict, Any, str]:
-    """(payload, model in eval mode on CPU, input_kind) from a checkpoint file or RUN_DIR."""
-    from . import checkpoint as ckpt
-    from .train import _build_model
-
+def load_for_inference(checkpoint) -> tuple[dict, Any, str]:
+    """(payload, model in eval mode on the CPU, input_kind) from a checkpoint file, a weights-only
+    export or a RUN_DIR (its last.pt). CheckpointError when the weights do not fit the network."""
     payload = ckpt.load_checkpoint(checkpoint)
-    model, kind = _build_model(payload["arch"], int(payload["num_classes"]))
+    model, kind = build_model(payload["arch"], int(payload["num_classes"]))
     if kind != payload["input_kind"]:
         raise CheckpointError(
             f"architecture {payload['arch']!r} now takes {kind!r} inputs, the checkpoint was trained on "
@@ -45,22 +52,33 @@ def _load(checkpoint) -> tuple[dict, Any, str]:
     return payload, model, kind
 
 
-def evaluate(checkpoint: os.PathLike | str, data: os.PathLike | str, *, split: str = "val",
+def training_store(payload: dict, checkpoint) -> str:
+    """The store a checkpoint was trained on (its absolute path, as recorded); StoreError when it is
+    not there any more, saying to give ``--data``."""
+    recorded = (payload.get("store") or {}).get("path") or (payload.get("config") or {}).get("data")
+    if not recorded:
+        raise CheckpointError("the checkpoint does not say which store it was trained on: give --data", checkpoint)
+    if "://" not in recorded and not Path(recorded).exists():
+        raise StoreError(f"the checkpoint's training store is not there any more (moved or deleted?): give the "
+                         f"store to evaluate with --data", recorded)
+    return recorded
+
+
+def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = None, *, split: str = "val",
              batch_size: Optional[int] = None, device: str = "auto", threads: Optional[int] = None,
              progress: Progress = None) -> dict[str, Any]:
     """Loss, top-1 and top-5 of ``checkpoint`` on ``split`` of the store ``data``.
 
-    ``checkpoint``: a ``.pt`` file or a RUN_DIR (its ``last.pt``). ``batch_size`` defaults to the
-    training batch size. Returns {"format", "format_version", "checkpoint", "arch", "data", "split",
-    "loss", "top1", "top5", "samples"} (top-k as fractions). Raises CheckpointError, StoreError
-    (missing split, other classes), SourceNotFoundError.
+    ``checkpoint``: a ``.pt`` file (training checkpoint or weights-only export) or a RUN_DIR (its
+    ``last.pt``). ``data``: the store; default: the one the checkpoint was trained on.
+    ``batch_size`` defaults to the training batch size. Returns {"format", "format_version",
+    "checkpoint", "arch", "data", "split", "loss", "top1", "top5", "samples"} (top-k as
+    fractions; ``top5`` null with fewer than 6 classes). Raises CheckpointError, StoreError
+    (missing split, other classes), SourceNotFoundError, ConfigError.
     """
-    import torch
-
-    from .store import read_metadata
-    from .train import _Dist, _loader, _resolve_device, run_validation
-
-    payload, model, kind = _load(checkpoint)
+    payload, model, kind = load_for_inference(checkpoint)
+    if data is None:
+        data = training_store(payload, checkpoint)
     info = read_metadata(data)
     info.split(split)  # StoreError naming the store when the split is absent
     if info.classes != list(payload["classes"]):
@@ -68,7 +86,7 @@ def evaluate(checkpoint: os.PathLike | str, data: os.PathLike | str, *, split: s
             f"the store's {len(info.classes)} classes differ from the {payload['num_classes']} the checkpoint "
             "was trained on", data)
     cfg = payload["config"]
-    dev = _resolve_device(device, 0)
+    dev = resolve_device(device)
     model.to(dev)
     on_cuda = dev.type == "cuda"
     channels_last = bool(cfg.get("channels_last", True) and on_cuda)
@@ -77,9 +95,8 @@ def evaluate(checkpoint: os.PathLike | str, data: os.PathLike | str, *, split: s
     bs = int(batch_size or cfg["batch_size"])
     if bs < 1:
         raise ConfigError(f"batch size must be >= 1, not {bs}", "--batch-size")
-    loader = _loader(data, split, batch_size=bs, shuffle=False, seed=int(cfg.get("seed", 0)), dctx=_Dist(),
-                     threads=threads, device=dev, drop_last=False, flip=False, output=kind,
-                     stats=(payload.get("store") or {}).get("stats"))
+    loader = make_loader(data, split, batch_size=bs, train=False, seed=int(cfg.get("seed", 0)), device=dev,
+                         output=kind, threads=threads, stats=(payload.get("store") or {}).get("stats"))
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
     val = run_validation(model, loader, device=dev, amp=bool(cfg.get("amp", True) and on_cuda),
@@ -115,9 +132,7 @@ def direct_refusal(header: dict) -> Optional[str]:
         return f"it is {header.get('color_space')} with {header.get('num_components')} component(s), not YCbCr"
     factors = [(c["h"], c["v"]) for c in comps]
     if factors != [(2, 2), (1, 1), (1, 1)]:
-        from .jpeg import sampling_name
-
-        return f"its chroma subsampling is {sampling_name(comps, header.get('color_space'))}, not 4:2:0"
+        return f"its chroma subsampling is {jpeg.sampling_name(comps, header.get('color_space'))}, not 4:2:0"
     w, h = header["width"], header["height"]
     if w % 16 or h % 16:
         return f"its size {w}x{h} is not a multiple of 16 on both sides"
@@ -127,10 +142,6 @@ def direct_refusal(header: dict) -> Optional[str]:
 def _val_coefficients(data: bytes, path, store: dict):
     """The store's val transform of one JPEG: int16 (64, S/8, S/8), (64, S/16, S/16) x2 and
     the quantization tables used (uint16 (3, 64): luma, chroma, chroma)."""
-    import numpy as np
-
-    from .transforms import SampleRecipe, convert_image
-
     transform = store.get("transform") or {}
     opts = SampleRecipe(size=int(store["size"]), quality=int(store.get("quality", 100)),
                           exif=transform.get("exif", "ignore"), exact_decode=bool(transform.get("exact_decode", False)))
@@ -142,10 +153,6 @@ def _val_coefficients(data: bytes, path, store: dict):
 
 def _direct_coefficients(data: bytes, path):
     """The file's own quantized coefficients in store layout and its quant tables (uint16 (3, 64))."""
-    import numpy as np
-
-    from . import jpeg
-
     comps, quant, _warnings = jpeg.read_coefficients(data, path=path)
     tables = np.stack([quant[0], quant[1], quant[2]]).astype(np.uint16)
     y, cb, cr = (np.moveaxis(np.asarray(c), -1, 0) for c in comps[:3])
@@ -153,29 +160,28 @@ def _direct_coefficients(data: bytes, path):
 
 
 def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], *, direct: bool = False,
-            top_k: int = 5, device: str = "auto", class_names: Optional[dict[str, str]] = None,
+            top_k: int = 5, device: str = "auto", class_names: Optional[os.PathLike | str | dict[str, str]] = None,
             progress: Progress = None) -> dict[str, Any]:
     """Top-``top_k`` classes with softmax probabilities for each JPEG in ``images``.
 
     Returns {"format": "jdct-predict", "format_version": 1, "checkpoint", "arch", "predictions":
     [{"file", "mode": "val-transform"|"direct", "note": str|None, "top": [{"index", "class",
     "probability"}]}]}. ``note`` says why ``direct`` fell back to the val transform. ``class_names``
-    maps the store's class folder names (e.g. WordNet ids) to readable names (see
-    :func:`read_class_names`); classes it lacks keep their folder name. A bad image (not a JPEG,
-    corrupt, missing...) does not stop the others: it is listed under "errors" as {"file",
+    (a file for :func:`read_class_names`, or its dict) maps the store's class folder names (e.g.
+    WordNet ids) to readable names; classes it lacks keep their folder name, and a mapping that
+    names none of the checkpoint's classes is a ConfigError (the wrong file). A bad image (not a
+    JPEG, corrupt, missing...) does not stop the others: it is listed under "errors" as {"file",
     "reason"} (the key is present only when some image failed). A bad checkpoint raises.
     """
-    from .train import _resolve_device
-
     if top_k < 1:
         raise ConfigError(f"top-k must be >= 1, not {top_k}", "--top-k")
-    payload, model, kind = _load(checkpoint)
+    payload, model, kind = load_for_inference(checkpoint)
     store = payload.get("store") or {}
     if "size" not in store or "quant_tables" not in store:
         raise CheckpointError("the checkpoint lacks the store facts (size, quant tables) predict needs", checkpoint)
     classes = list(payload["classes"])
-    names = dict(class_names or {})
-    dev = _resolve_device(device, 0)
+    names = _class_names_for(class_names, classes)
+    dev = resolve_device(device)
     model.to(dev)
     results, errors = [], []
     for i, image in enumerate(images):
@@ -193,13 +199,25 @@ def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], 
     return doc
 
 
+def _class_names_for(class_names, classes: list) -> dict[str, str]:
+    """The readable-name mapping for ``classes``; ConfigError when it names none of them."""
+    if class_names is None:
+        return {}
+    source = None
+    if not isinstance(class_names, dict):
+        source = class_names
+        class_names = read_class_names(class_names)
+    names = dict(class_names)
+    if names and not set(names) & set(classes):
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise ConfigError(f"none of its {len(names)} names is for a class of this checkpoint (its classes: {shown}): "
+                          "is it the names file of another data set?", source or "--class-names")
+    return names
+
+
 def _predict_one(path: Path, model, kind: str, store: dict, classes: list, names: dict, dev, direct: bool,
                  top_k: int) -> dict[str, Any]:
     """One image's prediction entry (see :func:`predict`); JdctError (naming ``path``) when unusable."""
-    import torch
-
-    from . import jpeg
-
     data = jpeg.read_bytes(path)
     mode, note = "val-transform", None
     if direct:
@@ -228,8 +246,6 @@ def read_class_names(path: os.PathLike | str) -> dict[str, str]:
 
     Raises SourceNotFoundError (no such file) or ConfigError naming the file and the bad line.
     """
-    from .errors import SourceNotFoundError
-
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError("no such class-names file", path)
@@ -245,6 +261,8 @@ def read_class_names(path: os.PathLike | str) -> dict[str, str]:
         if len(parts) != 2:
             raise ConfigError(f"line {number} is not '<class folder> <name>': {line.strip()[:60]!r}", path)
         names[parts[0]] = parts[1].strip()
+    if not names:
+        raise ConfigError("the class-names file holds no '<class folder> <name>' line", path)
     return names
 
 
@@ -258,12 +276,6 @@ def model_inputs(y, cb, cr, quant, kind: str, store: dict, device):
     per-channel stats), (x,) float32 [1, 3, 8h, 8w] for "rgb"/"ycbcr" (reconstructed pixels,
     normalized like the loader). Tests check this equals the loader's output for the same sample.
     """
-    import numpy as np
-    import torch
-
-    from .data import device_constants, dequantized_to_pixels
-    from .errors import StoreError
-
     try:
         consts = device_constants({"y": quant[0], "cb": quant[1], "cr": quant[2]}, store.get("stats"),
                                   output=kind, normalize=True, device=device)

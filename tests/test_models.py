@@ -104,15 +104,24 @@ def test_forward_backward_224_then_other_sizes(name):
     assert torch.isfinite(loss)
     frozen = 0
     for pname, p in model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
-        else:
-            frozen += p.numel()
-            assert p.grad is None, pname
+        assert p.requires_grad, pname  # fixed filters are buffers, not frozen Parameters
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    for bname, b in model.named_buffers():
+        if bname.endswith(".weight"):  # fixed filters (BN keeps running_mean/var/num_batches_tracked)
+            frozen += b.numel()
+            assert not b.requires_grad and b.grad is None, bname
     assert frozen == (3 * 64 * 64 if name.startswith("dct_frozen") else 0)
-    # The first layer learns something: the gradient reaches the input end of the network.
-    first = next(p for p in model.parameters() if p.requires_grad and p.dim() == 4)
+    # The first layer learns something: the gradient reaches the input end of the network. Residual
+    # branches start at zero (their last BN scale is 0), so at initialization it gets there through
+    # the stem or the first projection shortcut, and every branch's zeroed scale gets a gradient (so
+    # the branches open from the first step).
+    first = next(p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 4 and ".branch2" not in n)
     assert first.grad.abs().sum() > 0
+    from jdct_cli.models.resnet import Bottleneck
+
+    for block_name, block in model.named_modules():
+        if isinstance(block, Bottleneck):
+            assert block.bn2c.weight.grad.abs().sum() > 0, block_name
 
     model.eval()
     h, w = 80, 112
@@ -187,23 +196,80 @@ def test_frozen_filters_are_the_jpeg_dct_basis(name):
         assert not conv.weight.requires_grad
         np.testing.assert_allclose(conv.weight.detach()[:, 0].numpy(), ref, atol=1e-7)
         assert conv.stride == ((8, 8) if name == "dct_frozen" else (4, 4))
-    # A training step leaves them as they are.
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    # What a trainer might do (unfreeze everything, then step every parameter with weight decay)
+    # leaves them as they are: they are buffers, which neither requires_grad_ nor an optimizer sees.
+    model.requires_grad_(True)
+    assert not any(n.startswith(("conv_y", "conv_cb", "conv_cr")) for n, _ in model.named_parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     opt.step()
     np.testing.assert_allclose(model.conv_y.weight.detach()[:, 0].numpy(), ref, atol=1e-7)
+    # They still travel with the model (device moves, state dict) under the same keys as before.
+    assert model.state_dict()["conv_cb.weight"].shape == (64, 1, 8, 8)
 
 
-def test_frozen_dct_layer_reproduces_libjpeg_coefficients(shared_data):
-    """On a real grayscale JPEG, the frozen 8x8/8 layer applied to libjpeg's decoded pixels
-    (level-shifted by 128) gives back the file's dequantized coefficients, up to the pixel rounding
-    and clamping of decoding: round(out / q) equals the stored coefficient almost everywhere."""
+def test_checkpoints_from_frozen_parameters_still_load():
+    """Before the filters became buffers, dct_frozen had the module layout of dct_learn (three
+    ``nn.Conv2d`` with ``weight`` Parameters, frozen): a state dict of that layout loads strictly,
+    and the frozen network then computes exactly what the old one did."""
+    old = create_model("dct_learn", num_classes=3)
+    with torch.no_grad():
+        basis = torch.from_numpy(_jpeg_dct_basis_reference()).float()[:, None]
+        for conv in (old.conv_y, old.conv_cb, old.conv_cr):
+            conv.weight.copy_(basis)
+            conv.weight.requires_grad_(False)
+    state = old.state_dict()
+    new = create_model("dct_frozen", num_classes=3)
+    assert {k: tuple(v.shape) for k, v in new.state_dict().items()} == {k: tuple(v.shape) for k, v in state.items()}
+    new.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(new.eval()(x), old.eval()(x))
+
+
+def test_residual_branches_start_at_zero():
+    """Goyal et al.'s initialisation: each bottleneck's last BN scale is 0 (every other BN scale 1),
+    so at initialisation an identity block passes its (non-negative) input through unchanged."""
+    from jdct_cli.models.resnet import Bottleneck
+
+    model = create_model("late_concat_rfa_thinner", num_classes=10)
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 17  # Y path 8, CbCr path 1, joint body 8
+    zeroed = {id(b.bn2c) for b in blocks}
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            expected = 0.0 if id(module) in zeroed else 1.0
+            assert torch.all(module.weight == expected) and torch.all(module.bias == 0)
+    identity = model.body.res4b
+    assert identity.branch1 is None
+    x = torch.relu(torch.randn(4, 1024, 4, 4))
+    identity.train()
+    assert torch.equal(identity(x), x)
+
+
+def test_a_misspelled_name_gets_a_suggestion():
+    with pytest.raises(UnknownModelError) as err:
+        create_model("late_concat_rfa_thiner")
+    assert "did you mean 'late_concat_rfa_thinner'" in str(err.value)
+    assert "known models: resnet50_rgb" in str(err.value)  # the whole list is still there
+    with pytest.raises(UnknownModelError) as err:
+        get_model_info("no_such_net")
+    assert "did you mean" not in str(err.value)
+
+
+def test_frozen_dct_layer_reproduces_libjpeg_coefficients(tmp_path):
+    """On a real grayscale JPEG (scikit-image's "camera" photograph, encoded by libjpeg through
+    Pillow), the frozen 8x8/8 layer applied to libjpeg's decoded pixels (level-shifted by 128) gives
+    back the file's dequantized coefficients, up to the pixel rounding and clamping of decoding:
+    round(out / q) equals the stored coefficient almost everywhere."""
     pytest.importorskip("jdct_cli._decoder", reason="C extension not built")
+    import skimage.data
     from PIL import Image
 
     from jdct_cli._decoder import read_coefficients
 
-    path = shared_data / "odd-jpegs" / "pillow" / "hopper_gray.jpg"
+    path = tmp_path / "camera_gray.jpg"
+    Image.fromarray(skimage.data.camera()).resize((128, 120), Image.Resampling.BILINEAR).save(path, quality=85)
     data = path.read_bytes()
     (coefs,), quant, _warnings = read_coefficients(data)
     with Image.open(path) as im:
@@ -243,18 +309,24 @@ def test_ortho_penalty_is_zero_exactly_for_orthonormal_filters():
     assert model.regularization_loss().item() == pytest.approx(0.5 * 64 * 9, rel=1e-4)
 
 
-def test_dct_network_learns_from_real_coefficients(shared_data):
-    """The paper's best DCT network memorises 6 real ImageNet crops (3 classes) from libjpeg's
+def test_dct_network_learns_from_real_coefficients(real_tree):
+    """The paper's best DCT network memorises 6 real photographs' crops (3 classes) from libjpeg's
     dequantized coefficients as they come (DC up to ~1000: the input BatchNorm is the only
     normalization), within a few SGD steps: the whole path from coefficients to loss trains."""
     pytest.importorskip("jdct_cli._decoder", reason="C extension not built")
+    from jdct_cli import jpeg
     from jdct_cli._decoder import read_coefficients
 
-    root = shared_data / "imagenette-5k" / "train"
+    root = real_tree / "train"
     classes = sorted(p.name for p in root.iterdir())[:3]
     ys, cbs, crs, labels = [], [], [], []
     for label, cls in enumerate(classes):
-        for path in sorted((root / cls).iterdir())[:2]:
+        # two colour 4:2:0 files of at least 64x64 pixels per class
+        usable = [p for p in sorted((root / cls).iterdir())
+                  if (h := jpeg.read_header(p.read_bytes()))["width"] >= 64 and h["height"] >= 64
+                  and h["num_components"] == 3 and [(c["h"], c["v"]) for c in h["components"]] == [(2, 2), (1, 1), (1, 1)]]
+        assert len(usable) >= 2, cls
+        for path in usable[:2]:
             (y, cb, cr), quant, _ = read_coefficients(path.read_bytes())
             # The top-left 64x64 pixels: Y blocks 8x8, chroma 4x4 (4:2:0); natural order, dequantized.
             deq = [np.asarray(c[:n, :n], np.float32) * quant[i].astype(np.float32)

@@ -21,10 +21,12 @@ GOLDEN = REPO / "tests" / "golden" / "models.v1.json"
 
 @pytest.fixture(autouse=True, scope="module")
 def private_cache(tmp_path_factory):
-    """Keep the cost cache of these tests away from ~/.cache (and start it empty)."""
+    """Point the cache location of earlier versions (which kept counts on disk) at an empty folder,
+    so that a test can check nothing is written there any more."""
     mp = pytest.MonkeyPatch()
     path = tmp_path_factory.mktemp("jdct-cache")
     mp.setenv("JDCT_CACHE_DIR", str(path))
+    mp.setenv("XDG_CACHE_HOME", str(path))
     yield path
     mp.undo()
 
@@ -106,16 +108,26 @@ def test_help_explains_the_columns():
     assert "multiply-accumulates" in out and "--json" in out and "Examples" in out
 
 
-def test_cost_cache_is_used_and_survives_damage(zoo_json, private_cache):
-    from jdct_cli.models.cost import zoo_table
+def test_costs_are_counted_afresh_for_any_registered_network(zoo_json, private_cache, monkeypatch):
+    """No on-disk cache (it went stale for networks registered from outside jdct): `jdct models`
+    writes nothing, and a network registered at run time is counted like the zoo's own."""
+    from jdct_cli.models import registry
+    from jdct_cli.models.cost import count_cost, example_inputs, zoo_table
+    from jdct_cli.models.resnet import resnet_stage
+    from jdct_cli.models.zoo import PixelResNet
 
-    cache = private_cache / "model_costs.json"
-    doc = json.loads(cache.read_text())  # written by the first `jdct models --json`
-    assert doc["costs"]["late_concat@224"][2] == model_cost("late_concat").macs
-    cache.write_text("{not json")
-    rows = zoo_table(224, ["late_concat"])
-    assert rows[0]["macs"] == model_cost("late_concat").macs
-    assert json.loads(cache.read_text())["costs"]["late_concat@224"][2] == rows[0]["macs"]
-    # An entry from other sources (other key) is ignored, not trusted.
-    cache.write_text(json.dumps({"key": "stale", "costs": {"late_concat@224": [1, 1, 1]}}))
-    assert zoo_table(224, ["late_concat"])[0]["macs"] == model_cost("late_concat").macs
+    assert list(private_cache.iterdir()) == []  # written by nothing, though the whole zoo was counted
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    monkeypatch.setattr(registry, "_INFOS", dict(registry._INFOS))
+
+    @registry.register_model("external_small_net", input_kind="rgb", description="registered by a user")
+    def external_small_net(num_classes: int = 1000):
+        return PixelResNet([resnet_stage("res2", 2, 1, blocks=1)], num_classes, "rgb")
+
+    (row,) = zoo_table(224, ["external_small_net"])
+    model = registry.create_model("external_small_net", 1000).eval()
+    assert row["macs"] == count_cost(model, example_inputs("rgb", 224)) > 0
+    assert row["params"] == sum(p.numel() for p in model.parameters())
+    result = _invoke("models", "external_small_net")
+    assert result.exit_code == 0 and "external_small_net" in result.output
+    assert list(private_cache.iterdir()) == []

@@ -1,7 +1,9 @@
-"""`jdct train` / `eval` / `predict` end to end on a real tiny store made from tiny-imagenet-20.
+"""`jdct train` / `eval` / `predict` / `export` end to end on a real tiny store.
 
-The store (2 classes, 24 train + 11 val images, 32 px crops) is converted once per session with
-the real `jdct convert` library; every run uses the real loader and the real model zoo on CPU.
+The store (2 classes, 24 train + 11 val images, 32 px crops) is converted once per module with the
+real `jdct convert` library from real JPEGs written at test time (tests/photos.py: crops of two
+scikit-image photographs), so these tests need nothing outside the repository; every run uses the
+real loader and the real model zoo on CPU.
 """
 from __future__ import annotations
 
@@ -23,13 +25,12 @@ from jdct_cli import checkpoint as ckpt
 from jdct_cli.config import build_config
 from jdct_cli.errors import CheckpointError, ConfigError
 from jdct_cli.evaluate import _direct_coefficients, _val_coefficients, evaluate, model_inputs, predict
-from jdct_cli.train import _store_facts, train
+from jdct_cli.train import store_facts, train
 
-from conftest import REPO, needs_shared
+from conftest import REPO
+from photos import make_photo_tree, photo_jpeg
+from trainfixture import CLASSES, make_tiny_store
 
-pytestmark = [needs_shared, pytest.mark.shared]
-
-CLASSES = ("n01443537", "n01629819")
 GOLDEN = Path(__file__).parent / "golden" / "checkpoint_v1.pt"
 
 
@@ -38,20 +39,9 @@ def _schema():
 
 
 @pytest.fixture(scope="module")
-def tiny(shared_data, tmp_path_factory):
+def tiny(tmp_path_factory):
     """(store path, source folder): 12 train images per class, 6 + 5 val images, size 32, quality 100."""
-    from jdct_cli.convert import ConvertOptions, convert
-
-    root = tmp_path_factory.mktemp("tiny")
-    src = root / "src"
-    for split, counts in (("train", (12, 12)), ("val", (6, 5))):
-        for cls, n in zip(CLASSES, counts):
-            (src / split / cls).mkdir(parents=True)
-            for f in sorted((shared_data / "tiny-imagenet-20" / split / cls).iterdir())[:n]:
-                (src / split / cls / f.name).symlink_to(f)
-    store = root / "tiny.zarr"
-    convert(src, store, options=ConvertOptions(size=32, quality=100, chunk_samples=8, shard_samples=16), workers=1)
-    return store, src
+    return make_tiny_store(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(autouse=True)
@@ -95,12 +85,16 @@ def test_two_steps_checkpoint_and_eval_reproduces_val_top1(tiny, tmp_path, arch,
 
     schema = _schema()
     (line,) = _metrics(run)
-    jsonschema.validate(line, {**schema, **schema["$defs"]["metrics"]})
+    jsonschema.validate(line, ckpt.sub_schema("metrics"))
     assert line["val_samples"] == 11 and line["step"] == 2
     assert math.isclose(line["lr"], 0.1 * 12 / 256)  # default LR, no warm-up at batch 12
     config = json.loads((run / "config.json").read_text())
-    jsonschema.validate(config, {**schema, **schema["$defs"]["config"]})
-    assert config["arch"] == arch and config["global_batch_size"] == 12 and config["milestones"] == [1, 1, 1]
+    jsonschema.validate(config, ckpt.sub_schema("config"))
+    assert config["arch"] == arch and config["global_batch_size"] == 12
+    assert config["milestones"] == [0.3333, 0.6667, 0.8889]  # 1/3, 2/3, 8/9 of the one epoch
+    # a CPU run records what it did: no bf16 autocast, no channels_last; absolute paths
+    assert config["amp"] is False and config["channels_last"] is False
+    assert config["data"] == os.path.abspath(store) and config["out"] == os.path.abspath(run)
 
     payload = torch.load(run / "last.pt", weights_only=True)  # the safety contract
     ckpt.validate_json_part(payload, run / "last.pt")
@@ -110,7 +104,7 @@ def test_two_steps_checkpoint_and_eval_reproduces_val_top1(tiny, tmp_path, arch,
     assert payload["loader"]["batches_done"] == 2
     assert (run / "best.pt").stat().st_size == (run / "last.pt").stat().st_size
     assert payload["best_top1"] == line["val_top1"]
-
+    assert line["val_top5"] is None  # 2 classes: top-5 would always be 1
     # eval reproduces the logged validation exactly (top-k are counts), whatever its batch size.
     for bs in (None, 4):
         res = evaluate(run / "last.pt", store, batch_size=bs, device="cpu", threads=1)
@@ -290,7 +284,7 @@ def test_predict_inputs_equal_the_loader_inputs(tiny, kind):
 
     store, src = tiny
     info = read_metadata(store)
-    facts = _store_facts(info)
+    facts = store_facts(info)
     import zarr
 
     image = np.asarray(zarr.open_group(os.fspath(store), mode="r")["val/image"][0])
@@ -314,7 +308,7 @@ def test_predict_inputs_name_missing_store_statistics(tiny):
     store, src = tiny
     from jdct_cli.store import read_metadata
 
-    facts = _store_facts(read_metadata(store))
+    facts = store_facts(read_metadata(store))
     facts.pop("stats")
     f = sorted((src / "val" / CLASSES[0]).iterdir())[0]
     y, cb, cr, quant = _val_coefficients(f.read_bytes(), f, facts)
@@ -325,13 +319,29 @@ def test_predict_inputs_name_missing_store_statistics(tiny):
     assert x.shape == (1, 3, 32, 32)
 
 
-def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):
+def _odd_images(folder: Path) -> dict[str, Path]:
+    """Real JPEGs for predict's edge cases, made here: a 64x64 4:2:0 photograph (--direct works), the
+    same photograph at 4:4:4 and at 4:2:0 but 451x300 (--direct refused), a PNG named .JPEG."""
+    from PIL import Image
+
+    from photos import photo
+
+    png = folder / "png_disguised.JPEG"
+    Image.fromarray(photo("chelsea")).save(png, format="PNG")
+    return {"direct": photo_jpeg(folder / "astronaut_64.jpg", "astronaut", size=(64, 64), subsampling=2),
+            "444": photo_jpeg(folder / "chelsea_q90_444.jpg", "chelsea", quality=90, subsampling=0),
+            "420_odd_size": photo_jpeg(folder / "chelsea_q90_420.jpg", "chelsea", quality=90, subsampling=2),
+            "png": png}
+
+
+def test_predict_val_transform_and_direct(tiny, tmp_path):
     from click.testing import CliRunner
     from PIL import Image
 
     from jdct_cli.cli import main
 
     store, src = tiny
+    odd = _odd_images(tmp_path)
     run = tmp_path / "run"
     # Trained through the CLI with a YAML config whose epochs the flag overrides.
     recipe = tmp_path / "recipe.yaml"
@@ -340,7 +350,7 @@ def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):
     res = CliRunner().invoke(main, ["train", "--config", os.fspath(recipe), "--epochs", "1", "--out", os.fspath(run),
                                     "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "epoch 1: lr 0.00469" in res.output and "done: 1 epochs, 2 steps" in res.output
+    assert "epoch 1: lr 0.00469" in res.output and "done: 1 epoch, 2 steps" in res.output
     config = json.loads((run / "config.json").read_text())
     assert (config["epochs"], config["batch_size"], config["label_smoothing"]) == (1, 12, 0.1)
     files = sorted((src / "val" / CLASSES[0]).iterdir())[:2]
@@ -358,39 +368,46 @@ def test_predict_val_transform_and_direct(tiny, shared_data, tmp_path):
 
     # --direct on a 64x64 4:2:0 file: the file's own coefficients. Check they are that file's
     # image by rebuilding pixels from them and comparing with Pillow's decode.
-    direct = predict(run / "last.pt", files[:1], direct=True, device="cpu")["predictions"][0]
+    direct = predict(run / "last.pt", [odd["direct"]], direct=True, device="cpu")["predictions"][0]
     assert direct["mode"] == "direct" and direct["note"] is None
-    y, cb, cr, quant = _direct_coefficients(files[0].read_bytes(), files[0])
+    y, cb, cr, quant = _direct_coefficients(odd["direct"].read_bytes(), odd["direct"])
     assert y.shape == (64, 8, 8) and cb.shape == (64, 4, 4)
     (x,) = model_inputs(y, cb, cr, quant, "rgb", payload["store"], "cpu")
     from jdct_cli.data import IMAGENET_MEAN, IMAGENET_STD
 
     rgb = (x[0] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) * 255
-    ref = np.asarray(Image.open(files[0]).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+    ref = np.asarray(Image.open(odd["direct"]).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
     assert float(np.abs(rgb.numpy() - ref).mean()) < 2.0
 
     # --direct refused, with the reason: 4:4:4, and a size that is not a multiple of 16.
-    v = shared_data / "odd-jpegs" / "variants"
-    out = predict(run / "last.pt", [v / "chelsea_q90_444.jpg", v / "chelsea_q90_420.jpg"], direct=True,
-                  device="cpu")["predictions"]
+    out = predict(run / "last.pt", [odd["444"], odd["420_odd_size"]], direct=True, device="cpu")["predictions"]
     assert out[0]["mode"] == "val-transform" and "4:4:4" in out[0]["note"]
     assert out[1]["mode"] == "val-transform" and "not a multiple of 16" in out[1]["note"]
 
     runner = CliRunner()
-    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), "--direct", os.fspath(files[0]),
-                               "--class-names", os.fspath(shared_data / "tiny-imagenet-20" / "classes.txt")])
+    names = tmp_path / "classes.txt"
+    names.write_text("astronaut\tEileen Collins, astronaut\ncat\tChelsea, a tabby cat\nrocket\tFalcon 9\n")
+    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), "--direct", os.fspath(odd["direct"]),
+                               "--class-names", os.fspath(names)])
     assert res.exit_code == 0 and "(direct)" in res.output and "%" in res.output
-    assert "goldfish, Carassius auratus" in res.output and "European fire salamander" in res.output
+    assert "Eileen Collins, astronaut" in res.output and "Chelsea, a tabby cat" in res.output
     bad_names = tmp_path / "names.txt"
-    bad_names.write_text("n01443537\n")
+    bad_names.write_text("astronaut\n")
     res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(files[0]),
                                "--class-names", os.fspath(bad_names)])
     assert res.exit_code == 1 and "names.txt" in res.output and "line 1" in res.output
-    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(v / "png_disguised.JPEG")])
+    # a names file of another data set (no line names a class of the checkpoint): an error, not ignored
+    other_names = tmp_path / "imagenet_names.txt"
+    other_names.write_text("n01443537 goldfish, Carassius auratus\nn01629819 European fire salamander\n")
+    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(files[0]),
+                               "--class-names", os.fspath(other_names)])
+    assert res.exit_code == 1 and "imagenet_names.txt" in res.output and "none of its 2 names" in res.output
+    assert "astronaut" in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["predict", "--checkpoint", os.fspath(run), os.fspath(odd["png"])])
     assert res.exit_code == 1 and "png_disguised.JPEG" in res.output and "PNG" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
     # a bad image among good ones: the good ones are still predicted, the bad one is an Error line
-    mixed = [files[0], v / "png_disguised.JPEG", tmp_path / "missing.jpg", files[1]]
+    mixed = [files[0], odd["png"], tmp_path / "missing.jpg", files[1]]
     doc = predict(run / "last.pt", mixed, device="cpu")
     jsonschema.validate(doc, json.loads((REPO / "schemas" / "eval.v1.schema.json").read_text()))
     assert [p["file"] for p in doc["predictions"]] == [os.fspath(files[0]), os.fspath(files[1])]
@@ -470,7 +487,7 @@ def test_tensorboard_scalars_when_tensorboard_is_installed(tiny, tmp_path):
     assert acc.Scalars("val_top1")[0].value == pytest.approx(line["val_top1"])
 
 
-def test_eval_on_another_store_normalizes_with_the_training_store_stats(tiny, shared_data, tmp_path):
+def test_eval_on_another_store_normalizes_with_the_training_store_stats(tiny, tmp_path):
     """A checkpoint evaluated on a store converted from other images (other statistics): its inputs
     are standardized with the *training* store's statistics, as predict does. Reference: the model
     applied here, sample by sample, to model_inputs of the other store's coefficients."""
@@ -480,11 +497,8 @@ def test_eval_on_another_store_normalizes_with_the_training_store_stats(tiny, sh
     from jdct_cli.store import read_metadata
 
     store, _ = tiny
-    src = tmp_path / "other"
-    for cls in CLASSES:
-        (src / "val" / cls).mkdir(parents=True)
-        for f in sorted((shared_data / "tiny-imagenet-20" / "train" / cls).iterdir())[20:24]:
-            (src / "val" / cls / f.name).symlink_to(f)
+    # other crops of the same photographs (another seed), as a val split only
+    src = make_photo_tree(tmp_path / "other", classes=2, val_per_class=4, seed=7, splits=("val",))
     other = tmp_path / "other.zarr"
     convert(src, other, options=ConvertOptions(size=32, quality=90, chunk_samples=8, shard_samples=16), workers=1)
     other_meta = read_metadata(other).meta

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from jdct_cli import checkpoint as ckpt
-from jdct_cli.config import (TrainConfig, build_config, default_milestones, default_warmup_epochs,
-                             load_config_file, lr_at, resolve)
+from jdct_cli.config import (TrainConfig, build_config, decay_step, default_head_lr_scale, default_milestones,
+                             default_warmup_epochs, load_config_file, lr_at, resolve, warmup_steps)
 from jdct_cli.errors import CheckpointError, ConfigError, SourceNotFoundError
 from jdct_cli.fileio import atomic_write, atomic_write_text
 
 GOLDEN = Path(__file__).parent / "golden" / "checkpoint_v1.pt"
+GOLDEN_WEIGHTS = Path(__file__).parent / "golden" / "checkpoint_v1_weights_only.pt"
 
 
 # ------------------------------------------------------------------------------------ config
@@ -63,8 +64,10 @@ def test_resolve_default_lr_warmup_and_milestones():
     cfg = resolve(build_config(arch="a", data="d", batch_size=64), world_size=4)  # global 256: none
     assert cfg.warmup_epochs == 0.0 and math.isclose(cfg.lr, 0.1)
     cfg = resolve(build_config(arch="a", data="d", lr=0.3, warmup_epochs=2.0), world_size=1)
-    assert (cfg.lr, cfg.warmup_epochs, cfg.out) == (0.3, 2.0, os.path.join("runs", "a"))
-    assert default_milestones(9) == [3, 6, 8] and default_milestones(1) == [1, 1, 1]
+    assert (cfg.lr, cfg.warmup_epochs, cfg.out) == (0.3, 2.0, os.path.abspath(os.path.join("runs", "a")))
+    assert cfg.data == os.path.abspath("d")  # absolute: --resume and eval work from any folder
+    assert default_milestones(9) == [3, 6, 8] and default_milestones(1) == [0.3333, 0.6667, 0.8889]
+    assert default_milestones(2) == [0.6667, 1.3333, 1.7778]  # not [1, 1, 2]: three distinct decays
     assert default_warmup_epochs(90, 257) == 5.0 and default_warmup_epochs(90, 256) == 0.0
 
 
@@ -84,6 +87,49 @@ def test_step_decay_matches_torch_multisteplr():
             assert math.isclose(got, expected, rel_tol=1e-9), (epoch, s)
         opt.step()
         ref.step()
+
+
+@pytest.mark.parametrize("global_batch", [64, 512])
+def test_default_schedule_is_distinct_and_sensible_for_every_epoch_count(global_batch):
+    """For 1..100 epochs: three distinct decays inside the run at 1/3, 2/3 and 8/9 of it, a warm-up
+    (large batches only) that ends before the first decay, and, stepped through, four LR levels
+    whose shares of the steps are the 90-epoch recipe's (1/3, 1/3, 2/9, 1/9) to within one step."""
+    spe, base = 50, 0.2
+    for epochs in range(1, 101):
+        ms = default_milestones(epochs)
+        warm = default_warmup_epochs(epochs, global_batch)
+        assert len(ms) == 3 and 0 < ms[0] < ms[1] < ms[2] < epochs, (epochs, ms)
+        assert [m / epochs for m in ms] == pytest.approx([1 / 3, 2 / 3, 8 / 9], abs=1e-4 / epochs + 1e-9)
+        assert (warm > 0) == (global_batch > 256) and 0 <= warm < ms[0], (epochs, warm)
+        total = epochs * spe
+        lrs = [lr_at(s, base_lr=base, steps_per_epoch=spe, warmup_epochs=warm, milestones=ms) for s in range(total)]
+        after_warmup = lrs[warmup_steps(warm, spe):]
+        levels = sorted(set(after_warmup), reverse=True)
+        assert levels == pytest.approx([base, base / 10, base / 100, base / 1000]), (epochs, levels)
+        shares = [sum(1 for v in after_warmup if math.isclose(v, level)) / total for level in levels]
+        shares[0] += warmup_steps(warm, spe) / total  # the warm-up steps belong to the first level
+        assert shares == pytest.approx([1 / 3, 1 / 3, 2 / 9, 1 / 9], abs=1.01 / total), (epochs, shares)
+        # the LR never rises after the warm-up
+        assert all(b <= a for a, b in zip(after_warmup, after_warmup[1:]))
+
+
+def test_fractional_milestones_decay_at_the_nearest_step():
+    """An independent reference: milestone m (epochs) takes effect from step round(m * steps per epoch)."""
+    spe, base = 7, 1.0
+    ms = [0.5, 1.25, 2]
+    starts = [round(m * spe) for m in ms]  # 4 (3.5 rounds to even), 9 (8.75), 14
+    assert [decay_step(m, spe) for m in ms] == starts == [4, 9, 14]
+    for s in range(21):
+        want = base * 0.1 ** sum(s >= t for t in starts)
+        assert math.isclose(lr_at(s, base_lr=base, steps_per_epoch=spe, warmup_epochs=0.0, milestones=ms), want)
+
+
+def test_classifier_lr_scale_follows_the_class_count():
+    """The recipe's 1000 classes keep one LR; fewer classes step the classifier K/1000 as far."""
+    assert default_head_lr_scale(1000) == default_head_lr_scale(21841) == 1.0
+    assert default_head_lr_scale(10) == pytest.approx(0.01) and default_head_lr_scale(2) == pytest.approx(0.002)
+    with pytest.raises(ConfigError, match="classifier"):
+        build_config(arch="a", data="d", head_lr_scale=-1.0)
 
 
 def test_linear_warmup_reaches_base_lr_then_stays():
@@ -106,7 +152,7 @@ def test_golden_v1_checkpoint_loads_weights_only_and_matches_schema():
     assert payload["format_version"] == ckpt.FORMAT_VERSION == 1
     ckpt.validate_json_part(payload, GOLDEN)
     schema = json.loads(ckpt.schema_path().read_text())
-    jsonschema.validate(payload["config"], {**schema, **schema["$defs"]["config"]})
+    jsonschema.validate(payload["config"], ckpt.sub_schema("config"))
     assert set(raw) == set(payload)
     # The stored weights are one SGD step (lr 0.05, momentum 0.9, wd 1e-4) from a seeded Linear(4, 3):
     # redo that step by hand (softmax gradient written out) and compare.
@@ -122,6 +168,30 @@ def test_golden_v1_checkpoint_loads_weights_only_and_matches_schema():
     b1 = b0 - 0.05 * (gb + 1e-4 * b0)
     assert torch.allclose(payload["model"]["weight"].double(), w1, atol=1e-6)
     assert torch.allclose(payload["model"]["bias"].double(), b1, atol=1e-6)
+
+
+def test_golden_weights_only_export_loads_and_cannot_be_resumed(tmp_path):
+    """The committed weights-only fixture (what `jdct export` writes of the golden checkpoint):
+    weights_only-loadable, valid against the same schema, same weights, refused by --resume."""
+    pytest.importorskip("jsonschema")
+    raw = torch.load(GOLDEN_WEIGHTS, weights_only=True)
+    payload = ckpt.load_checkpoint(GOLDEN_WEIGHTS)
+    ckpt.validate_json_part(payload, GOLDEN_WEIGHTS)
+    assert raw["weights_only"] is True and ckpt.is_weights_only(payload)
+    assert not set(ckpt.RESUME_KEYS) & set(raw)
+    full = ckpt.load_checkpoint(GOLDEN)
+    assert set(raw) == set(ckpt.EXPORT_KEYS) | {"weights_only"}
+    for name, value in full["model"].items():
+        assert torch.equal(payload["model"][name], value)
+    with pytest.raises(CheckpointError, match="weights-only export"):
+        ckpt.check_resumable(payload, GOLDEN_WEIGHTS)
+    ckpt.check_resumable(full, GOLDEN)
+    # exporting the golden checkpoint with the library gives the fixture's content
+    out = ckpt.export_weights(GOLDEN, tmp_path / "exported.pt")
+    again = torch.load(tmp_path / "exported.pt", weights_only=True)
+    assert set(again) == set(raw) and again["config"] == raw["config"] and out["bytes"] < out["source_bytes"]
+    for name, value in raw["model"].items():
+        assert torch.equal(again["model"][name], value)
 
 
 def test_checkpoint_refuses_other_versions_arch_and_non_checkpoints(tmp_path):
@@ -197,18 +267,18 @@ def _interrupt_and_resume_worker(rank, world, init_file, out_file):
     """One rank of a simulated interrupted epoch: partial sums, save (rank 0), resume, finish."""
     import torch.distributed as dist
 
-    from jdct_cli.train import _all_reduce_sum, _Dist, global_partial_sums, resumed_partial_sums
+    from jdct_cli.train.distributed import Dist, all_reduce_sum, global_partial_sums, resumed_partial_sums
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        dctx = _Dist(rank=rank, world_size=world)
+        dctx = Dist(rank=rank, world_size=world)
         cpu = torch.device("cpu")
         # before Ctrl-C: rank r has seen 4 samples, loss sum 1+r, r+1 correct
         mine = {"loss": 1.0 + rank, "correct": rank + 1, "count": 4}
         saved = global_partial_sums(mine, cpu, dctx)  # what rank 0 writes into last.pt
         # resumed: every rank reads rank 0's checkpoint, then sees 4 more samples (loss 0.5, 1 correct)
         start = resumed_partial_sums(saved, dctx)
-        final = _all_reduce_sum([start["loss"] + 0.5, start["correct"] + 1, start["count"] + 4], cpu, dctx)
+        final = all_reduce_sum([start["loss"] + 0.5, start["correct"] + 1, start["count"] + 4], cpu, dctx)
         if rank == 0:
             Path(out_file).write_text(json.dumps({"saved": saved, "final": final}))
     finally:
@@ -254,7 +324,7 @@ def test_best_pt_copy_fallback_without_hard_links(tmp_path, monkeypatch):
 def test_ddp_on_cuda_polls_ctrl_c_every_sync_steps_and_at_epoch_ends():
     """The Ctrl-C agreement (a host-blocking all-reduce) runs after every step alone or on CPU,
     but only every SYNC_EVERY steps and at each epoch's last step under DDP on CUDA."""
-    from jdct_cli.train import SYNC_EVERY, poll_stop
+    from jdct_cli.train.distributed import SYNC_EVERY, poll_stop
 
     assert all(poll_stop(s, 7, False) for s in range(1, 50))
     polled = [s for s in range(1, 3 * 25 + 1) if poll_stop(s, 25, True)]

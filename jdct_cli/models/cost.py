@@ -9,19 +9,12 @@ pooling, additions and upsampling are not counted), per image:
 - Linear: output elements x in_features.
 
 Counting runs one forward pass at batch 1 on PyTorch's ``meta`` device: shapes are propagated,
-nothing is computed or allocated. That still takes a few seconds for the whole zoo (meta kernels
-are Python), so :func:`zoo_table` keeps the counts in ``$JDCT_CACHE_DIR`` (default
-``~/.cache/jdct``)/``model_costs.json``, keyed by a hash of the zoo's source files and the torch
-version: any change to a network invalidates it. The cache is optional: unreadable or unwritable
-means counting again, never an error.
+nothing is computed or allocated (a few seconds for the whole zoo; counts are kept for the life of
+the process only, so a network registered from outside jdct is counted like the zoo's own).
 """
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -29,8 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..fileio import atomic_write_json
 from .registry import create_model, get_model_info, list_models
+from .resnet import FixedConv2d
 
 #: ``jdct models --json`` document: format name and version (schemas/models.v1.schema.json).
 MODELS_FORMAT = "jdct-models"
@@ -41,8 +34,9 @@ MODELS_FORMAT_VERSION = 1
 class ModelCost:
     """Cost of network ``name`` at ``size`` x ``size`` pixels, per image.
 
-    ``params``: every parameter (frozen ones included; BN running statistics excluded),
-    ``trainable_params``: those with requires_grad, ``macs``: multiply-accumulates.
+    ``params``: every weight, fixed filters included (DCT-Frozen's, held in buffers; BN running
+    statistics excluded), ``trainable_params``: the parameters with requires_grad,
+    ``macs``: multiply-accumulates.
     """
 
     name: str
@@ -113,7 +107,8 @@ def model_cost(name: str, size: int = 224, num_classes: int = 1000) -> ModelCost
         inputs = example_inputs(info.input_kind, size, 1, device="meta")
     model.eval()
     macs = count_cost(model, inputs)
-    params = sum(p.numel() for p in model.parameters())
+    params = (sum(p.numel() for p in model.parameters())
+              + sum(m.weight.numel() for m in model.modules() if isinstance(m, FixedConv2d)))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return ModelCost(name, size, params, trainable, macs)
 
@@ -125,73 +120,27 @@ def check_size(size: int) -> int:
     return size
 
 
-def _cache_file() -> Path:
-    root = os.environ.get("JDCT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jdct")
-    return Path(root) / "model_costs.json"
-
-
-@functools.lru_cache(maxsize=1)
-def _source_key() -> str:
-    """Hash of the files that define the networks and how they are counted, plus torch's version."""
-    h = hashlib.sha256(torch.__version__.encode())
-    for module in ("registry.py", "resnet.py", "zoo.py", "cost.py"):
-        h.update((Path(__file__).parent / module).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _load_cache() -> dict:
-    try:
-        doc = json.loads(_cache_file().read_text())
-        return doc["costs"] if doc.get("key") == _source_key() else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
-def _save_cache(costs: dict) -> None:
-    path = _cache_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"key": _source_key(), "costs": costs})  # readers see old or new
-    except OSError:
-        pass
-
-
-def cached_cost(name: str, size: int, cache: dict) -> ModelCost:
-    """:func:`model_cost` through ``cache`` ({"name@size": [params, trainable, macs]}), updated in place."""
-    key = f"{name}@{size}"
-    entry = cache.get(key)
-    if isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, int) for v in entry):
-        return ModelCost(name, size, *entry)
-    cost = model_cost(name, size)
-    cache[key] = [cost.params, cost.trainable_params, cost.macs]
-    return cost
-
-
 def zoo_table(size: int = 224, names: Optional[Sequence[str]] = None,
-              progress: Optional[Callable[[str], None]] = None, use_cache: bool = True) -> list[dict]:
+              progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     """One row per network for ``jdct models``: ModelInfo fields plus params and GMACs at ``size``.
 
     Rows follow ``schemas/models.v1.schema.json`` ("models" items). ``progress(name)`` is
-    called before each network is counted. ``use_cache``: read and update the on-disk cache.
+    called before each network is counted.
     """
     check_size(size)
     names = list(names) if names is not None else list_models()
     for name in names:
         get_model_info(name)  # unknown names fail before any counting
-    cache = _load_cache() if use_cache else {}
-    before = dict(cache)
     rows = []
     for name in names:
         if progress is not None:
             progress(name)
         info = get_model_info(name)
-        cost = cached_cost(name, size, cache)
+        cost = model_cost(name, size)
         row = info.to_dict()
         row.update(params=cost.params, trainable_params=cost.trainable_params, macs=cost.macs,
                    gmacs=round(cost.gmacs, 4))
         rows.append(row)
-    if use_cache and cache != before:
-        _save_cache(cache)
     return rows
 
 

@@ -6,12 +6,14 @@ instance with ``arch`` (its name) and ``input_kind``.
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 import operator
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from ..errors import ConfigError, UnknownModelError
+from .resnet import init_weights
 
 INPUT_KINDS = ("dct", "rgb", "ycbcr")
 
@@ -69,7 +71,9 @@ def list_models() -> list[str]:
 
 
 def _unknown(name: str) -> UnknownModelError:
-    return UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    close = difflib.get_close_matches(str(name), list_models(), n=3, cutoff=0.6)
+    hint = f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownModelError(f"unknown model {name!r};{hint} known models: {', '.join(list_models())}")
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -101,8 +105,6 @@ def create_model(name: str, num_classes: int = 1000, **kw):
     bad = [k for k in kw if k not in params]
     if bad:
         raise ConfigError(f"model {name!r} takes no option(s) {', '.join(sorted(bad))}")
-    from .resnet import init_weights
-
     model = factory(num_classes, **kw)
     init_weights(model)
     model.arch = name

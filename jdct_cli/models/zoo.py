@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register_model
-from .resnet import (Concat, Head, JdctNet, SameConv2d, Stage, build_stages, init_weights, resnet_stage,
-                     rfa_stage)
+from .resnet import (Concat, FixedConv2d, Head, JdctNet, SameConv2d, Stage, build_stages, init_weights,
+                     resnet_stage, rfa_stage)
 
 # ---------------------------------------------------------------------------- network classes
 class PixelResNet(JdctNet):
@@ -134,7 +134,9 @@ class PixelDctLayerNet(JdctNet):
     """YCbCr pixels through a DCT-like 8x8 conv layer per plane, then a ResNet body.
 
     ``mode``: "learn" (random init, trained), "ortho" (trained, with an orthonormality
-    penalty from :meth:`regularization_loss`), "frozen" (the 64 JPEG DCT filters, not trained).
+    penalty from :meth:`regularization_loss`), "frozen" (the 64 JPEG DCT filters, held in
+    buffers: never trained; their state-dict keys are the same ``conv_y.weight``... as the
+    trained modes', so checkpoints from when they were frozen Parameters load unchanged).
     ``stride`` 8: chroma average-pooled 2x2 first and upsampled x2 after, 28x28x192 at 224;
     stride 4 (Frozenx2): no pooling, overlapping filters, 55x55x192 at 224.
     """
@@ -149,19 +151,20 @@ class PixelDctLayerNet(JdctNet):
         if stride == 8:
             self.pool_cb = nn.AvgPool2d(2)
             self.pool_cr = nn.AvgPool2d(2)
-        self.conv_y = nn.Conv2d(1, 64, 8, stride=stride, bias=False)
-        self.conv_cb = nn.Conv2d(1, 64, 8, stride=stride, bias=False)
-        self.conv_cr = nn.Conv2d(1, 64, 8, stride=stride, bias=False)
+        if mode == "frozen":
+            # buffers, not Parameters: no optimizer, requires_grad_(True) or weight decay can move them
+            basis = torch.from_numpy(dct_basis()).float()
+            self.conv_y = FixedConv2d(basis, stride)
+            self.conv_cb = FixedConv2d(basis, stride)
+            self.conv_cr = FixedConv2d(basis, stride)
+        else:
+            self.conv_y = nn.Conv2d(1, 64, 8, stride=stride, bias=False)
+            self.conv_cb = nn.Conv2d(1, 64, 8, stride=stride, bias=False)
+            self.conv_cr = nn.Conv2d(1, 64, 8, stride=stride, bias=False)
         self.concatenate_1 = Concat()
         self.bn_input = nn.BatchNorm2d(192)
         self.body, width = build_stages(192, stages)
         self.head = Head(width, num_classes)
-        if mode == "frozen":
-            basis = torch.from_numpy(dct_basis()).float()
-            for conv in (self.conv_y, self.conv_cb, self.conv_cr):
-                with torch.no_grad():
-                    conv.weight.copy_(basis)
-                conv.weight.requires_grad_(False)
 
     def forward_features_and_head(self, x):
         y, cb, cr = x[:, 0:1], x[:, 1:2], x[:, 2:3]
@@ -307,34 +310,52 @@ def late_concat_rfa_thinner(num_classes: int = 1000) -> nn.Module:
     return LateConcatDctNet(y, c, _late_concat_tail(), num_classes)
 
 
-def _register_channels(name: str, div: float, label: str, diagram: str) -> None:
-    @register_model(name, input_kind="rgb", diagram=diagram,
-                    description=f"ResNet-50 on RGB with every block width floor(c/{label}); stem stays 64")
-    def factory(num_classes: int = 1000) -> nn.Module:
-        return PixelResNet(_baseline_stages(div=div), num_classes, "rgb")
-
-    factory.__name__ = name
+@register_model("channels_div1_1", input_kind="rgb", diagram="ResNet50-Channels-Div1.1",
+                description="ResNet-50 on RGB with every block width floor(c/1.1); stem stays 64")
+def channels_div1_1(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(div=1.1), num_classes, "rgb")
 
 
-_register_channels("channels_div1_1", 1.1, "1.1", "ResNet50-Channels-Div1.1")
-_register_channels("channels_div_sqrt2", math.sqrt(2), "sqrt2", "ResNet50-Channels-DivSqrt2")
-_register_channels("channels_div2", 2.0, "2", "ResNet50-Channels-Div2")
-
-_DROPPED = {2: "res2b, res2c", 3: "stage 2", 4: "stage 2 and res3b", 5: "stage 2, res3b, res3c",
-            6: "stage 2, res3b, res3c, res3d"}
+@register_model("channels_div_sqrt2", input_kind="rgb", diagram="ResNet50-Channels-DivSqrt2",
+                description="ResNet-50 on RGB with every block width floor(c/sqrt2); stem stays 64")
+def channels_div_sqrt2(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(div=math.sqrt(2)), num_classes, "rgb")
 
 
-def _register_less_id(n: int) -> None:
-    @register_model(f"less_id_blocks_{n}", input_kind="rgb", diagram=f"ResNet50-LessIdBlocks-{n}",
-                    description=f"ResNet-50 on RGB without {_DROPPED[n]}")
-    def factory(num_classes: int = 1000) -> nn.Module:
-        return PixelResNet(_baseline_stages(drop=n), num_classes, "rgb")
-
-    factory.__name__ = f"less_id_blocks_{n}"
+@register_model("channels_div2", input_kind="rgb", diagram="ResNet50-Channels-Div2",
+                description="ResNet-50 on RGB with every block width floor(c/2); stem stays 64")
+def channels_div2(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(div=2.0), num_classes, "rgb")
 
 
-for _n in range(2, 7):
-    _register_less_id(_n)
+@register_model("less_id_blocks_2", input_kind="rgb", diagram="ResNet50-LessIdBlocks-2",
+                description="ResNet-50 on RGB without res2b, res2c")
+def less_id_blocks_2(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(drop=2), num_classes, "rgb")
+
+
+@register_model("less_id_blocks_3", input_kind="rgb", diagram="ResNet50-LessIdBlocks-3",
+                description="ResNet-50 on RGB without stage 2")
+def less_id_blocks_3(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(drop=3), num_classes, "rgb")
+
+
+@register_model("less_id_blocks_4", input_kind="rgb", diagram="ResNet50-LessIdBlocks-4",
+                description="ResNet-50 on RGB without stage 2 and res3b")
+def less_id_blocks_4(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(drop=4), num_classes, "rgb")
+
+
+@register_model("less_id_blocks_5", input_kind="rgb", diagram="ResNet50-LessIdBlocks-5",
+                description="ResNet-50 on RGB without stage 2, res3b, res3c")
+def less_id_blocks_5(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(drop=5), num_classes, "rgb")
+
+
+@register_model("less_id_blocks_6", input_kind="rgb", diagram="ResNet50-LessIdBlocks-6",
+                description="ResNet-50 on RGB without stage 2, res3b, res3c, res3d")
+def less_id_blocks_6(num_classes: int = 1000) -> nn.Module:
+    return PixelResNet(_baseline_stages(drop=6), num_classes, "rgb")
 
 
 @register_model("dct_learn", input_kind="ycbcr", diagram="ResNet50-DCT-Learn",

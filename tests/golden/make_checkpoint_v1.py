@@ -1,8 +1,9 @@
-"""Regenerates tests/golden/checkpoint_v1.pt, the committed format-version-1 checkpoint fixture.
+"""Regenerates tests/golden/checkpoint_v1.pt, the committed format-version-1 checkpoint fixture, and
+tests/golden/checkpoint_v1_weights_only.pt, the same checkpoint as `jdct export` writes it.
 
 Run only when deliberately creating a new format version (then add checkpoint_v2.pt beside it and
 keep this one: old checkpoints must keep loading or be refused with a clear CheckpointError).
-The model is a tiny Linear(4, 3) after one SGD step on fixed data, so the file stays a few KB.
+The model is a tiny Linear(4, 3) after one SGD step on fixed data, so the files stay a few KB.
 """
 from pathlib import Path
 
@@ -43,5 +44,16 @@ def build():
     }
 
 
+#: What a weights-only export keeps of a training checkpoint (written out here, not imported from jdct).
+WEIGHTS_ONLY_KEYS = ("format", "format_version", "jdct_version", "arch", "num_classes", "classes", "input_kind",
+                     "config", "store", "epoch", "step", "best_top1", "metrics", "model")
+
+
+def build_weights_only():
+    full = build()
+    return {**{k: full[k] for k in WEIGHTS_ONLY_KEYS}, "weights_only": True}
+
+
 if __name__ == "__main__":
     torch.save(build(), Path(__file__).with_name("checkpoint_v1.pt"))
+    torch.save(build_weights_only(), Path(__file__).with_name("checkpoint_v1_weights_only.pt"))
