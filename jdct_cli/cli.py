@@ -179,12 +179,6 @@ def _render_convert_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _exit_interrupted(exc: Interrupted):
-    """Ctrl-C: the library's one line (what was kept, how to go on) and exit code 130."""
-    click.echo(f"Error: {exc}", err=True)
-    raise SystemExit(130)
-
-
 class _TqdmProgress:
     """Library progress callback -> one tqdm bar per stage (hidden when quiet or not a terminal)."""
 
@@ -280,8 +274,6 @@ def convert_command(src, out, size, quality, views, seed, exif, exact_decode, la
     try:
         summary = convert(src, out, options=opts, labels=labels, workers=workers, on_error=on_error,
                           overwrite=overwrite, dask_scheduler=dask_scheduler, progress=bar)
-    except Interrupted as exc:
-        _exit_interrupted(exc)
     finally:
         bar.close()
     if not quiet:
@@ -314,8 +306,6 @@ def verify_command(store, as_json, quiet):
     bar = _TqdmProgress(quiet)
     try:
         report = verify_store(store, progress=bar)
-    except Interrupted as exc:
-        _exit_interrupted(exc)
     finally:
         bar.close()
     if as_json:

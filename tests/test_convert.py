@@ -665,7 +665,7 @@ def test_ctrl_c_in_verify_is_one_line_and_exit_130(kill_case):
         res = subprocess.run([sys.executable, "-c", VERIFY_INTERRUPTED, str(ref)], capture_output=True, text=True,
                              timeout=120)
         assert res.returncode == 130, res.stderr
-        assert res.stderr.strip() == f"Error: {ref}: verify interrupted before it had read every chunk (nothing was " \
+        assert res.stderr.strip() == f"interrupted: {ref}: verify interrupted before it had read every chunk (nothing was " \
                                      "changed); run it again to check the whole store", res.stderr
 
 
