@@ -190,11 +190,26 @@ def build_payload(*, config: dict, arch: str, classes: list, input_kind: str, st
         "metrics": metrics,
         "scheduler": {"step": int(step), "base_lr": config["lr"], "steps_per_epoch": int(steps_per_epoch)},
         "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
+        "optimizer": _to_cpu(optimizer.state_dict()),
         "scaler": scaler.state_dict(),
         "loader": loader_state,
         "rng": {"torch": rng_state},
     }
+
+
+def _to_cpu(state: Any) -> Any:
+    """``state`` (nested dicts/lists/tuples of tensors, e.g. an optimizer's state_dict) with every
+    tensor on the CPU: a checkpoint written on a GPU must load where there is none (the optimizer
+    moves its state back to its parameters' device when it loads it)."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu")
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
 
 
 def is_weights_only(payload: dict[str, Any]) -> bool:

@@ -330,3 +330,21 @@ def test_ddp_on_cuda_polls_ctrl_c_every_sync_steps_and_at_epoch_ends():
     polled = [s for s in range(1, 3 * 25 + 1) if poll_stop(s, 25, True)]
     expected = sorted({s for s in range(1, 76) if s % SYNC_EVERY == 0} | {25, 50, 75})
     assert polled == expected
+
+
+def test_checkpoint_payload_holds_only_cpu_tensors_even_with_state_elsewhere():
+    """An optimizer's state lives on its parameters' device; the checkpoint must not (a checkpoint
+    written on a GPU loads with plain torch.load where there is none): every tensor at any depth
+    goes to the CPU, everything else (and the nesting) is kept. The GPU case itself runs in
+    tests/test_cuda.py."""
+    import torch
+
+    from jdct_cli.checkpoint import _to_cpu
+
+    state = {"state": {0: {"momentum_buffer": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}],
+             "nested": [torch.zeros(2), (torch.ones(1),)]}
+    moved = _to_cpu(state)
+    tensors = [moved["state"][0]["momentum_buffer"], moved["nested"][0], moved["nested"][1][0]]
+    assert all(t.device.type == "cpu" for t in tensors)
+    assert moved["param_groups"] == state["param_groups"] and isinstance(moved["nested"][1], tuple)
+    assert torch.equal(moved["state"][0]["momentum_buffer"], torch.ones(3))
