@@ -51,7 +51,17 @@ static int coefficients(const unsigned char *data, size_t size, int strict) {
     jd_dec c;
     jd_budget b;
     int ci, ok = -1;
-    if (jd_dec_open(&c, data, size, strict, 1) == 0 && jd_dec_check_budget(&c, 1 << 24, data, size, &b) == 0 &&
+    jd_strict st;
+    memset(&st, 0, sizeof(st));
+    st.on = strict;
+    st.ntolerate = 2;
+    st.tolerate[0].substring = "extraneous bytes before marker";
+    st.tolerate[0].anywhere = 0;
+    st.tolerate[0].at_most = -1;
+    st.tolerate[1].substring = "extraneous bytes before marker";
+    st.tolerate[1].anywhere = 1;
+    st.tolerate[1].at_most = 32;
+    if (jd_dec_open(&c, data, size, &st, JD_SAVE_EXIF) == 0 && jd_dec_check_budget(&c, 1 << 24, data, size, &b) == 0 &&
         jd_dec_read_coefficients(&c) == 0) {
         ok = 0;
         for (ci = 0; ci < c.d.num_components && ok == 0; ci++) {
@@ -76,7 +86,7 @@ static uint8_t *decode(const unsigned char *data, size_t size, int m, int region
     uint8_t *out = NULL;
     JDIMENSION x = 0, y = 0, w, h, xoff = 0, cropw;
     int cmyk;
-    if (jd_dec_open(&c, data, size, 0, 0) != 0 || jd_dec_check_budget(&c, 1 << 24, data, size, &b) != 0) goto done;
+    if (jd_dec_open(&c, data, size, NULL, 0) != 0 || jd_dec_check_budget(&c, 1 << 24, data, size, &b) != 0) goto done;
     cmyk = c.d.jpeg_color_space == JCS_CMYK || c.d.jpeg_color_space == JCS_YCCK;
     c.d.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     c.d.dct_method = JDCT_ISLOW;
@@ -119,7 +129,7 @@ static void pixel_math(const uint8_t *rgb, int W, int H, unsigned seed) {
         ql[i] = (uint16_t)(1 + (seed + (unsigned)i * 7) % 255);
         qc[i] = (uint16_t)(1 + (seed + (unsigned)i * 13) % 255);
     }
-    if (jd_encode(&s, rgb, (JDIMENSION)W, (JDIMENSION)H, (size_t)W * 3, 1 + (int)(seed % 100), 2, 2) == 0 &&
+    if (jd_encode(&s, rgb, (JDIMENSION)W, (JDIMENSION)H, (size_t)W * 3, 1 + (int)(seed % 100), 2, 2, NULL, NULL, 0) == 0 &&
         s.outsize < 4)
         abort();
     jd_enc_close(&s);
