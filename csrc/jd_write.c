@@ -10,6 +10,28 @@
 
 #include "jdct.h"
 
+#include <jerror.h>
+
+/* What sequential Huffman coding of 8-bit data can hold (jchuff.c: MAX_COEF_BITS = 10): AC
+   magnitudes up to 1023, DC differences under 2048 in magnitude, which DC values in
+   -1024..1023 guarantee (the whole range of 8-bit samples: a black block's DC is -1024 at q = 1).
+   Arithmetic coding holds larger values, which a damaged file can decode to; libjpeg-turbo's
+   SIMD Huffman encoder does not check, and would write them wrongly. */
+#define JD_AC_MAX 1023
+#define JD_DC_MIN (-1024)
+#define JD_DC_MAX 1023
+
+static int jd_blocks_in_range(const JCOEF *c, size_t nblocks) {
+    size_t b;
+    int k;
+    for (b = 0; b < nblocks; b++, c += DCTSIZE2) {
+        if (c[0] < JD_DC_MIN || c[0] > JD_DC_MAX) return 0;
+        for (k = 1; k < DCTSIZE2; k++)
+            if (c[k] > JD_AC_MAX || c[k] < -JD_AC_MAX) return 0;
+    }
+    return 1;
+}
+
 #define JD_APP0 0xE0
 #define JD_APP14 0xEE
 #define JD_COM 0xFE
@@ -35,8 +57,17 @@ static int jd_written_by_libjpeg(const jpeg_saved_marker_ptr m) {
 static void jd_transcode_body(jd_xcode *t, int optimize, unsigned restart_interval, int keep_markers) {
     jvirt_barray_ptr *arrays;
     jpeg_saved_marker_ptr m;
+    int ci;
+    JDIMENSION r;
     arrays = jpeg_read_coefficients(&t->src.d);
     t->src.coefs = arrays;
+    for (ci = 0; ci < t->src.d.num_components; ci++) {
+        const jpeg_component_info *comp = &t->src.d.comp_info[ci];
+        for (r = 0; r < comp->height_in_blocks; r++) {
+            JBLOCKARRAY row = (*t->src.d.mem->access_virt_barray)((j_common_ptr)&t->src.d, arrays[ci], r, 1, FALSE);
+            if (!jd_blocks_in_range(row[0][0], comp->width_in_blocks)) ERREXIT(&t->src.d, JERR_BAD_DCT_COEF);
+        }
+    }
     jpeg_create_compress(&t->dst.c);
     t->dst.created = 1;
     jpeg_copy_critical_parameters(&t->src.d, &t->dst.c);
@@ -130,6 +161,7 @@ static int jd_write_bad(jd_xcode *t, const char *what) {
 int jd_write_coefficients(jd_xcode *t, JDIMENSION width, JDIMENSION height, J_COLOR_SPACE cs,
                           const jd_coef_plane *planes, int nc, int optimize, unsigned restart_interval) {
     int ci, cj, nslots = 0, slot[JD_MAX_COMPS], max_h = 1, max_v = 1;
+    JDIMENSION r;
     static const int comps_of[] = {0, 1, 3, 3, 4, 4}; /* JCS_UNKNOWN, GRAYSCALE, RGB, YCbCr, CMYK, YCCK */
     jd_xcode_reset(t);
     if ((int)cs < 1 || (int)cs > 5 || comps_of[cs] != nc)
@@ -152,6 +184,10 @@ int jd_write_coefficients(jd_xcode *t, JDIMENSION width, JDIMENSION height, J_CO
             return jd_write_bad(t, "a component's blocks do not fit the image size and sampling");
         for (cj = 0; cj < DCTSIZE2; cj++)
             if (p->quant[cj] == 0) return jd_write_bad(t, "quantization table entries must be 1..65535");
+        for (r = 0; r < bh; r++)
+            if (!jd_blocks_in_range(p->coefs + (size_t)r * p->bw * DCTSIZE2, bw))
+                return jd_write_bad(t, "a coefficient is outside what 8-bit sequential JPEG can code (AC -1023..1023, "
+                                       "DC -1024..1023)");
         /* identical tables share a slot */
         slot[ci] = -1;
         for (cj = 0; cj < ci; cj++)

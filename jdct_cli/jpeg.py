@@ -350,6 +350,8 @@ LIBJPEG_MESSAGES: tuple[tuple[str, str, type], ...] = (
      JpegError),
     ("Unknown Adobe color transform code", "corrupt: an Adobe marker names a colour transform that does "
      "not exist, so the colours cannot be known", JpegError),
+    ("DCT coefficient out of range", "corrupt: a coefficient is out of the range of 8-bit JPEG data, so "
+     "baseline coding cannot hold it", JpegError),
     ("Insufficient memory", "out of memory while decoding", JpegError),
 )
 

@@ -185,6 +185,12 @@ def _check_writing(data: bytes, header: dict, comps, quant, bits: int) -> None:
     spaces = {"GRAYSCALE": 1, "YCbCr": 3, "RGB": 3, "CMYK": 4, "YCCK": 4}
     if comps is None or spaces.get(header["color_space"]) != len(comps) or quant.min() < 1:
         return
+    # what baseline Huffman coding of 8-bit data holds (write_coefficients refuses the rest)
+    for c, (bh, bw) in zip(comps, real):
+        if not (-1024 <= c[:bh, :bw, 0].min() and c[:bh, :bw, 0].max() <= 1023
+                and np.abs(c[:bh, :bw, 1:].astype(np.int32)).max(initial=0) <= 1023):
+            _feature("write-out-of-range")
+            return
     try:
         out = dec.write_coefficients(comps, quant, header["width"], header["height"],
                                      [(c["h"], c["v"]) for c in header["components"]],
