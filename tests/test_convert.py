@@ -24,6 +24,7 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
+import jpegfiles
 from conftest import HAVE_SHARED, SHARED_DATA
 from jdct_cli.cli import main
 from jdct_cli.convert import ConvertOptions, convert, plan_conversion
@@ -682,3 +683,27 @@ def test_a_child_started_with_die_with_parent_ends_with_its_parent():
     parent.kill()
     parent.wait()
     assert_no_orphans({child}, within=5.0)
+
+
+def test_damaged_scan_data_is_a_recorded_failure_and_harmless_junk_is_not(tmp_path):
+    """Round 1 stored damaged images without a failure: corrupt entropy-coded data shows only as
+    "N extraneous bytes before marker 0xd9" once the whole scan is read (the crop's decode stopped
+    above it, and that warning was taken for harmless junk). Strict decoding now reads to EOI and
+    lets pass only junk before the first scan and a few stray bytes (padding) inside it."""
+    names = {"corrupt_entropy.jpg": "corrupt", "junk_before_marker.jpg": None, "420.jpg": None}
+    shared = {"variants/ocelot_corrupt_entropy_bytes.jpg": "corrupt", "pillow/junk_jpeg_header.jpg": None,
+              "jpeg-decoder/reftest/images/mjpeg.jpg": None, "pillow/hopper_bad_exif.jpg": "corrupt"}
+    cls = tmp_path / "src" / "train" / "a"
+    cls.mkdir(parents=True)
+    for name in names:
+        (cls / name).symlink_to(jpegfiles.path(name))
+    if HAVE_SHARED:
+        for rel in shared:
+            (cls / rel.split("/")[-1]).symlink_to(SHARED_DATA / "odd-jpegs" / rel)
+        names.update({rel.split("/")[-1]: kind for rel, kind in shared.items()})
+    out = tmp_path / "s.zarr"
+    convert(tmp_path / "src", out, options=ConvertOptions(size=32, **SMALL), workers=1)
+    failed = {f.file.split("/")[-1]: f for f in read_metadata(out).split("train").failures}
+    assert {n for n, kind in names.items() if kind} == set(failed)
+    for name, f in failed.items():
+        assert f.kind == "corrupt" and f.stage == "convert" and "extraneous bytes" in f.reason, f

@@ -716,6 +716,7 @@ class StoreMeta:
         if version != FORMAT_VERSION:
             raise StoreVersionError(f"a crops store has format version {FORMAT_VERSION}, not {version}")
         doc, w = value, ""
+        layout = parse_choice(doc.get("layout", "crops"), "layout", ("crops",))
         size = parse_int(get(doc, "size", w), "size", 16)
         if size % 16:
             raise _bad("size", "a multiple of 16", size)
@@ -750,7 +751,7 @@ class StoreMeta:
             stats=stats,
             source=_optional(doc, "source", w, parse_str),
             convert_options=_optional(doc, "convert_options", w, parse_scalars),
-            layout=parse_choice(doc.get("layout", "crops"), "layout", ("crops",)),
+            layout=layout,
             subsampling=parse_choice(get(doc, "subsampling", w), "subsampling", ("4:2:0",)),
             coefficient_order=parse_choice(get(doc, "coefficient_order", w), "coefficient_order", ("natural",)),
             format_version=version,
