@@ -198,7 +198,7 @@ def test_converting_the_golden_source_again_gives_the_golden_arrays(tmp_path):
 
 # (field, new value (... = deleted), words of the error, whether the JSON Schema can tell too)
 EDITS = [
-    ("layout", "crops", 'layout: expected one of "images", got "crops"', True),
+    ("layout", "pixels", 'layout: expected one of "images", got "pixels"', True),
     ("max_side", -1, "max_side: expected a non-negative integer, got -1", True),
     ("check", "all", 'check: expected one of "markers", "decode", got "all"', True),
     ("restart_segments", "yes", 'restart_segments: expected true or false, got "yes"', True),
@@ -256,6 +256,8 @@ def test_versions_and_layouts_do_not_mix():
         parse_metadata({**doc, "format_version": 1})
     with pytest.raises(StoreVersionError, match="an images store has format version 2"):
         ImagesMeta.parse({**doc, "format_version": 1})
+    with pytest.raises(StoreVersionError, match="version 2 is the images layout's"):
+        parse_metadata({**doc, "layout": "crops"})
     with pytest.raises(StoreVersionError, match="not supported"):
         parse_metadata({**doc, "format_version": 3})
     v1 = _doc(GOLDEN / "store-v1.zarr")

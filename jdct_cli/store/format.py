@@ -1001,6 +1001,10 @@ def parse_metadata(value: Any) -> "StoreMeta | ImagesMeta":
     if value.get("format") != FORMAT_NAME:
         raise StoreError(f"not a jdct store (format {value.get('format')!r})")
     if _check_version(value) == IMAGES_FORMAT_VERSION:
+        if value.get("layout", "crops") == "crops":
+            # a crops store claiming a version this jdct never wrote for crops
+            raise StoreVersionError(f"store format version {IMAGES_FORMAT_VERSION} is the images layout's, but this "
+                                    "store is a crops store: not a store this jdct reads")
         return ImagesMeta.parse(value)
     return StoreMeta.parse(value)
 
