@@ -24,7 +24,7 @@ CHECKS = ("markers", "decode")
 #: the images layout's fixed-size arrays are a few bytes per image, its JPEGs are not compressed.
 DEFAULT_CODEC = {"crops": "zstd", "images": "zstd"}
 #: Default ``--max-side`` of the images layout (benchmarks/RESULTS.md: "Choosing --max-side").
-DEFAULT_MAX_SIDE = 512
+DEFAULT_MAX_SIDE = 1024
 #: Default number of train images whose crops give an images store its statistics.
 DEFAULT_STATS_IMAGES = 256
 
