@@ -329,7 +329,7 @@ def test_cli_summary_and_bytes(tmp_path):
     assert res.exit_code == 0, res.output
     assert "stored: verbatim" in res.output and "the source files'" in res.output
     meta = read_metadata(out).metadata
-    assert meta.max_side == 512 and meta.codec.name == "zstd" and not meta.restart_segments
+    assert meta.max_side == 2048 and meta.codec.name == "lz4" and not meta.restart_segments
     source = sum(p.stat().st_size for p in src.rglob("*.jpg"))
     assert sum(sp.source_bytes for sp in meta.splits.values()) == source
     assert sum(sp.stored_bytes for sp in meta.splits.values()) == source  # every photo is stored verbatim
