@@ -190,7 +190,9 @@ def transcode(
     MCUs between restart markers (0..65535); ``keep_markers``: copy APPn and COM markers (not the
     JFIF APP0 and Adobe APP14 libjpeg writes itself). Returns ``(jpeg_bytes, warnings)``.
     libjpeg refuses what baseline coding cannot hold (``JpegError``: "DCT coefficient out of
-    range", "Sampling factors too large for interleaved scan", a table redefined between scans).
+    range" for a coefficient outside AC -1023..1023 / DC -1024..1023, which only damaged or
+    arithmetic-coded garbage decodes to; "Sampling factors too large for interleaved scan"; a
+    table redefined between scans).
     """
 
 def write_coefficients(
@@ -213,7 +215,9 @@ def write_coefficients(
     blocks and at most that padded to whole MCUs (what ``read_coefficients`` returns); blocks
     beyond the image in the last MCU are written as libjpeg writes them (DC of the block to the
     left, AC zero), whatever the array holds there. ``read_coefficients`` of the result gives the
-    coefficients back. Anything that does not fit: ``ValueError``.
+    coefficients back. Anything that does not fit, and a coefficient of the image outside what
+    8-bit sequential Huffman coding holds (AC -1023..1023, DC -1024..1023: the range of any 8-bit
+    image's DCT), is a ``ValueError``.
     """
 
 def decode(

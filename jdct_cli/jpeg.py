@@ -11,7 +11,14 @@ behaviour:
 - libjpeg's terse messages become sentences saying what is wrong, with libjpeg's own words kept
   in parentheses (``truncated: the JPEG data ends before the image is complete (libjpeg:
   Premature end of JPEG file)``): :data:`LIBJPEG_MESSAGES` is the one table of them;
-- every :class:`~jdct_cli.errors.JpegError` leaves with ``path`` set when the caller gave one.
+- every :class:`~jdct_cli.errors.JpegError` leaves with ``path`` set when the caller gave one;
+- which libjpeg warnings lose nothing is decided here (:data:`HARMLESS_WARNINGS`, what strict
+  readers pass as ``tolerate``), not in the C layer.
+
+Beyond whole files: :func:`read_coefficient_rects` / :func:`read_coefficient_rects_batch` (the
+coefficients of block rectangles, decoding only what the file's structure requires),
+:func:`transcode` (lossless, to baseline Huffman), :func:`write_coefficients` and
+:func:`encode` (JPEG files from coefficients or pixels, with any tables).
 
 The limits (:data:`DEFAULT_MAX_PIXELS`, :data:`DEFAULT_MAX_FILE_BYTES`) are defined once: the
 pixel budget in the C layer (``csrc/jdct.h``, with the scan budget), the file-size cap here.
