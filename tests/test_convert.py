@@ -163,6 +163,37 @@ def test_every_odd_jpeg_is_converted_or_recorded(shared_data, tmp_path):
     assert (labels == -1).sum() == sp.counts.failed_samples == len(bad_slots)
 
 
+@pytest.mark.parametrize("layout", ["crops", "images"])
+def test_every_committed_fixture_is_converted_or_recorded(layout, tmp_path):
+    """The fresh-clone counterpart of the odd-jpegs test: every committed fixture (every sampling,
+    colour space, coding, size, and every kind of broken or disguised file) is converted or
+    recorded with its reason, by both layouts."""
+    cls = tmp_path / "src" / "odd"
+    cls.mkdir(parents=True)
+    for name in jpegfiles.INDEX:
+        (cls / name).symlink_to(jpegfiles.path(name))
+    out = tmp_path / "odd.zarr"
+    convert(tmp_path / "src", out, options=ConvertOptions(size=32, layout=layout, chunk_samples=8, shard_samples=16),
+            workers=1)
+    sp = read_metadata(out).split("train")
+    failed = {f.file.split("/")[-1]: f for f in sp.failures}
+    converted = {f.split("/")[-1] for f in sp.files} - set(failed)
+    assert set(jpegfiles.INDEX) == converted | set(failed) and all(f.reason for f in failed.values())
+    # every valid JPEG converts; the broken and disguised ones are recorded with their kind
+    assert set(jpegfiles.GOOD) <= converted, set(jpegfiles.GOOD) - converted
+    kinds = {n: row["kind"] for n, row in jpegfiles.INDEX.items()}
+    for name, f in failed.items():
+        assert kinds[name] != "jpeg", (name, f.reason)
+        want = {"not jpeg": "not-a-jpeg", "unsupported": "unsupported"}.get(kinds[name])
+        assert want is None or f.kind == want, (name, f.kind)
+    assert failed["declares_65535x65535.jpg"].kind == "too-large"
+    assert {"corrupt_entropy.jpg", "truncated_50pct.jpg", "progressive_no_eoi.jpg"} <= set(failed)
+    assert "junk_before_marker.jpg" in converted
+    g = zarr.open_group(str(out), mode="r")
+    labels = g["train/label"][0]
+    assert (labels == -1).sum() == sp.counts.failed_samples
+
+
 def test_same_arrays_with_one_or_two_workers(tiny_tree, tiny_store, tmp_path):
     out2 = tmp_path / "w2.zarr"
     convert(tiny_tree, out2, options=ConvertOptions(size=32, views=2, seed=7, **SMALL), workers=2)
