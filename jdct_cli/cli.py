@@ -253,7 +253,7 @@ class _TqdmProgress:
 def convert_command(src, out, layout, size, quality, views, seed, exif, exact_decode, labels, workers,
                     chunk_samples, codec, max_side, restart_segments, check, stats_images, shard_samples, on_error,
                     overwrite, dask_scheduler, quiet):
-    """Convert JPEG folders SRC into a sharded Zarr v3 store OUT of DCT coefficients.
+    """Convert JPEG folders SRC into a sharded Zarr v3 store OUT (crops or images).
 
     \b
     SRC layouts: SRC/train/<class>/*.jpg and/or SRC/val/<class>/*.jpg (each a split), or
