@@ -16,7 +16,8 @@ JPEG_LIBS = $(or $(shell pkg-config --libs libjpeg 2>/dev/null),-ljpeg)
 C_WARNINGS := -std=c99 -Wall -Wextra -Wpedantic -Werror
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
 # the decoder tests that run under the sanitizers (test_hostile limits address space: not with ASan)
-ASAN_TESTS := tests/test_decoder.py tests/test_jpeg.py tests/test_regressions.py tests/test_decoder_odd.py \
+ASAN_TESTS := tests/test_decoder.py tests/test_decoder_rects.py tests/test_decoder_write.py tests/test_jpeg.py \
+	tests/test_regressions.py tests/test_decoder_odd.py \
 	tests/test_inspect_cli.py
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 600
@@ -79,7 +80,7 @@ check-c: .jpeg-headers
 # one imported, child processes included; leak detection off: CPython itself never frees all).
 asan: setup check-c
 	@mkdir -p build/asan
-	$(CC) $(C_WARNINGS) $(SANITIZE) -Icsrc $(JPEG_CFLAGS) tests/csrc/harness.c csrc/*.c $(JPEG_LIBS) -lm \
+	$(CC) $(C_WARNINGS) $(SANITIZE) -pthread -Icsrc $(JPEG_CFLAGS) tests/csrc/harness.c csrc/*.c $(JPEG_LIBS) -lm \
 	  -o build/asan/harness
 	find tests/data/jpegs tests/regressions $(wildcard ../shared/data/odd-jpegs) -type f -name '*.*' -print0 \
 	  | xargs -0 build/asan/harness

@@ -2,7 +2,7 @@
 # binding touches is declared: the real definitions come from the header at C compile time.
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t
 
-from jpeglib cimport JCOEF, JDIMENSION, JQUANT_TBL, JSAMPLE, jpeg_decompress_struct
+from jpeglib cimport J_COLOR_SPACE, JCOEF, JDIMENSION, JQUANT_TBL, JSAMPLE, jpeg_decompress_struct
 
 
 cdef extern from "jdct.h" nogil:
@@ -23,10 +23,24 @@ cdef extern from "jdct.h" nogil:
         JD_ERR_TOO_MANY_PIXELS
         JD_ERR_TOO_MANY_COEFS
         JD_ERR_TOO_MANY_SCANS
+        JD_ERR_BAD_REQUEST
+
+    const int JD_MAX_TOLERATED
+
+    ctypedef struct jd_tolerance:
+        const char *substring
+        int anywhere
+        long at_most
+
+    ctypedef struct jd_strict:
+        int on
+        int ntolerate
+        jd_tolerance tolerate[8]
 
     ctypedef struct jd_err:
-        int strict
+        jd_strict strict
         int warnings
+        int tolerated
         int code
         char msg[200]
 
@@ -39,7 +53,19 @@ cdef extern from "jdct.h" nogil:
     ctypedef struct jd_budget:
         int64_t pixels, coefs, blocks, scans, scan_limit
 
-    int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int save_exif)
+    ctypedef struct jd_failure:
+        int code
+        char msg[200]
+        JDIMENSION width, height
+        int num_components
+        int scans_seen
+        int64_t scan_limit
+        jd_budget budget
+
+    const int JD_SAVE_EXIF
+    const int JD_SAVE_ALL
+
+    int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, const jd_strict *strict, int save)
     void jd_dec_close(jd_dec *c)
     void jd_dec_blocks(const jd_dec *c, int ci, JDIMENSION *rows, JDIMENSION *cols)
     int jd_dec_check_budget(jd_dec *c, int64_t max_pixels, const unsigned char *data, size_t size,
@@ -52,6 +78,46 @@ cdef extern from "jdct.h" nogil:
     int jd_dec_skip(jd_dec *c, JDIMENSION n)
     int jd_dec_read_rgb(jd_dec *c, JSAMPLE *dst, size_t dst_stride, JDIMENSION nrows,
                         JDIMENSION xskip, JDIMENSION outw, int cmyk)
+    int jd_dec_finish(jd_dec *c)
+    void jd_dec_failure(const jd_dec *c, const jd_budget *b, jd_failure *f)
+
+    # partial entropy decoding
+    const int JD_MAX_COMPS
+
+    ctypedef struct jd_rect:
+        JDIMENSION r0, c0, r1, c1
+        int k
+        JCOEF *dst
+        size_t dst_stride
+
+    enum jd_rect_mode:
+        JD_RECT_NONE
+        JD_RECT_STOPPED
+        JD_RECT_WHOLE
+        JD_RECT_SPLICED
+
+    ctypedef struct jd_rect_info:
+        int mode
+        int num_components
+        JDIMENSION imcu_rows
+        JDIMENSION imcu_rows_read
+        int64_t mcus_read
+        uint16_t quant[4][64]
+
+    int jd_read_rects(jd_dec *c, const unsigned char *buf, size_t size, const jd_strict *strict, int64_t max_pixels,
+                      const jd_rect *rects, int nrects, jd_budget *budget, jd_rect_info *info)
+
+    ctypedef struct jd_rect_job:
+        const unsigned char *data
+        size_t size
+        jd_rect rects[4]
+        int nrects
+        int rc
+        int warnings
+        jd_rect_info info
+        jd_failure failure
+
+    int jd_read_rects_batch(jd_rect_job *jobs, int n, const jd_strict *strict, int64_t max_pixels, int threads)
 
     # compression
     ctypedef struct jd_enc:
@@ -60,8 +126,26 @@ cdef extern from "jdct.h" nogil:
         unsigned long outsize
 
     int jd_encode(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSION h, size_t stride,
-                  int quality, int h0, int v0)
+                  int quality, int h0, int v0, const uint16_t *luma, const uint16_t *chroma, int optimize)
     void jd_enc_close(jd_enc *s)
+
+    # writing coefficients
+    ctypedef struct jd_xcode:
+        jd_dec src
+        jd_enc dst
+
+    int jd_transcode(jd_xcode *t, const unsigned char *buf, size_t size, const jd_strict *strict, int64_t max_pixels,
+                     int optimize, unsigned restart_interval, int keep_markers, jd_budget *budget)
+
+    ctypedef struct jd_coef_plane:
+        const JCOEF *coefs
+        JDIMENSION bh, bw
+        int h, v
+        const uint16_t *quant
+
+    int jd_write_coefficients(jd_xcode *t, JDIMENSION width, JDIMENSION height, J_COLOR_SPACE cs,
+                              const jd_coef_plane *planes, int nc, int optimize, unsigned restart_interval)
+    void jd_xcode_close(jd_xcode *t)
     const char *jd_version()
 
     # marker walker

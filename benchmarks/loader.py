@@ -19,7 +19,14 @@ Each (pipeline, threads) runs in its own fresh process (so zarr's decompression 
 intra-op pool get exactly ``T`` threads) for about ``--seconds`` after one warm-up batch. A third
 line, ``dct host side``, runs only the CPU half of the loader (``DCTLoader.host_batches``: chunk
 reads, shuffling, int16 batch assembly with the flip's column reversal), i.e. the CPU work per batch
-of a CUDA run, where the float conversion happens on the GPU. Reported:
+of a CUDA run, where the float conversion happens on the GPU. A fourth, ``images host side``, is
+the CPU half of a GPU run over an images store (``jdct convert --layout images``, converted once
+like the crops store): per batch, one inner zarr chunk of 64 JPEGs read at a time (the small
+per-sample arrays are read once, as a loader keeps them), a fresh RandomResizedCrop box per
+sample and epoch, the block rectangle each component needs for it (the box plus the resize
+filter's support; computed here, see ``partial_decode.crop_rects``), and
+``read_coefficient_rects_batch`` on ``T`` C threads into one packed int16 batch buffer (the
+coefficients the device re-encodes), plus the flips and labels. Reported:
 samples/s of wall time and samples per CPU-second of the process (all its threads): on a shared
 machine the latter is the honest "per core" figure. Ratios are dct / reference. ``--device cuda``
 delivers both pipelines' batches to the GPU (the reference through pinned memory, as
@@ -43,6 +50,7 @@ from PIL import Image
 from jdct_cli.convert import ConvertOptions, convert
 from jdct_cli.convert.lifeline import die_with_parent
 from jdct_cli.transforms import random_resized_crop_box
+from partial_decode import crop_rects
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = (HERE.parent.parent / "shared" / "data" / "imagenet-originals").resolve()
@@ -114,6 +122,71 @@ def run_dct(store: Path, threads: int, batch: int, seconds: float, host_only: bo
     return _measure(batches(), seconds, device)
 
 
+_FACTORS = {"grayscale": [(1, 1)], "4:2:0": [(2, 2), (1, 1), (1, 1)], "4:2:2": [(2, 1), (1, 1), (1, 1)],
+            "4:4:4": [(1, 1), (1, 1), (1, 1)]}
+
+
+def _components(width: int, height: int, sampling: str) -> list[dict]:
+    """The component grids of a stored image from its facts (no header to parse: the store has them)."""
+    factors = _FACTORS[sampling]
+    hmax, vmax = max(f[0] for f in factors), max(f[1] for f in factors)
+    out = []
+    for h, v in factors:
+        bw, bh = -(-width * h // (8 * hmax)), -(-height * v // (8 * vmax))
+        out.append({"h": h, "v": v, "blocks_wide": -(-bw // h) * h, "blocks_high": -(-bh // v) * v})
+    return out
+
+
+def run_images_host(store: Path, threads: int, size: int, batch: int, seconds: float) -> dict:
+    """The CPU work of a GPU run over an images store (see the module docstring)."""
+    import torch
+    import warnings
+    import zarr
+
+    from jdct_cli import jpeg
+
+    warnings.simplefilter("ignore")  # zarr's note on variable_length_bytes (jdct's readers silence it too)
+    zarr.config.set({"threading.max_workers": threads})
+    torch.set_num_threads(1)
+    group = zarr.open_group(str(store), mode="r")
+    arr = group["train/jpeg"]
+    n = arr.shape[1]
+    chunk = arr.chunks[1]
+    labels, widths, heights, samplings = (group[f"train/{a}"][0, :] for a in ("label", "width", "height", "sampling"))
+    names = group.attrs["jdct"]["samplings"]
+    nchunks = -(-n // chunk)
+    out = np.empty(batch * 3 * 64 * 64 * 64, np.int16)  # grows when a batch needs more
+
+    def batches():
+        nonlocal out
+        epoch = 0
+        while True:
+            rng = np.random.default_rng([epoch])
+            for c in rng.permutation(nchunks):  # shuffled chunk order; a batch = one chunk (64)
+                s0, s1 = int(c) * chunk, min(n, int(c) * chunk + chunk)
+                datas = arr[0, s0:s1]
+                keep = [i for i in range(s1 - s0) if labels[s0 + i] >= 0]
+                rects = np.zeros((len(keep), 3, 4), np.int64)
+                for j, i in enumerate(keep):
+                    k = s0 + i
+                    w, h = int(widths[k]), int(heights[k])
+                    head = {"width": w, "height": h, "components": _components(w, h, names[samplings[k]])}
+                    box = random_resized_crop_box(np.random.default_rng([epoch, k]), w, h)
+                    r = crop_rects(head, box, size)
+                    rects[j, :len(r)] = r
+                sizes = (rects[:, :, 2] - rects[:, :, 0]) * (rects[:, :, 3] - rects[:, :, 1]) * 64
+                offsets = np.concatenate([[0], np.cumsum(sizes.ravel())[:-1]]).reshape(sizes.shape)
+                if sizes.sum() > out.size:
+                    out = np.empty(int(sizes.sum() * 1.25), np.int16)
+                res = jpeg.read_coefficient_rects_batch([datas[i] for i in keep], rects, out, offsets,
+                                                        threads=threads)
+                flips = rng.random(len(keep)) < 0.5
+                yield out, torch.from_numpy(labels[s0:s1][keep].astype(np.int64)), flips, res
+            epoch += 1
+
+    return _measure(((o, lab) for o, lab, *_ in batches()), seconds)
+
+
 def _measure(it, seconds: float, device: str = "cpu") -> dict:
     import torch
 
@@ -139,7 +212,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--device", default="cpu", help="where batches are delivered (cuda: samples/s to the GPU)")
-    ap.add_argument("--worker", choices=["dct", "dct-host", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--codec", choices=["zstd", "lz4"], default=None,
+                    help="chunk codec of the crops store converted here (default: jdct convert's)")
+    ap.add_argument("--images-store", type=Path, help="an existing images store of --source (default: convert one)")
+    ap.add_argument("--restart-segments", action="store_true",
+                    help="convert the images store with --restart-segments (the loader then decodes a crop's "
+                         "restart segments only)")
+    ap.add_argument("--rows", default="reference,dct,dct-host,images-host",
+                    help="which pipelines to run (comma-separated)")
+    ap.add_argument("--worker", choices=["dct", "dct-host", "reference", "images-host"], help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.worker == "reference":
@@ -150,17 +231,30 @@ def main() -> None:
         print(json.dumps(run_dct(args.store, args.threads[0], args.batch_size, args.seconds,
                                  host_only=args.worker == "dct-host", device=args.device)))
         return
+    if args.worker == "images-host":
+        print(json.dumps(run_images_host(args.images_store, args.threads[0], args.size, args.batch_size,
+                                         args.seconds)))
+        return
 
     if not args.source.is_dir():
         sys.exit(f"source not found: {args.source} (pass --source)")
-    tmp = None
-    store = args.store
-    if store is None:
-        tmp = tempfile.TemporaryDirectory(prefix="jdct-bench-")
+    rows_wanted = args.rows.split(",")
+    tmp = tempfile.TemporaryDirectory(prefix="jdct-bench-")
+    store, images = args.store, args.images_store
+    codec = {} if args.codec is None else {"codec": args.codec}
+    if store is None and any(r.startswith("dct") for r in rows_wanted):
         store = Path(tmp.name) / "bench.zarr"
         t = time.perf_counter()
-        convert(args.source, store, options=ConvertOptions(size=args.size, views=1), workers=1)
-        print(f"converted {args.source} -> {store} in {time.perf_counter() - t:.1f} s", flush=True)
+        convert(args.source, store, options=ConvertOptions(size=args.size, views=1, **codec), workers=1)
+        print(f"converted {args.source} -> {store} in {time.perf_counter() - t:.1f} s "
+              f"({args.codec or 'default'} codec)", flush=True)
+    if images is None and "images-host" in rows_wanted:
+        images = Path(tmp.name) / "images.zarr"
+        t = time.perf_counter()
+        convert(args.source, images, options=ConvertOptions(layout="images", size=args.size,
+                                                            restart_segments=args.restart_segments), workers=1)
+        print(f"converted {args.source} -> {images} (images layout{', restart segments' if args.restart_segments else ''}"
+              f") in {time.perf_counter() - t:.1f} s", flush=True)
 
     def child(kind: str, threads: int) -> dict:
         cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--source", str(args.source),
@@ -168,25 +262,30 @@ def main() -> None:
                "--device", args.device]
         if kind.startswith("dct"):
             cmd += ["--store", str(store)]
+        if kind == "images-host":
+            cmd += ["--images-store", str(images)]
         # die_with_parent: a benchmark that is killed takes its measuring child with it
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                              preexec_fn=die_with_parent)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     rows = []
+    names = {"dct": f"dct (float batches on {args.device})", "dct-host": "dct host side (int16, as for a GPU)",
+             "images-host": "images host side (fresh crops, int16)"}
     for threads in args.threads:
         ref = child("reference", threads)
-        dct = child("dct", threads)
-        host = child("dct-host", threads)
-        rows.append({"threads": threads, "reference": ref, "dct": dct, "dct_host": host})
+        row = {"threads": threads, "reference": ref}
         print(f"threads={threads}  reference {ref['per_s']:7.1f}/s {ref['per_cpu_s']:7.1f}/cpu-s", flush=True)
-        for name, r in ((f"dct (float batches on {args.device})", dct), ("dct host side (int16, as for a GPU)", host)):
-            print(f"  {name:36s} {r['per_s']:7.1f}/s {r['per_cpu_s']:7.1f}/cpu-s   ratio wall "
+        for kind in ("dct", "dct-host", "images-host"):
+            if kind not in rows_wanted:
+                continue
+            r = row[kind.replace("-", "_")] = child(kind, threads)
+            print(f"  {names[kind]:38s} {r['per_s']:7.1f}/s {r['per_cpu_s']:7.1f}/cpu-s   ratio wall "
                   f"{r['per_s'] / ref['per_s']:5.1f}x  per core {r['per_cpu_s'] / ref['per_cpu_s']:5.1f}x", flush=True)
+        rows.append(row)
     print(json.dumps({"source": str(args.source), "size": args.size, "batch_size": args.batch_size, "device": args.device,
-                      "results": rows}))
-    if tmp is not None:
-        tmp.cleanup()
+                      "codec": args.codec, "restart_segments": args.restart_segments, "results": rows}))
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -33,25 +33,46 @@ static void jd_error_exit(j_common_ptr cinfo) {
 /* libjpeg must never print: messages are only counted (warnings) or dropped (trace). */
 static void jd_output_message(j_common_ptr cinfo) { (void)cinfo; }
 
+/* A warning the caller tolerates (see jd_tolerance). */
+static int jd_tolerated(j_common_ptr cinfo, const jd_err *e, const char *msg) {
+    int i, in_header = cinfo->is_decompressor && ((j_decompress_ptr)cinfo)->input_scan_number == 0;
+    for (i = 0; i < e->strict.ntolerate && i < JD_MAX_TOLERATED; i++) {
+        const jd_tolerance *t = &e->strict.tolerate[i];
+        if (t->substring == NULL || strstr(msg, t->substring) == NULL) continue;
+        if (!t->anywhere && !in_header) continue;
+        if (t->at_most >= 0 && (long)cinfo->err->msg_parm.i[0] > t->at_most) continue;
+        return 1;
+    }
+    return 0;
+}
+
 static void jd_emit_message(j_common_ptr cinfo, int msg_level) {
     jd_err *e = (jd_err *)cinfo->err;
+    char msg[JMSG_LENGTH_MAX];
     if (msg_level < 0) {
         e->warnings++;
         cinfo->err->num_warnings++;
-        if (e->strict) {
-            (*cinfo->err->format_message)(cinfo, e->msg);
+        if (e->strict.on) {
+            (*cinfo->err->format_message)(cinfo, msg);
+            if (jd_tolerated(cinfo, e, msg)) {
+                e->tolerated++;
+                return;
+            }
+            memcpy(e->msg, msg, sizeof(msg));
             jd_fail(e, JD_ERR_LIBJPEG);
         }
     }
 }
 
-static void jd_err_init(jd_err *e, int strict) {
+void jd_err_init(jd_err *e, const jd_strict *strict) {
     jpeg_std_error(&e->pub);
     e->pub.error_exit = jd_error_exit;
     e->pub.output_message = jd_output_message;
     e->pub.emit_message = jd_emit_message;
-    e->strict = strict;
+    memset(&e->strict, 0, sizeof(e->strict));
+    if (strict != NULL) e->strict = *strict;
     e->warnings = 0;
+    e->tolerated = 0;
     e->code = JD_OK;
     e->msg[0] = 0;
 }
@@ -66,7 +87,8 @@ static void jd_progress(j_common_ptr cinfo) {
     if (d->input_scan_number > c->scan_limit) jd_fail(&c->e, JD_ERR_TOO_MANY_SCANS);
 }
 
-int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int save_exif) {
+int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, const jd_strict *strict, int save) {
+    int m;
     memset(&c->d, 0, sizeof(c->d));
     c->created = 0;
     c->scan_limit = JD_MAX_SCANS;
@@ -81,7 +103,11 @@ int jd_dec_open(jd_dec *c, const unsigned char *buf, size_t len, int strict, int
     c->progress.progress_monitor = jd_progress;
     c->d.progress = &c->progress;
     jpeg_mem_src(&c->d, buf, (unsigned long)len);
-    if (save_exif) jpeg_save_markers(&c->d, JPEG_APP0 + 1, 0xFFFF);
+    if (save == JD_SAVE_EXIF) jpeg_save_markers(&c->d, JPEG_APP0 + 1, 0xFFFF);
+    if (save == JD_SAVE_ALL) {
+        jpeg_save_markers(&c->d, JPEG_COM, 0xFFFF);
+        for (m = 0; m < 16; m++) jpeg_save_markers(&c->d, JPEG_APP0 + m, 0xFFFF);
+    }
     jpeg_read_header(&c->d, TRUE);
     return 0;
 }
@@ -256,23 +282,79 @@ int jd_dec_read_rgb(jd_dec *c, JSAMPLE *dst, size_t dst_stride, JDIMENSION nrows
     return jd_read_rgb_rows(c, dst, dst_stride, nrows, xskip, outw, cmyk);
 }
 
+/* The body of jd_dec_finish. libjpeg-turbo's jpeg_skip_scanlines to the last row marks the input
+   finished without decoding it, so skip to the row before the last (entropy decoding only, no
+   IDCT) and read the last row. */
+static int jd_finish_rows(jd_dec *c) {
+    JDIMENSION left = c->d.output_height - c->d.output_scanline;
+    JSAMPROW row;
+    if (left > 1) jd_skip_rows(c, left - 1);
+    if (c->d.output_scanline < c->d.output_height) {
+        free(c->scratch);
+        c->scratch = (JSAMPLE *)malloc((size_t)c->d.output_width * (size_t)c->d.output_components *
+                                       (size_t)(c->d.rec_outbuf_height > 0 ? c->d.rec_outbuf_height : 1));
+        if (c->scratch == NULL) {
+            c->e.code = JD_ERR_NO_MEMORY;
+            return -1;
+        }
+        row = c->scratch;
+        while (c->d.output_scanline < c->d.output_height)
+            if (jpeg_read_scanlines(&c->d, &row, 1) == 0) {
+                c->e.code = JD_ERR_NO_SCANLINES;
+                return -1;
+            }
+    }
+    jpeg_finish_decompress(&c->d);
+    return 0;
+}
+
+int jd_dec_finish(jd_dec *c) {
+    if (setjmp(c->e.jb)) return -1;
+    return jd_finish_rows(c);
+}
+
+void jd_dec_failure(const jd_dec *c, const jd_budget *b, jd_failure *f) {
+    memset(f, 0, sizeof(*f));
+    f->code = c->e.code;
+    memcpy(f->msg, c->e.msg, sizeof(f->msg));
+    f->msg[sizeof(f->msg) - 1] = 0;
+    f->width = c->d.image_width;
+    f->height = c->d.image_height;
+    f->num_components = c->d.num_components;
+    f->scans_seen = c->d.input_scan_number;
+    f->scan_limit = c->scan_limit;
+    if (b != NULL) f->budget = *b;
+}
+
 /* ---------------------------------------------------------------------------- compression */
 
 static void jd_encode_body(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSION h, size_t stride,
-                           int quality, int h0, int v0) {
+                           int quality, int h0, int v0, const uint16_t *luma, const uint16_t *chroma,
+                           int optimize) {
     JSAMPROW rowptrs[16];
     JDIMENSION i, n;
+    int t, k;
     jpeg_create_compress(&s->c);
     s->created = 1;
-    jpeg_mem_dest(&s->c, &s->out, &s->outsize);
+    jd_enc_dest(s);
     s->c.image_width = w;
     s->c.image_height = h;
     s->c.input_components = 3;
     s->c.in_color_space = JCS_RGB;
     jpeg_set_defaults(&s->c);
-    jpeg_set_quality(&s->c, quality, TRUE);
+    if (luma == NULL) {
+        jpeg_set_quality(&s->c, quality, TRUE);
+    } else {
+        /* jpeg_set_defaults put the quality-50 tables in slots 0 (luma) and 1 (chroma): overwrite
+           their entries; the encoder sends what is there (and SOF1 when an entry exceeds 255) */
+        for (t = 0; t < 2; t++) {
+            const uint16_t *q = t == 0 ? luma : chroma;
+            for (k = 0; k < DCTSIZE2; k++) s->c.quant_tbl_ptrs[t]->quantval[k] = q[k];
+            s->c.quant_tbl_ptrs[t]->sent_table = FALSE;
+        }
+    }
     s->c.dct_method = JDCT_ISLOW;
-    s->c.optimize_coding = FALSE;
+    s->c.optimize_coding = optimize ? TRUE : FALSE;
     s->c.comp_info[0].h_samp_factor = h0;
     s->c.comp_info[0].v_samp_factor = v0;
     s->c.comp_info[1].h_samp_factor = 1;
@@ -289,16 +371,57 @@ static void jd_encode_body(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSI
     jpeg_finish_compress(&s->c);
 }
 
-int jd_encode(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSION h, size_t stride, int quality,
-              int h0, int v0) {
+void jd_enc_reset(jd_enc *s) {
     memset(&s->c, 0, sizeof(s->c));
     s->created = 0;
     s->out = NULL;
     s->outsize = 0;
-    jd_err_init(&s->e, 0);
+    s->cap = 0;
+    jd_err_init(&s->e, NULL);
     s->c.err = &s->e.pub;
+}
+
+#define JD_DEST_START 16384
+
+static void jd_dest_init(j_compress_ptr cinfo) { (void)cinfo; }
+
+/* The buffer is full: double it (realloc keeps what was written, and s->out is always the live
+   buffer). */
+static boolean jd_dest_grow(j_compress_ptr cinfo) {
+    jd_enc *s = (jd_enc *)cinfo;  /* c is the first member of jd_enc */
+    size_t cap = s->cap * 2;
+    unsigned char *bigger = (unsigned char *)realloc(s->out, cap);
+    if (bigger == NULL) ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 10);
+    s->out = bigger;
+    s->dest.next_output_byte = bigger + s->cap;
+    s->dest.free_in_buffer = cap - s->cap;
+    s->cap = cap;
+    return TRUE;
+}
+
+static void jd_dest_term(j_compress_ptr cinfo) {
+    jd_enc *s = (jd_enc *)cinfo;
+    s->outsize = (unsigned long)(s->cap - s->dest.free_in_buffer);
+}
+
+void jd_enc_dest(jd_enc *s) {
+    s->out = (unsigned char *)malloc(JD_DEST_START);
+    if (s->out == NULL) ERREXIT1(&s->c, JERR_OUT_OF_MEMORY, 10);
+    s->cap = JD_DEST_START;
+    s->outsize = 0;
+    s->dest.init_destination = jd_dest_init;
+    s->dest.empty_output_buffer = jd_dest_grow;
+    s->dest.term_destination = jd_dest_term;
+    s->dest.next_output_byte = s->out;
+    s->dest.free_in_buffer = s->cap;
+    s->c.dest = &s->dest;
+}
+
+int jd_encode(jd_enc *s, const JSAMPLE *rgb, JDIMENSION w, JDIMENSION h, size_t stride, int quality,
+              int h0, int v0, const uint16_t *luma, const uint16_t *chroma, int optimize) {
+    jd_enc_reset(s);
     if (setjmp(s->e.jb)) return -1;
-    jd_encode_body(s, rgb, w, h, stride, quality, h0, v0);
+    jd_encode_body(s, rgb, w, h, stride, quality, h0, v0, luma, chroma, optimize);
     return 0;
 }
 

@@ -367,13 +367,14 @@ def inspect_paths(
     dump: Optional[os.PathLike | str] = None,
     sample: Optional[int] = None,
     split: Optional[str] = None,
+    save_jpeg: Optional[os.PathLike | str] = None,
 ) -> Iterator[InspectResult]:
     """Inspect every path in turn, yielding an :class:`InspectResult` each (errors included).
 
     JPEG files get :func:`inspect_jpeg`, plus :func:`plot_jpeg` when ``plot`` and
     :func:`dump_coefficients` when ``dump`` (output names per :func:`output_for`). Directories and
-    ``*.zarr`` paths go to :func:`jdct_cli.store.report.inspect_store` (with ``sample``, ``split``
-    and ``plot``). A JdctError stops only its own path. Options that apply to no given path (``sample``
+    ``*.zarr`` paths go to :func:`jdct_cli.store.report.inspect_store` (with ``sample``, ``split``,
+    ``plot`` and ``save_jpeg``). A JdctError stops only its own path. Options that apply to no given path (``sample``
     without a store, ``dump`` without a JPEG) raise ConfigError before anything is read, instead of
     being silently ignored.
     """
@@ -382,6 +383,8 @@ def inspect_paths(
         raise ConfigError("--sample applies to stores (a folder or *.zarr) only; no store was given")
     if split is not None and not any(stores):
         raise ConfigError("--split applies to stores (a folder or *.zarr) only; no store was given")
+    if save_jpeg is not None and not any(stores):
+        raise ConfigError("--save-jpeg applies to stores (a folder or *.zarr) only; no store was given")
     if dump is not None and all(stores):
         raise ConfigError("--dump-coefficients applies to JPEG files only; no JPEG file was given")
     several = len(paths) > 1
@@ -393,7 +396,7 @@ def inspect_paths(
             result = InspectResult(name, "store")
             try:
                 result.doc = _inspect_store(path, sample=sample, split=split,
-                                            plot=output_for(plot, path, several, taken_plot))
+                                            plot=output_for(plot, path, several, taken_plot), save_jpeg=save_jpeg)
             except JdctError as exc:
                 result.error = exc
             yield result
@@ -414,13 +417,13 @@ def inspect_paths(
         yield result
 
 
-def _inspect_store(path, *, sample, split, plot):
+def _inspect_store(path, *, sample, split, plot, save_jpeg=None):
     # imported here: the store report loads zarr, which inspecting JPEGs never needs
     try:
         from .store.report import inspect_store
     except ImportError:
         raise ConfigError("store inspection is not available in this jdct build", path) from None
-    return inspect_store(path, sample=sample, split=split, plot=plot)
+    return inspect_store(path, sample=sample, split=split, plot=plot, save_jpeg=save_jpeg)
 
 
 def render_store(doc: dict) -> str:

@@ -11,7 +11,14 @@ behaviour:
 - libjpeg's terse messages become sentences saying what is wrong, with libjpeg's own words kept
   in parentheses (``truncated: the JPEG data ends before the image is complete (libjpeg:
   Premature end of JPEG file)``): :data:`LIBJPEG_MESSAGES` is the one table of them;
-- every :class:`~jdct_cli.errors.JpegError` leaves with ``path`` set when the caller gave one.
+- every :class:`~jdct_cli.errors.JpegError` leaves with ``path`` set when the caller gave one;
+- which libjpeg warnings lose nothing is decided here (:data:`HARMLESS_WARNINGS`, what strict
+  readers pass as ``tolerate``), not in the C layer.
+
+Beyond whole files: :func:`read_coefficient_rects` / :func:`read_coefficient_rects_batch` (the
+coefficients of block rectangles, decoding only what the file's structure requires),
+:func:`transcode` (lossless, to baseline Huffman), :func:`write_coefficients` and
+:func:`encode` (JPEG files from coefficients or pixels, with any tables).
 
 The limits (:data:`DEFAULT_MAX_PIXELS`, :data:`DEFAULT_MAX_FILE_BYTES`) are defined once: the
 pixel budget in the C layer (``csrc/jdct.h``, with the scan budget), the file-size cap here.
@@ -50,7 +57,16 @@ __all__ = [
     "read_bytes",
     "read_header",
     "read_coefficients",
+    "read_coefficient_rects",
+    "read_coefficient_rects_batch",
+    "RectBatch",
     "decode",
+    "transcode",
+    "write_coefficients",
+    "encode",
+    "HARMLESS_WARNINGS",
+    "MAX_STRAY_BYTES",
+    "Tolerated",
     "first_warning",
     "describe_libjpeg_message",
     "exif_orientation",
@@ -81,6 +97,30 @@ class Coefficients(NamedTuple):
     components: list
     quant: np.ndarray
     warnings: int
+
+
+class Rects(NamedTuple):
+    """What :func:`read_coefficient_rects` returns: ``components[i]`` int16 ``(rows, cols, k*k)``
+    (None where no rectangle was asked), ``quant`` uint16 ``(n_components, 64)``, ``warnings`` an
+    int, ``info`` a dict (``mode``: "stopped" | "spliced" | "whole" | "none", ``num_components``,
+    ``imcu_rows``, ``imcu_rows_read``, ``mcus_read``)."""
+
+    components: list
+    quant: np.ndarray
+    warnings: int
+    info: dict
+
+
+class RectBatch(NamedTuple):
+    """What :func:`read_coefficient_rects_batch` returns, per item: ``errors[i]`` None or the
+    :class:`~jdct_cli.errors.JpegError` (a sentence, like every error of this layer) or
+    ``ValueError`` (a rectangle that does not fit the image); ``warnings`` int32 ``(n,)``;
+    ``quant`` uint16 ``(n, C, 64)``; ``num_components`` int32 ``(n,)`` (0 for a failed item)."""
+
+    errors: list
+    warnings: np.ndarray
+    quant: np.ndarray
+    num_components: np.ndarray
 
 
 class Decoded(NamedTuple):
@@ -315,7 +355,42 @@ LIBJPEG_MESSAGES: tuple[tuple[str, str, type], ...] = (
      "not decode", UnsupportedJpegError),
     ("Warning: unknown JFIF revision number", "unusual: an unknown JFIF version number (harmless)",
      JpegError),
+    ("Unknown Adobe color transform code", "corrupt: an Adobe marker names a colour transform that does "
+     "not exist, so the colours cannot be known", JpegError),
+    ("DCT coefficient out of range", "corrupt: a coefficient is out of the range of 8-bit JPEG data, so "
+     "baseline coding cannot hold it", JpegError),
     ("Insufficient memory", "out of memory while decoding", JpegError),
+)
+
+
+class Tolerated(NamedTuple):
+    """A libjpeg warning that strict reading lets pass: its message contains ``substring``; it came
+    before the first scan, or ``anywhere``; its first number (the byte count of "N extraneous
+    bytes...") is at most ``at_most`` (None: any)."""
+
+    substring: str
+    anywhere: bool = False
+    at_most: Optional[int] = None
+
+
+#: The libjpeg warnings that lose nothing (``tolerate=`` of the reading functions; what ``jdct
+#: convert`` reads with). libjpeg says "N extraneous bytes before marker 0xXX" whenever it skips
+#: bytes to find a marker, and what that means depends on where:
+#:
+#: - before the first scan, it skipped junk between two header segments: harmless, whatever N
+#:   (so is an unknown JFIF version number);
+#: - inside or after the image data, the entropy-coded data ended before the marker: N bytes were
+#:   left over. A few are padding some encoders put before a restart marker or EOI (motion-JPEG
+#:   frames: 1-17 bytes), or a stretch of damaged data after which the Huffman decoder fell back
+#:   into step (a damaged byte mostly does that silently: a few blocks are wrong and libjpeg
+#:   cannot tell); hundreds mean the decoder lost step for good and decoded the rest of the image
+#:   from the wrong bits (byte-flipped scans: 185, 625 bytes before EOI; a wrong restart interval:
+#:   800-1200 before every restart marker). Up to :data:`MAX_STRAY_BYTES` pass; more is damage.
+MAX_STRAY_BYTES = 32
+HARMLESS_WARNINGS: tuple[Tolerated, ...] = (
+    Tolerated("extraneous bytes before marker"),
+    Tolerated("unknown JFIF revision number"),
+    Tolerated("extraneous bytes before marker", anywhere=True, at_most=MAX_STRAY_BYTES),
 )
 
 
@@ -331,7 +406,7 @@ def describe_libjpeg_message(message: str) -> tuple[str, type]:
 def _rethrow(exc: JpegError, path) -> JpegError:
     """The error to raise for ``exc``: libjpeg's words made a sentence (and the class it implies),
     ``path`` set."""
-    message = exc.libjpeg_message
+    message = getattr(exc, "libjpeg_message", None)
     if type(exc) is JpegError and message is not None:
         reason, cls = describe_libjpeg_message(message)
         exc = cls(reason)
@@ -398,18 +473,21 @@ def read_header(data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 
 def read_coefficients(
-    data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False
+    data: bytes, *, path=None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False,
+    tolerate: Sequence[Tolerated] = (),
 ) -> Coefficients:
     """Quantized DCT coefficients of every component, without inverse DCT.
 
     Returns :class:`Coefficients` ``(components, quant, warnings)``: ``components[i]`` int16
     ``(blocks_high, blocks_wide, 64)`` natural order (padded to whole MCUs), ``quant`` uint16
     ``(n_components, 64)`` natural order. Dequantized coefficient = ``components[i] * quant[i]``.
-    ``strict=True`` turns libjpeg warnings (truncated data...) into JpegError.
+    ``strict=True`` turns libjpeg warnings (truncated data...) into JpegError, except those met
+    the ``tolerate`` list lets pass (:class:`Tolerated`, e.g. :data:`HARMLESS_WARNINGS`).
     """
     data = _prepare(data, path)
     try:
-        comps, quant, warnings = _decoder.read_coefficients(data, max_pixels=max_pixels, strict=strict)
+        comps, quant, warnings = _decoder.read_coefficients(data, max_pixels=max_pixels, strict=strict,
+                                                            tolerate=tolerate)
     except JpegError as exc:
         raise _rethrow(exc, path) from None
     return Coefficients(list(comps), quant, int(warnings))
@@ -424,21 +502,128 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     strict: bool = False,
     scale_num: int = 1,
+    tolerate: Sequence[Tolerated] = (),
 ) -> Decoded:
     """Decode to RGB with libjpeg (islow IDCT, fancy upsampling); EXIF orientation NOT applied.
 
     ``scale`` 1, 2, 4 or 8 (libjpeg DCT scaling, output ``ceil(W/scale) x ceil(H/scale)``), or
     ``scale=8, scale_num=M`` for M/8 scaling, M in 1..16 (output ``ceil(W*M/8) x ceil(H*M/8)``);
     ``roi`` ``(x, y, width, height)`` in output pixels decodes only that region.
+    ``strict=True``: any libjpeg warning but those ``tolerate`` lets pass (:class:`Tolerated`, e.g.
+    :data:`HARMLESS_WARNINGS`) is a JpegError, including the ones only the rest of the file shows:
+    the data below the region is entropy-decoded (no IDCT) up to EOI, since damaged entropy-coded
+    data often shows only at its end (bytes left over before EOI, or none left for the last
+    blocks).
     Returns :class:`Decoded` ``(rgb, warnings)``, ``rgb`` uint8 C-contiguous ``(H, W, 3)``.
     """
     data = _prepare(data, path)
     try:
         rgb, warnings = _decoder.decode(data, scale=scale, roi=roi, max_pixels=max_pixels, strict=strict,
-                                          scale_num=scale_num)
+                                          scale_num=scale_num, tolerate=tolerate, to_end=strict)
     except JpegError as exc:
         raise _rethrow(exc, path) from None
     return Decoded(rgb, int(warnings))
+
+
+def read_coefficient_rects(
+    data: bytes, rects: Sequence[Optional[tuple[int, int, int, int]]], *, ks: Optional[Sequence[int]] = None,
+    path=None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False, tolerate: Sequence[Tolerated] = (),
+) -> Rects:
+    """The quantized coefficients of a block rectangle of each component, decoding as little of
+    the file as its structure allows (see ``jdct_cli._decoder.read_coefficient_rects``).
+
+    ``rects[i]``: None or ``(row0, col0, row1, col1)`` in 8x8 blocks of component i (its padded
+    grid, as :func:`read_coefficients` returns it); ``ks[i]``: keep the top-left k x k
+    coefficients of each block (1..8, default 8). The values equal ``read_coefficients(data)``'s
+    at the same places. A single-scan file is entropy-decoded down to the last MCU row needed only
+    (or, when its restart interval divides its MCU rows, only the restart segments covering the
+    rectangles); multi-scan files (progressive) are decoded whole. Damage below the rows decoded
+    is not seen. Returns :class:`Rects`; a rectangle outside its component is a ValueError.
+    """
+    data = _prepare(data, path)
+    try:
+        comps, quant, warnings, info = _decoder.read_coefficient_rects(
+            data, rects, ks=ks, max_pixels=max_pixels, strict=strict, tolerate=tolerate)
+    except JpegError as exc:
+        raise _rethrow(exc, path) from None
+    return Rects(list(comps), quant, int(warnings), info)
+
+
+def read_coefficient_rects_batch(
+    datas: Sequence[bytes], rects: np.ndarray, out: np.ndarray, offsets: np.ndarray, *,
+    strides: Optional[np.ndarray] = None, ks: Optional[np.ndarray] = None, threads: int = 1,
+    paths: Optional[Sequence[Any]] = None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False,
+    tolerate: Sequence[Tolerated] = (),
+) -> RectBatch:
+    """:func:`read_coefficient_rects` of many JPEGs at once into one int16 buffer, on ``threads``
+    C threads, the GIL released throughout (the loader's hot path: no sniffing, the bytes are
+    trusted to be JPEGs a conversion checked; each item still fails alone, with a clear error).
+
+    ``rects`` int ``(n, C, 4)`` ``(row0, col0, row1, col1)`` per item and component (row1 ==
+    row0: none), ``out`` a writable C-contiguous int16 array used as a flat buffer, ``offsets``
+    ``(n, C)`` where each rectangle's first block goes, ``strides`` ``(n, C)`` elements from one
+    block row to the next (default: packed, ``(col1 - col0) * k * k``), ``ks`` ``(n, C)``
+    (default 8). Block ``(r, c)`` of item i, component j lands at ``out.flat[offsets[i, j] +
+    (r - row0) * strides[i, j] + (c - col0) * k * k :][:k * k]`` (natural order within the k x k
+    square). ``paths[i]`` names item i in its error. Returns :class:`RectBatch`.
+    """
+    errors, warnings, quant, ncomp = _decoder.read_coefficient_rects_batch(
+        datas, rects, out, offsets, strides=strides, ks=ks, threads=threads, max_pixels=max_pixels,
+        strict=strict, tolerate=tolerate)
+    for i, exc in enumerate(errors):
+        if isinstance(exc, JpegError):
+            errors[i] = _rethrow(exc, None if paths is None else paths[i])
+    return RectBatch(errors, warnings, quant, ncomp)
+
+
+def transcode(data: bytes, *, path=None, optimize: bool = True, restart_interval: int = 0,
+              keep_markers: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False,
+              tolerate: Sequence[Tolerated] = ()) -> tuple[bytes, int]:
+    """Lossless transcoding to a baseline sequential Huffman JPEG: ``(jpeg_bytes, warnings)``.
+
+    The result holds the same quantized coefficients (in every block of the image), quantization
+    tables, sampling factors, dimensions and colour space as ``data``, whatever its coding
+    (progressive, arithmetic, non-interleaved scans); SOF1 instead of SOF0 when a table has
+    16-bit entries. ``optimize``: optimal Huffman tables (smaller, a second pass);
+    ``restart_interval``: MCUs between restart markers (0: none); ``keep_markers``: copy the APPn
+    and COM markers (EXIF, ICC...). libjpeg refuses some files it decodes (coefficients out of
+    the range baseline coding can hold, sampling too large for one interleaved scan, a table
+    redefined between scans): JpegError.
+    """
+    data = _prepare(data, path)
+    try:
+        out, warnings = _decoder.transcode(data, optimize=optimize, restart_interval=restart_interval,
+                                           keep_markers=keep_markers, max_pixels=max_pixels, strict=strict,
+                                           tolerate=tolerate)
+    except JpegError as exc:
+        raise _rethrow(exc, path) from None
+    return out, int(warnings)
+
+
+def write_coefficients(components: Sequence[np.ndarray], quant: np.ndarray, width: int, height: int,
+                       sampling: Sequence[tuple[int, int]], *, color_space: str = "YCbCr", optimize: bool = False,
+                       restart_interval: int = 0) -> bytes:
+    """A JPEG file of ``width x height`` pixels holding quantized coefficients we hold.
+
+    ``components[i]``: int16 ``(blocks_high, blocks_wide, 64)`` natural order, at least the
+    component's blocks and at most its blocks padded to whole MCUs (what :func:`read_coefficients`
+    returns, or a store's ``y``/``cb``/``cr`` moved to ``(rows, cols, 64)``); ``quant`` uint16
+    ``(n_components, 64)`` (entries 1..65535, natural order); ``sampling[i]`` ``(h, v)``;
+    ``color_space`` "YCbCr", "GRAYSCALE", "RGB", "CMYK" or "YCCK". Blocks beyond the image in the
+    last MCU column/row are written as libjpeg writes them (DC of the block to the left, AC 0).
+    ``read_coefficients`` of the result gives the coefficients back. Bad shapes: ValueError.
+    """
+    return _decoder.write_coefficients(components, quant, width, height, sampling, color_space=color_space,
+                                       optimize=optimize, restart_interval=restart_interval)
+
+
+def encode(rgb: np.ndarray, quality: int = 100, subsampling: str = "4:2:0", *,
+           tables: Optional[tuple[Sequence[int], Sequence[int]]] = None, optimize: bool = False) -> bytes:
+    """JPEG bytes of uint8 ``(H, W, 3)`` RGB with libjpeg-turbo (islow DCT): libjpeg's tables at
+    ``quality``, or ``tables`` ``(luma, chroma)`` (64 integers 1..65535 each, natural order, e.g.
+    learned ones; over 255 makes an extended SOF1 file); ``subsampling`` "4:2:0", "4:2:2",
+    "4:4:4" or "4:4:0"; ``optimize``: optimal Huffman tables."""
+    return _decoder.encode(rgb, quality, subsampling, tables=tables, optimize=optimize)
 
 
 def libjpeg_version() -> str:

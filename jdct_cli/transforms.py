@@ -30,7 +30,6 @@ import numpy as np
 
 from . import _decoder, jpeg
 from .dct import crop_coefficients
-from .errors import JpegError
 
 SCALE_RANGE = (0.08, 1.0)
 RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
@@ -113,19 +112,8 @@ def dct_eighths_for(box_w: float, box_h: float, size: int, allowed=DCT_EIGHTHS) 
     return 8
 
 
-#: libjpeg warnings that do not mean lost pixels (junk between markers, odd JFIF versions):
-#: decoding is retried without ``strict`` for them. Every other warning (truncation, corrupt
-#: entropy data) makes the image a recorded failure.
-BENIGN_WARNINGS = ("extraneous bytes before marker", "unknown JFIF revision")
-
-
 def _decode(data: bytes, **kwargs):
-    try:
-        return jpeg.decode(data, **kwargs)
-    except JpegError as exc:
-        if type(exc) is JpegError and any(w in exc.reason for w in BENIGN_WARNINGS):
-            return jpeg.decode(data, **{**kwargs, "strict": False})
-        raise
+    return jpeg.decode(data, tolerate=jpeg.HARMLESS_WARNINGS, **kwargs)
 
 
 def decode_region(data: bytes, width: int, height: int, box, size: int, *, exact: bool = False,

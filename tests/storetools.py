@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import HAVE_SHARED, SHARED_DATA
-from jdct_cli.store import ALL_ARRAYS, read_metadata
+from jdct_cli.store import read_metadata
 from photos import make_photo_tree
 
 
@@ -27,16 +27,29 @@ def link_tree(dst: Path, src_root: Path, split_classes: dict, per_class: dict | 
     return dst
 
 
+def array_digest(arr) -> str:
+    """sha256 of a numpy array's values, shape and dtype; an object array of bytes (an images
+    store's ``jpeg``) by each item's length and bytes."""
+    h = hashlib.sha256(repr((arr.shape, str(arr.dtype))).encode())
+    if arr.dtype == object:
+        for item in arr.ravel():
+            h.update(len(item).to_bytes(8, "little") + bytes(item))
+    else:
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def store_hashes(store: Path) -> dict[str, str]:
-    """{"<split>/<array>": sha256 of its values, shape and dtype} for every array of every split."""
+    """{"<split>/<array>": :func:`array_digest` of its values} for every array of every split
+    (either layout)."""
     import zarr
 
+    info = read_metadata(store)
     group = zarr.open_group(os.fspath(store), mode="r")
     out = {}
-    for split in read_metadata(store).splits:
-        for name in ALL_ARRAYS:
-            arr = group[f"{split}/{name}"][...]
-            out[f"{split}/{name}"] = hashlib.sha256(arr.tobytes() + repr((arr.shape, str(arr.dtype))).encode()).hexdigest()
+    for split in info.splits:
+        for spec in info.layout.arrays:
+            out[f"{split}/{spec.name}"] = array_digest(group[f"{split}/{spec.name}"][...])
     return out
 
 

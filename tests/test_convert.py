@@ -24,6 +24,7 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
+import jpegfiles
 from conftest import HAVE_SHARED, SHARED_DATA
 from jdct_cli.cli import main
 from jdct_cli.convert import ConvertOptions, convert, plan_conversion
@@ -160,6 +161,37 @@ def test_every_odd_jpeg_is_converted_or_recorded(shared_data, tmp_path):
     bad_slots = [i for i in range(len(images)) if sp.files[images[i]].split("/")[-1] in failed]
     assert all(labels[i] == -1 and not g["train/y"][0, i].any() for i in bad_slots)
     assert (labels == -1).sum() == sp.counts.failed_samples == len(bad_slots)
+
+
+@pytest.mark.parametrize("layout", ["crops", "images"])
+def test_every_committed_fixture_is_converted_or_recorded(layout, tmp_path):
+    """The fresh-clone counterpart of the odd-jpegs test: every committed fixture (every sampling,
+    colour space, coding, size, and every kind of broken or disguised file) is converted or
+    recorded with its reason, by both layouts."""
+    cls = tmp_path / "src" / "odd"
+    cls.mkdir(parents=True)
+    for name in jpegfiles.INDEX:
+        (cls / name).symlink_to(jpegfiles.path(name))
+    out = tmp_path / "odd.zarr"
+    convert(tmp_path / "src", out, options=ConvertOptions(size=32, layout=layout, chunk_samples=8, shard_samples=16),
+            workers=1)
+    sp = read_metadata(out).split("train")
+    failed = {f.file.split("/")[-1]: f for f in sp.failures}
+    converted = {f.split("/")[-1] for f in sp.files} - set(failed)
+    assert set(jpegfiles.INDEX) == converted | set(failed) and all(f.reason for f in failed.values())
+    # every valid JPEG converts; the broken and disguised ones are recorded with their kind
+    assert set(jpegfiles.GOOD) <= converted, set(jpegfiles.GOOD) - converted
+    kinds = {n: row["kind"] for n, row in jpegfiles.INDEX.items()}
+    for name, f in failed.items():
+        assert kinds[name] != "jpeg", (name, f.reason)
+        want = {"not jpeg": "not-a-jpeg", "unsupported": "unsupported"}.get(kinds[name])
+        assert want is None or f.kind == want, (name, f.kind)
+    assert failed["declares_65535x65535.jpg"].kind == "too-large"
+    assert {"corrupt_entropy.jpg", "truncated_50pct.jpg", "progressive_no_eoi.jpg"} <= set(failed)
+    assert "junk_before_marker.jpg" in converted
+    g = zarr.open_group(str(out), mode="r")
+    labels = g["train/label"][0]
+    assert (labels == -1).sum() == sp.counts.failed_samples
 
 
 def test_same_arrays_with_one_or_two_workers(tiny_tree, tiny_store, tmp_path):
@@ -682,3 +714,27 @@ def test_a_child_started_with_die_with_parent_ends_with_its_parent():
     parent.kill()
     parent.wait()
     assert_no_orphans({child}, within=5.0)
+
+
+def test_damaged_scan_data_is_a_recorded_failure_and_harmless_junk_is_not(tmp_path):
+    """Round 1 stored damaged images without a failure: corrupt entropy-coded data shows only as
+    "N extraneous bytes before marker 0xd9" once the whole scan is read (the crop's decode stopped
+    above it, and that warning was taken for harmless junk). Strict decoding now reads to EOI and
+    lets pass only junk before the first scan and a few stray bytes (padding) inside it."""
+    names = {"corrupt_entropy.jpg": "corrupt", "junk_before_marker.jpg": None, "420.jpg": None}
+    shared = {"variants/ocelot_corrupt_entropy_bytes.jpg": "corrupt", "pillow/junk_jpeg_header.jpg": None,
+              "jpeg-decoder/reftest/images/mjpeg.jpg": None, "pillow/hopper_bad_exif.jpg": "corrupt"}
+    cls = tmp_path / "src" / "train" / "a"
+    cls.mkdir(parents=True)
+    for name in names:
+        (cls / name).symlink_to(jpegfiles.path(name))
+    if HAVE_SHARED:
+        for rel in shared:
+            (cls / rel.split("/")[-1]).symlink_to(SHARED_DATA / "odd-jpegs" / rel)
+        names.update({rel.split("/")[-1]: kind for rel, kind in shared.items()})
+    out = tmp_path / "s.zarr"
+    convert(tmp_path / "src", out, options=ConvertOptions(size=32, **SMALL), workers=1)
+    failed = {f.file.split("/")[-1]: f for f in read_metadata(out).split("train").failures}
+    assert {n for n, kind in names.items() if kind} == set(failed)
+    for name, f in failed.items():
+        assert f.kind == "corrupt" and f.stage == "convert" and "extraneous bytes" in f.reason, f

@@ -1,8 +1,9 @@
 """Repeated calls through the C boundary do not grow memory.
 
 A child process makes 5,000 calls (successful decodes of several kinds, coefficient reads, the
-forward DCT and encoder, and error paths on corrupt, truncated, disguised and oversized files,
-where libjpeg longjmps out mid-decode) and reports its resident set size (/proc/self/statm) after
+forward DCT and encoder, partial rectangle reads one by one and batched on C threads, lossless
+transcodes, written coefficients, encodes with given tables, and error paths on corrupt,
+truncated, disguised and oversized files, where libjpeg longjmps out mid-decode or mid-encode) and reports its resident set size (/proc/self/statm) after
 500 and after 5,000 calls: a leak of even ~1 KB per call would show as several MB. The files are
 the committed fixtures (tests/data/jpegs/), with ../shared's real ones in their place when present.
 """
@@ -36,8 +37,13 @@ CHILD = textwrap.dedent(r"""
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    rects = [(1, 1, 3, 4), (0, 0, 1, 2), None]
+    R = np.array([[(1, 1, 3, 4), (0, 0, 1, 2), (0, 0, 0, 0)]] * 4, np.int64)
+    offsets = np.array([[0, 6 * 64, 0]] * 4, np.int64) + np.arange(4)[:, None] * 8 * 64
+    out = np.zeros(4 * 8 * 64, np.int16)
+
     def call(i):
-        kind = i % 10
+        kind = i % 16
         data = good[i % len(good)]
         try:
             if kind == 0:
@@ -58,8 +64,24 @@ CHILD = textwrap.dedent(r"""
                 dec.decode(bad[i % len(bad)], strict=True)
             elif kind == 8:
                 dec.decode(bad[(i // 10) % len(bad)])
-            else:
+            elif kind == 9:
                 dec.read_coefficients(data, max_pixels=100)   # budget error path
+            elif kind == 10:
+                dec.read_coefficient_rects(data, rects, ks=[8, 3, 8])
+            elif kind == 11:
+                dec.read_coefficient_rects_batch([data, bad[i % len(bad)], data, good[0]], R, out, offsets,
+                                                 threads=2)
+            elif kind == 12:
+                dec.transcode(data if i % 32 < 16 else bad[i % len(bad)], restart_interval=i % 3)
+            elif kind == 13:
+                comps, quant, _ = dec.read_coefficients(good[0])
+                h = dec.read_header(good[0])
+                dec.write_coefficients(comps, quant, h["width"], h["height"], [(c["h"], c["v"]) for c in h["components"]],
+                                       color_space=h["color_space"], optimize=i % 2 == 0)
+            elif kind == 14:
+                dec.encode(rgb, tables=tables75, optimize=True)
+            else:
+                dec.read_coefficient_rects(bad[i % len(bad)], [(0, 0, 1, 1)], strict=True)
         except JpegError:
             pass
 

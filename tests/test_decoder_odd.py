@@ -65,7 +65,7 @@ def _run(root: Path, files: list) -> dict:
 
 def test_every_committed_fixture_and_regression_in_a_subprocess():
     regressions = Path(__file__).parent / "regressions"
-    assert len(_run(regressions, sorted(regressions.glob("*.jpg")))) == 30
+    assert len(_run(regressions, sorted(regressions.glob("*.jpg")))) == 33
     files = sorted(jpegfiles.JPEGS.glob("*.jpg"))
     outcomes = _run(jpegfiles.JPEGS, files)
     assert len(outcomes) == len(files) == len(jpegfiles.INDEX) >= 40

@@ -143,3 +143,24 @@ def test_converting_the_golden_source_again_gives_the_golden_arrays(shared_data,
         assert hashlib.sha256(g[key][...].tobytes()).hexdigest() == want["sha256"], key
     golden, again = read_metadata(STORE).metadata, read_metadata(out).metadata
     assert again.splits == golden.splits and again.stats == golden.stats and again.quant_tables == golden.quant_tables
+
+
+def test_save_jpeg_writes_a_crops_sample_back_losslessly(tmp_path):
+    """`jdct inspect STORE --sample I --save-jpeg out.jpg`: the sample's coefficients written to a
+    JPEG file (jpeg_write_coefficients) read back identical, with the store's tables, 4:2:0."""
+    from jdct_cli import jpeg
+
+    out = tmp_path / "s1.jpg"
+    res = CliRunner().invoke(main, ["inspect", str(STORE), "--sample", "1", "--save-jpeg", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out}" in res.output
+    info = read_metadata(STORE)
+    g = zarr.open_group(str(STORE), mode="r")
+    head = jpeg.read_header(out.read_bytes())
+    assert (head["width"], head["height"]) == (info.size, info.size)
+    assert jpeg.sampling_name(head["components"]) == "4:2:0"
+    got = jpeg.read_coefficients(out.read_bytes(), strict=True)
+    q = info.metadata.quant_tables
+    np.testing.assert_array_equal(got.quant, [q.luma, q.chroma, q.chroma])
+    for plane, comp in zip(("y", "cb", "cr"), got.components):
+        np.testing.assert_array_equal(np.moveaxis(g[f"train/{plane}"][0, 1], 0, -1), comp)

@@ -109,10 +109,19 @@ def plan_conversion(src, opts: ConvertOptions, *, labels=None, on_error: str = "
                         for name, r in splits.items()})
 
 
+def stats_stride(num_files: int, stats_images: int) -> int:
+    """The images layout's statistics come from the images whose index is a multiple of this
+    (about ``stats_images`` of ``num_files``; 0: none)."""
+    if stats_images <= 0 or num_files <= 0:
+        return 0
+    return -(-num_files // stats_images)
+
+
 def shard_tasks(out: Path, plan: Plan, *, fail_fast: bool, run: str = "") -> list[ShardTask]:
     """One task per shard of every view of every split, in the plan's order."""
     opts = ConvertOptions.from_dict(plan.options)
     stats_split = plan.stats_split
+    stride = stats_stride(len(plan.splits[stats_split].files), opts.stats_images) if opts.layout == "images" else 0
     tasks = []
     orders: dict[tuple[str, int], np.ndarray] = {}
     for name, view, shard, s0, s1 in plan.shards():
@@ -124,5 +133,5 @@ def shard_tasks(out: Path, plan: Plan, *, fail_fast: bool, run: str = "") -> lis
         tasks.append(ShardTask(out=os.fspath(out), root=plan.root, split=name, split_id=sid, view=view,
                                shard=shard, start=s0, stop=s1, options=opts, train=name == "train",
                                stats=name == stats_split, quant=plan.quant, items=items, fail_fast=fail_fast,
-                               run=run))
+                               run=run, stats_stride=stride))
     return tasks

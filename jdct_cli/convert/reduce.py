@@ -15,7 +15,12 @@ import numpy as np
 
 from ..store import (
     COEFFICIENT_ARRAYS,
+    SAMPLINGS,
+    TREATMENTS,
     ChannelStats,
+    ImagesMeta,
+    ImagesSplitMeta,
+    ImagesStats,
     Plan,
     ShardMarker,
     SplitCounts,
@@ -27,34 +32,69 @@ from ..store import (
     raw_sample_bytes,
 )
 from ..transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, RATIO_RANGE, RESIZE_FILTER, SCALE_RANGE, val_resize_size
+from .images import REENCODE
 from .options import ConvertOptions
 
 
-def store_metadata(plan: Plan, markers: Sequence[ShardMarker]) -> StoreMeta:
+def _split_counts(plan: Plan, name: str, markers: Sequence[ShardMarker]) -> tuple[list, SplitCounts]:
+    """The failures (plan stage, then convert stage in shard order) and counts of split ``name``."""
+    sp = plan.splits[name]
+    failures = list(sp.failures)
+    sample_failures = 0
+    for m in markers:
+        if m.split == name:
+            failures.extend(m.failures)
+            sample_failures += len(m.failures)
+    files = len(sp.discovered) + sp.skipped
+    failed = len({f.file for f in failures})
+    return failures, SplitCounts(files=files, converted=files - failed, failed=failed, failed_samples=sample_failures)
+
+
+def store_metadata(plan: Plan, markers: Sequence[ShardMarker]) -> "StoreMeta | ImagesMeta":
     """attrs["jdct"] of the store a finished conversion of ``plan`` wrote (one marker per shard)."""
     opts = ConvertOptions.from_dict(plan.options)
     markers = sorted(markers, key=lambda m: (m.split, m.view, m.shard))
+    if opts.layout == "images":
+        return _images_metadata(plan, opts, markers)
     splits = {}
     for name, sp in plan.splits.items():
-        failures = list(sp.failures)
-        sample_failures = 0
-        for m in markers:
-            if m.split == name:
-                failures.extend(m.failures)
-                sample_failures += len(m.failures)
-        files = len(sp.discovered) + sp.skipped
-        failed = len({f.file for f in failures})
+        failures, counts = _split_counts(plan, name, markers)
         splits[name] = SplitMeta(views=sp.views, num_samples=len(sp.files), files=sp.files,
-                                 file_labels=sp.labels, failures=tuple(failures),
-                                 counts=SplitCounts(files=files, converted=files - failed, failed=failed,
-                                                    failed_samples=sample_failures))
+                                 file_labels=sp.labels, failures=tuple(failures), counts=counts)
     return StoreMeta(
         jdct_version=plan.software.jdct, libjpeg_version=plan.software.libjpeg,
         size=opts.size, quality=opts.quality, quant_tables=plan.quant, classes=plan.classes,
-        chunk_samples=opts.chunk_samples, shard_samples=opts.shard_samples, codec=opts.layout().codec, seed=opts.seed,
+        chunk_samples=opts.chunk_samples, shard_samples=opts.shard_samples, codec=opts.array_layout().codec, seed=opts.seed,
         transform=_transform(opts), source=plan.root, convert_options=opts.to_dict(), splits=splits,
         stats=_stats(plan.stats_split, [m for m in markers if m.split == plan.stats_split]),
     )
+
+
+def _images_metadata(plan: Plan, opts: ConvertOptions, markers: Sequence[ShardMarker]) -> ImagesMeta:
+    splits = {}
+    for name, sp in plan.splits.items():
+        failures, counts = _split_counts(plan, name, markers)
+        mine = [m for m in markers if m.split == name]
+        per_code = np.zeros(len(TREATMENTS), np.int64)
+        for m in mine:
+            per_code[:len(m.treatments)] += m.treatments
+        splits[name] = ImagesSplitMeta(
+            num_samples=len(sp.files), files=sp.files, file_labels=sp.labels, failures=tuple(failures),
+            counts=counts, treatments={t: int(c) for t, c in zip(TREATMENTS[1:], per_code[1:]) if c},
+            stored_bytes=sum(m.stored_bytes for m in mine), source_bytes=sum(m.source_bytes for m in mine))
+    stat_markers = [m for m in markers if m.split == plan.stats_split]
+    images = sum(m.stats_images for m in stat_markers)
+    stats = None
+    if images:
+        planes = _stats(plan.stats_split, stat_markers)
+        stats = ImagesStats(split=plan.stats_split, size=opts.size, quality=opts.quality, images=images,
+                            y=planes.y, cb=planes.cb, cr=planes.cr)
+    return ImagesMeta(
+        jdct_version=plan.software.jdct, libjpeg_version=plan.software.libjpeg, classes=plan.classes,
+        chunk_samples=opts.chunk_samples, shard_samples=opts.shard_samples, codec=opts.array_layout().codec,
+        seed=opts.seed, max_side=opts.max_side, restart_segments=opts.restart_segments, reencode=dict(REENCODE),
+        exif=opts.exif, check=opts.check, samplings=SAMPLINGS, treatments=TREATMENTS, splits=splits, stats=stats,
+        source=plan.root, convert_options=opts.to_dict())
 
 
 def _stats(split: str, markers: Sequence[ShardMarker]) -> Stats:
@@ -88,12 +128,23 @@ def _transform(opts: ConvertOptions) -> Transform:
     )
 
 
-def summarize(out: Path, meta: StoreMeta, *, seconds: float, convert_seconds: float, new_samples: int,
-              resumed_shards: int, already_complete: bool = False) -> dict[str, Any]:
+def summarize(out: Path, meta: "StoreMeta | ImagesMeta", *, seconds: float, convert_seconds: float,
+              new_samples: int, resumed_shards: int, already_complete: bool = False) -> dict[str, Any]:
     """The end-of-run summary (see :func:`jdct_cli.convert.convert`)."""
     samples = sum(sp.views * sp.num_samples for sp in meta.splits.values())
-    coef_bytes = sum(dir_bytes(out / split / a) for split in meta.splits for a in COEFFICIENT_ARRAYS)
     total_bytes = dir_bytes(out)
+    if isinstance(meta, ImagesMeta):
+        coef_bytes = 0
+        stored = sum(sp.stored_bytes for sp in meta.splits.values())
+        source = sum(sp.source_bytes for sp in meta.splits.values())
+        treatments: Counter = Counter()
+        for sp in meta.splits.values():
+            treatments.update(sp.treatments)
+        extra = {"layout": "images", "treatments": dict(treatments), "stored_bytes": stored, "source_bytes": source,
+                 "bytes_vs_source": total_bytes / source if source else math.nan}
+    else:
+        coef_bytes = sum(dir_bytes(out / split / a) for split in meta.splits for a in COEFFICIENT_ARRAYS)
+        extra = {"layout": "crops"}
     kinds: Counter = Counter()
     for sp in meta.splits.values():
         seen = set()
@@ -112,6 +163,7 @@ def summarize(out: Path, meta: StoreMeta, *, seconds: float, convert_seconds: fl
         "samples": samples, "bytes_on_disk": total_bytes,
         "bytes_per_sample": total_bytes / samples if samples else math.nan,
         "compression_ratio": (raw_sample_bytes(meta.size) * samples / coef_bytes) if coef_bytes else math.nan,
+        **extra,
         "seconds": seconds, "images_per_second": new_samples / convert_seconds if convert_seconds > 0 else math.nan,
         "resumed_shards": resumed_shards, "already_complete": already_complete,
     }

@@ -51,10 +51,12 @@ def convert(src, out, *, options: Optional[ConvertOptions] = None, labels=None, 
     :data:`.plan.ProgressFn`. One conversion at a time writes into ``out`` (a second one waits a
     few seconds for it, then raises StoreError).
 
-    Returns the summary dict: out, images, converted, failed, failures_by_kind, splits, samples,
-    bytes_on_disk, bytes_per_sample, compression_ratio (raw int16 coefficient bytes / their bytes
-    on disk), seconds, images_per_second, resumed_shards, already_complete (OUT was finished
-    before: nothing done). Ctrl-C stops the workers, keeps finished shards and raises
+    Returns the summary dict: out, layout, images, converted, failed, failures_by_kind, splits,
+    samples, bytes_on_disk, bytes_per_sample, compression_ratio (crops: raw int16 coefficient
+    bytes / their bytes on disk), seconds, images_per_second, resumed_shards, already_complete
+    (OUT was finished before: nothing done); images layout: treatments ({name: files}),
+    stored_bytes (the JPEGs), source_bytes (their source files), bytes_vs_source (the store's
+    bytes on disk / source_bytes). Ctrl-C stops the workers, keeps finished shards and raises
     :class:`~jdct_cli.errors.Interrupted` saying how to resume.
     """
     opts = options or ConvertOptions()
@@ -108,7 +110,7 @@ def _convert(src: Path, out: Path, opts: ConvertOptions, lock: OutLock, *, label
                 written = True
                 lock.write_owner(folder.path)
                 create_store(out)
-                layout = opts.layout()
+                layout = opts.array_layout()
                 for name, sp in plan.splits.items():
                     create_split_arrays(out, name, sp.views, len(sp.files), layout)
                 folder.write_plan(plan)
@@ -199,9 +201,9 @@ def _already_complete(out: Path, info: StoreInfo, opts: ConvertOptions, src: Pat
     """A finished store at OUT: nothing to do when it was made with these options from this source
     (e.g. a rerun after a kill that came between the metadata write and the clean-up), else refuse."""
     meta = info.metadata
-    if meta.convert_options != opts.to_dict():
-        what = (option_differences(meta.convert_options, opts.to_dict()) if meta.convert_options is not None
-                else "its options are not recorded")
+    saved = None if meta.convert_options is None else ConvertOptions.normalized(meta.convert_options)
+    if saved != opts.to_dict():
+        what = (option_differences(saved, opts.to_dict()) if saved is not None else "its options are not recorded")
         raise ConfigError(f"a complete store made with other options is here ({what}); pass --overwrite to "
                           "convert again", out)
     if meta.source != os.fspath(src.resolve()):
@@ -221,9 +223,10 @@ def _resumable(plan: Plan, src: Path, labels, opts: ConvertOptions, out: Path) -
     except ConfigError as exc:
         raise StoreError(f"unreadable conversion plan ({exc.reason}); pass --overwrite to start again",
                          ProgressFolder(out).plan_path) from None
-    if plan.options != opts.to_dict():
+    saved = ConvertOptions.normalized(plan.options)
+    if saved != opts.to_dict():
         raise ConfigError(
-            f"an interrupted conversion with different options is here ({option_differences(plan.options, opts.to_dict())}): "
+            f"an interrupted conversion with different options is here ({option_differences(saved, opts.to_dict())}): "
             "rerun it with the same options to resume, or pass --overwrite to start again", out)
     began_with = plan.software
     if began_with != software_versions():

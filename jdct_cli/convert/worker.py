@@ -16,9 +16,10 @@ from numcodecs import blosc
 
 from .. import jpeg
 from ..errors import ImageTooLargeError, JdctError, NotAJpegError, SourceError, UnsupportedJpegError
-from ..store import Failure, ProgressFolder, QuantTables, ShardMarker, write_shard
+from ..store import TREATMENTS, Failure, ProgressFolder, QuantTables, ShardMarker, write_shard
 from ..transforms import convert_image, image_rng
 from .failures import failure
+from .images import store_image
 from .lifeline import still_owner, watch_lifeline
 from .options import ConvertOptions
 
@@ -98,7 +99,8 @@ class ShardTask:
     array). ``items``: ``(image index, file relative to root, label)`` per sample, in sample order;
     ``train``: the train transform (else val); ``stats``: accumulate statistics; ``quant``: the
     tables of the coefficients; ``fail_fast``: stop at the first failure and write nothing; ``run``:
-    the conversion that owns OUT (a worker of another one writes nothing)."""
+    the conversion that owns OUT (a worker of another one writes nothing); ``stats_stride`` (images
+    layout): the images whose index is a multiple of it give the statistics (0: none)."""
 
     out: str
     root: str
@@ -115,6 +117,7 @@ class ShardTask:
     items: tuple[tuple[int, str, int], ...]
     fail_fast: bool = False
     run: str = ""
+    stats_stride: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,13 @@ class ShardResult:
 
 def convert_shard(task: ShardTask) -> ShardResult:
     """Build one whole shard of every array of one split/view in memory, write it (one write per
-    array), then its completion marker. A file that fails keeps its sample: label -1, zeros."""
+    array), then its completion marker. A file that fails keeps its sample: label -1, zeros (crops)
+    or empty bytes (images)."""
+    if task.options.layout == "images":
+        return _images_shard(task)
     opts = task.options
     recipe = opts.recipe()
-    layout = opts.layout()
+    layout = opts.array_layout()
     root, view = Path(task.root), task.view
     n = task.stop - task.start
     arrays = {spec.name: np.full((n,) + spec.sample_shape, spec.fill_value, spec.dtype) for spec in layout.arrays}
@@ -158,13 +164,69 @@ def convert_shard(task: ShardTask) -> ShardResult:
     marker = ShardMarker(split=task.split, view=view, shard=task.shard, start=task.start, stop=task.stop,
                          converted=converted, failures=tuple(failures),
                          **_statistics(arrays, task.quant, converted, opts.size, task.stats))
+    return _finish(task, marker, arrays)
+
+
+def _images_shard(task: ShardTask) -> ShardResult:
+    """The images layout's shard: each file's stored JPEG (:func:`.images.store_image`) and its
+    facts; the statistics from the recipe crops of the images ``task.stats_stride`` picks."""
+    opts = task.options
+    recipe = opts.recipe()
+    layout = opts.array_layout()
+    root, view = Path(task.root), task.view
+    n = task.stop - task.start
+    arrays = {spec.name: np.full((n,), spec.fill_value, object if spec.name == "jpeg" else spec.dtype)
+              for spec in layout.arrays}
+    failures: list[Failure] = []
+    treatments = [0] * len(TREATMENTS)
+    stored_bytes = source_bytes = converted = 0
+    crops: dict[str, list] = {"y": [], "cb": [], "cr": []}
+    for k, (image_index, rel, lab) in enumerate(task.items):
+        arrays["image"][k] = image_index
+        path = root / rel
+        try:
+            data = jpeg.read_bytes(path, max_bytes=opts.max_file_bytes)
+            stored = store_image(data, path, opts)
+            if task.stats and task.stats_stride and image_index % task.stats_stride == 0:
+                # the crop a crops store of this source and seed holds for the image, made from
+                # what the loader will read
+                rng = image_rng(opts.seed, task.split_id, 0, image_index)
+                y, cb, cr, _ = convert_image(stored.data, path, train=True, rng=rng, opts=recipe)
+                for name, c in (("y", y), ("cb", cb), ("cr", cr)):
+                    crops[name].append(c)
+        except (JdctError, ValueError, OSError) as exc:  # bad data must never stop the other images
+            failures.append(failure(rel, exc, "convert", view))
+            if task.fail_fast:
+                break
+            continue
+        arrays["jpeg"][k] = stored.data
+        arrays["width"][k], arrays["height"][k] = stored.width, stored.height
+        arrays["sampling"][k], arrays["treatment"][k] = stored.sampling, stored.treatment
+        arrays["label"][k] = lab
+        treatments[stored.treatment] += 1
+        stored_bytes += len(stored.data)
+        source_bytes += len(data)
+        converted += 1
+    stats_images = len(crops["y"])
+    stacked = {name: (np.stack(c) if c else np.zeros((0, 64, 1, 1), np.int16)) for name, c in crops.items()}
+    marker = ShardMarker(split=task.split, view=view, shard=task.shard, start=task.start, stop=task.stop,
+                         converted=converted, failures=tuple(failures),
+                         **_statistics(stacked, task.quant, stats_images, opts.size, stats_images > 0),
+                         treatments=tuple(treatments), stored_bytes=stored_bytes, source_bytes=source_bytes,
+                         stats_images=stats_images)
+    return _finish(task, marker, arrays)
+
+
+def _finish(task: ShardTask, marker: ShardMarker, arrays: dict[str, np.ndarray]) -> ShardResult:
+    """Write the shard's arrays then its marker, unless told not to (see :class:`ShardResult`)."""
+    failures = marker.failures
     if task.fail_fast and failures:
         return ShardResult(marker, not_written="stopped at the first failure")
     progress = ProgressFolder(task.out)
     if task.run and not still_owner(progress.path, task.run):
         return ShardResult(marker, not_written="another conversion owns OUT now")
     try:
-        write_shard(task.out, task.split, view, task.start, task.stop, arrays)
+        write_shard(task.out, task.split, task.view, task.start, task.stop, arrays)
         progress.write_marker(marker)
     except OSError as exc:
         # returned, not raised: the error crosses process (and Dask) boundaries as plain data

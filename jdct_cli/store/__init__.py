@@ -2,7 +2,8 @@
 the progress folder of a running conversion (:mod:`.progress`) and the inspect / verify reports
 (:mod:`.report`, which imports zarr and is not loaded here).
 
-``read_metadata(path)`` -> :class:`StoreInfo` (``.metadata`` is the typed :class:`StoreMeta`).
+``read_metadata(path)`` -> :class:`StoreInfo` (``.metadata`` is the typed :class:`StoreMeta` of a
+crops store or :class:`ImagesMeta` of an images store; ``.layout_name`` says which).
 """
 from .format import (
     ALL_ARRAYS,
@@ -13,13 +14,22 @@ from .format import (
     FAILURE_KINDS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    IMAGES_ARRAYS,
+    IMAGES_FORMAT_VERSION,
+    LAYOUT_VERSIONS,
     LAYOUTS,
+    SAMPLINGS,
+    TREATMENTS,
     PROGRESS_DIR,
     SUPPORTED_VERSIONS,
     ChannelStats,
     Codec,
     CropsLayout,
     Failure,
+    ImagesLayout,
+    ImagesMeta,
+    ImagesSplitMeta,
+    ImagesStats,
     Plan,
     PlanSplit,
     QuantTables,
@@ -30,7 +40,9 @@ from .format import (
     Stats,
     StoreMeta,
     Transform,
+    layout_from_options,
     parse_group_json,
+    parse_metadata,
     raw_sample_bytes,
     sample_shape,
     shard_ranges,
@@ -41,9 +53,12 @@ from .write import create_split_arrays, create_store, write_metadata, write_shar
 
 __all__ = [
     "ALL_ARRAYS", "ATTRS_KEY", "COEFFICIENT_ARRAYS", "DEFAULT_CHUNK_SAMPLES", "DEFAULT_SHARD_SAMPLES",
-    "FAILURE_KINDS", "FORMAT_NAME", "FORMAT_VERSION", "LAYOUTS", "PROGRESS_DIR", "SUPPORTED_VERSIONS",
-    "ChannelStats", "Codec", "CropsLayout", "Failure", "Plan", "PlanSplit", "ProgressFolder", "QuantTables",
+    "FAILURE_KINDS", "FORMAT_NAME", "FORMAT_VERSION", "IMAGES_ARRAYS", "IMAGES_FORMAT_VERSION", "LAYOUTS",
+    "LAYOUT_VERSIONS", "PROGRESS_DIR", "SAMPLINGS", "SUPPORTED_VERSIONS", "TREATMENTS",
+    "ChannelStats", "Codec", "CropsLayout", "Failure", "ImagesLayout", "ImagesMeta", "ImagesSplitMeta", "ImagesStats",
+    "Plan", "PlanSplit", "ProgressFolder", "QuantTables",
     "ShardMarker", "Software", "SplitCounts", "SplitMeta", "Stats", "StoreInfo", "StoreMeta", "Transform",
-    "array_problem", "create_split_arrays", "create_store", "dir_bytes", "open_group", "parse_group_json",
-    "raw_sample_bytes", "read_metadata", "sample_shape", "shard_ranges", "write_metadata", "write_shard",
+    "array_problem", "create_split_arrays", "create_store", "dir_bytes", "layout_from_options", "open_group",
+    "parse_group_json", "parse_metadata", "raw_sample_bytes", "read_metadata", "sample_shape", "shard_ranges",
+    "write_metadata", "write_shard",
 ]

@@ -27,6 +27,20 @@ written, keys in a fixed order so that equal metadata is equal bytes):
 - :class:`Plan` (``.jdct-progress/plan.json``) and :class:`ShardMarker` (``.jdct-progress/<split>-
   v<view>-s<shard>.json``): the progress folder of a running conversion.
 
+An **images** store (:data:`IMAGES_FORMAT_VERSION` 2, ``layout: "images"``, schema
+``schemas/store.v2.schema.json``) keeps each image once, as JPEG bytes the loader entropy-decodes
+(a fresh crop every epoch), with per-sample facts (:class:`ImagesLayout`, :class:`ImagesMeta`)::
+
+    OUT.zarr/
+      <split>/jpeg         bytes   [1, N]  the JPEG (variable length; empty when failed)
+      <split>/label        int32   [1, N]  class index; -1 = failed sample
+      <split>/image        int32   [1, N]  index into the split's file list
+      <split>/width, height int32  [1, N]  pixels of the stored JPEG
+      <split>/sampling     uint8   [1, N]  code of SAMPLINGS (grayscale, 4:2:0, 4:2:2, 4:4:4)
+      <split>/treatment    uint8   [1, N]  code of TREATMENTS (verbatim, transcoded: ..., reencoded: ...)
+
+:func:`parse_metadata` reads attrs["jdct"] of either layout.
+
 Nothing here touches a file system: documents parse from dicts or bytes (:func:`parse_group_json`),
 so the same contract serves stores on any zarr store backend.
 """
@@ -41,8 +55,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ..errors import StoreError, StoreMetadataError, StoreVersionError
 
 FORMAT_NAME = "jdct-dct-store"
+#: The version crops stores are written with (format 1: the crops layout, unchanged since).
 FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+#: The version images stores are written with (format 2 added the images layout).
+IMAGES_FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 #: Key of the jdct metadata in the root group's attributes.
 ATTRS_KEY = "jdct"
 #: Files of an unfinished conversion (plan and per-shard completion markers) live here, inside OUT.
@@ -52,6 +69,24 @@ DEFAULT_CHUNK_SAMPLES = 64
 DEFAULT_SHARD_SAMPLES = 1024
 COEFFICIENT_ARRAYS = ("y", "cb", "cr")
 ALL_ARRAYS = ("y", "cb", "cr", "label", "image", "box")
+#: The arrays of a split of an images store.
+IMAGES_ARRAYS = ("jpeg", "label", "image", "width", "height", "sampling", "treatment")
+#: ``sampling`` codes of an images store (index = code): the samplings the device path decodes.
+SAMPLINGS = ("none", "grayscale", "4:2:0", "4:2:2", "4:4:4")
+#: ``treatment`` codes of an images store (index = code): how each file became the stored JPEG.
+TREATMENTS = (
+    "failed",                          # nothing stored (label -1, empty bytes)
+    "verbatim",                        # the source file, byte for byte
+    "transcoded: progressive",         # lossless: the same coefficients, baseline Huffman coding
+    "transcoded: arithmetic",
+    "transcoded: multi-scan",          # sequential but one scan per component
+    "transcoded: restart segments",    # --restart-segments: baseline with restart markers
+    "reencoded: larger than max-side",  # decoded (DCT-scaled), resized, encoded at q100 4:2:0
+    "reencoded: colour space",         # CMYK, YCCK, RGB...
+    "reencoded: sampling",             # 4:4:0, 4:1:1, mixed factors...
+    "reencoded: exif orientation",     # --exif apply on a rotated image
+    "reencoded: not transcodable",     # libjpeg cannot code it as one baseline scan
+)
 FAILURE_KINDS = ("not-a-jpeg", "too-large", "unsupported", "unreadable", "corrupt")
 FAILURE_STAGES = ("plan", "convert")
 #: Quantization steps are 16-bit in JPEG.
@@ -233,6 +268,20 @@ class Codec:
 
     CNAMES = ("zstd", "lz4", "lz4hc", "blosclz", "zlib")
     SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
+    #: The codecs ``jdct convert --codec`` offers (benchmarks/RESULTS.md measures them).
+    NAMED = {"zstd": ("zstd", 1, "bitshuffle"), "lz4": ("lz4", 5, "bitshuffle")}
+
+    @classmethod
+    def named(cls, name: str) -> "Codec":
+        """The codec of ``--codec NAME``: "zstd" (Blosc zstd level 1, bit-shuffle: smaller) or
+        "lz4" (Blosc lz4 level 5, bit-shuffle: 2.3-2.5x faster to decode, 1.3-1.5x the bytes)."""
+        cname, clevel, shuffle = cls.NAMED[name]
+        return cls(cname=cname, clevel=clevel, shuffle=shuffle)
+
+    @property
+    def name(self) -> Optional[str]:
+        """"zstd" or "lz4" for the named presets, else None."""
+        return next((n for n, v in self.NAMED.items() if v == (self.cname, self.clevel, self.shuffle)), None)
     _BLOSC = re.compile(r"blosc\(cname=(\w+), clevel=(\d+), shuffle=(\w+)\)\Z")
 
     @classmethod
@@ -332,8 +381,90 @@ class CropsLayout:
         return None
 
 
+    def zarr_kwargs(self, name: str) -> dict[str, Any]:
+        """The arguments of zarr's ``create_array`` for array ``name`` (beside shape, chunks, shards)."""
+        spec = self.spec(name)
+        return {"dtype": spec.dtype, "compressors": self.codec.zarr_compressors(), "fill_value": spec.fill_value}
+
+
+@dataclass(frozen=True)
+class ImagesLayout:
+    """The ``images`` layout (format 2): each image once, as the bytes of a JPEG the loader
+    decodes (a fresh crop every epoch), and fixed-dtype facts per sample. Every array is
+    ``(1, num_samples)`` (one view: the axis keeps both layouts indexed ``[view, sample]``),
+    chunked ``(1, chunk_samples)`` inside shards of ``(1, shard_samples)``.
+
+    - ``jpeg``: variable-length bytes (zarr's ``variable_length_bytes`` data type, ``vlen-bytes``
+      codec, then CRC32C; no compression: JPEG does not compress), empty for a failed sample;
+    - ``label`` int32 (-1: failed), ``image`` int32 (index into the split's files), ``width`` and
+      ``height`` int32 (pixels of the stored JPEG), ``sampling`` uint8 (:data:`SAMPLINGS`),
+      ``treatment`` uint8 (:data:`TREATMENTS`): each chunk ``bytes`` -> Blosc ``codec`` -> CRC32C.
+
+    zarr calls ``variable_length_bytes`` a data type without a Zarr v3 specification; this layout
+    pins its representation: each chunk is zarr-python's ``vlen-bytes`` encoding (a little-endian
+    uint32 item count, then per item a uint32 length and the bytes), inside ``sharding_indexed``.
+    """
+
+    chunk_samples: int
+    shard_samples: int
+    codec: Codec = field(default_factory=Codec)
+
+    name = "images"
+    DTYPES = {"jpeg": "bytes", "label": "int32", "image": "int32", "width": "int32", "height": "int32",
+              "sampling": "uint8", "treatment": "uint8"}
+
+    def spec(self, name: str) -> ArraySpec:
+        fill = {"label": -1, "jpeg": b""}.get(name, 0)
+        return ArraySpec(name, self.DTYPES[name], (), fill)
+
+    @property
+    def arrays(self) -> tuple[ArraySpec, ...]:
+        return tuple(self.spec(name) for name in IMAGES_ARRAYS)
+
+    def shape(self, name: str, views: int, num_samples: int) -> tuple[int, ...]:
+        self.DTYPES[name]  # KeyError for an unknown array
+        return (views, num_samples)
+
+    def chunks(self, name: str) -> tuple[int, ...]:
+        return (1, self.chunk_samples)
+
+    def shards(self, name: str) -> tuple[int, ...]:
+        return (1, self.shard_samples)
+
+    def shard_ranges(self, num_samples: int) -> list[tuple[int, int]]:
+        return shard_ranges(num_samples, self.shard_samples)
+
+    def shard_key(self, name: str, view: int, shard: int) -> str:
+        return f"c/{view}/{shard}"
+
+    def zarr_kwargs(self, name: str) -> dict[str, Any]:
+        """The arguments of zarr's ``create_array`` for array ``name`` (imports zarr)."""
+        from zarr.codecs import Crc32cCodec, VLenBytesCodec
+        from zarr.core.dtype import VariableLengthBytes
+
+        if name == "jpeg":
+            return {"dtype": VariableLengthBytes(), "serializer": VLenBytesCodec(), "compressors": [Crc32cCodec()],
+                    "fill_value": b""}
+        spec = self.spec(name)
+        return {"dtype": spec.dtype, "compressors": self.codec.zarr_compressors(), "fill_value": spec.fill_value}
+
+    def array_problem(self, name: str, views: int, num_samples: int, shape: Sequence[int], dtype: str,
+                      chunks: Sequence[int], shards: Optional[Sequence[int]]) -> Optional[str]:
+        """What is wrong with an array found with these facts (None when it matches the layout)."""
+        want_shape, want_dtype = self.shape(name, views, num_samples), self.DTYPES[name]
+        got_dtype = "bytes" if name == "jpeg" and str(dtype) in ("object", "bytes", "|O") else str(dtype)
+        if tuple(shape) != want_shape or got_dtype != want_dtype:
+            return f"is {dtype} {tuple(shape)}, the metadata says {want_dtype} {want_shape}"
+        if tuple(chunks) != self.chunks(name) or (shards is not None and tuple(shards) != self.shards(name)):
+            return (f"is chunked {tuple(chunks)} in shards {None if shards is None else tuple(shards)}, the "
+                    f"metadata says {self.chunks(name)} in {self.shards(name)}")
+        return None
+
+
 #: The store layouts by name; attrs["jdct"]["layout"] absent means "crops".
-LAYOUTS = {"crops": CropsLayout}
+LAYOUTS = {"crops": CropsLayout, "images": ImagesLayout}
+#: The format version of the stores of each layout.
+LAYOUT_VERSIONS = {"crops": FORMAT_VERSION, "images": IMAGES_FORMAT_VERSION}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -581,11 +712,11 @@ class StoreMeta:
             raise StoreError(f"not a jdct store (attrs['jdct'] is {_show(value)}, not an object)")
         if value.get("format") != FORMAT_NAME:
             raise StoreError(f"not a jdct store (format {value.get('format')!r})")
-        version = value.get("format_version")
-        if version not in SUPPORTED_VERSIONS or type(version) is not int:
-            raise StoreVersionError(f"store format version {version!r} is not supported by this jdct "
-                                    f"(reads {list(SUPPORTED_VERSIONS)})")
+        version = _check_version(value)
+        if version != FORMAT_VERSION:
+            raise StoreVersionError(f"a crops store has format version {FORMAT_VERSION}, not {version}")
         doc, w = value, ""
+        layout = parse_choice(doc.get("layout", "crops"), "layout", ("crops",))
         size = parse_int(get(doc, "size", w), "size", 16)
         if size % 16:
             raise _bad("size", "a multiple of 16", size)
@@ -620,7 +751,7 @@ class StoreMeta:
             stats=stats,
             source=_optional(doc, "source", w, parse_str),
             convert_options=_optional(doc, "convert_options", w, parse_scalars),
-            layout=parse_choice(doc.get("layout", "crops"), "layout", tuple(LAYOUTS)),
+            layout=layout,
             subsampling=parse_choice(get(doc, "subsampling", w), "subsampling", ("4:2:0",)),
             coefficient_order=parse_choice(get(doc, "coefficient_order", w), "coefficient_order", ("natural",)),
             format_version=version,
@@ -660,9 +791,228 @@ class StoreMeta:
                 from None
 
 
-def parse_group_json(data: bytes | str) -> tuple[Optional[StoreMeta], dict]:
-    """Parse a root group's ``zarr.json``: ``(StoreMeta or None when attrs["jdct"] is absent, the
-    attrs["jdct"] document as stored or {})``. StoreError when it is not a Zarr v3 group."""
+# ------------------------------------------------------------------------------------------------
+# attrs["jdct"] of an images store (format 2)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImagesSplitMeta:
+    """One split of an images store: ``num_samples`` samples; image ``i`` is ``files[i]`` (relative
+    to SRC) of class ``file_labels[i]``; its failures, counts, how many files got each treatment
+    (``treatments``: {name: count}, names of :data:`TREATMENTS`), and the bytes of the JPEGs stored
+    and of their source files (``stored_bytes``, ``source_bytes``)."""
+
+    num_samples: int
+    files: tuple[str, ...]
+    file_labels: tuple[int, ...]
+    failures: tuple[Failure, ...]
+    counts: SplitCounts
+    treatments: dict
+    stored_bytes: int
+    source_bytes: int
+
+    views = 1
+
+    @classmethod
+    def parse(cls, value: Any, where: str, num_classes: int) -> "ImagesSplitMeta":
+        doc = parse_object(value, where)
+        base = SplitMeta.parse({**doc, "views": 1}, where, num_classes)
+        treatments_doc = parse_object(get(doc, "treatments", where), _key(where, "treatments"))
+        treatments = {parse_str(k, _key(where, "treatments"), nonempty=True):
+                      parse_int(v, _key(_key(where, "treatments"), k), 0) for k, v in treatments_doc.items()}
+        return cls(num_samples=base.num_samples, files=base.files, file_labels=base.file_labels,
+                   failures=base.failures, counts=base.counts, treatments=treatments,
+                   stored_bytes=parse_int(get(doc, "stored_bytes", where), _key(where, "stored_bytes"), 0),
+                   source_bytes=parse_int(get(doc, "source_bytes", where), _key(where, "source_bytes"), 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_samples": self.num_samples, "files": list(self.files), "file_labels": list(self.file_labels),
+                "failures": [f.to_dict() for f in self.failures], "counts": self.counts.to_dict(),
+                "treatments": dict(self.treatments), "stored_bytes": self.stored_bytes,
+                "source_bytes": self.source_bytes}
+
+    def failure_of(self, file: str) -> Optional[Failure]:
+        """The first failure recorded for ``file`` (None when it has none)."""
+        return next((f for f in self.failures if f.file == file), None)
+
+
+@dataclass(frozen=True)
+class ImagesStats:
+    """Per-channel statistics of the coefficients the loader makes from an images store: those of
+    ``images`` train images' crops made by the crops layout's recipe (RandomResizedCrop, resize,
+    4:2:0 forward DCT) at ``size`` pixels and IJG ``quality``, one seeded crop per image (the same
+    crop a crops store of this source with this seed would hold), dequantized; ``split`` is the
+    split they were drawn from."""
+
+    split: str
+    size: int
+    quality: int
+    images: int
+    y: ChannelStats
+    cb: ChannelStats
+    cr: ChannelStats
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "stats") -> "ImagesStats":
+        doc = parse_object(value, where)
+        return cls(split=parse_str(get(doc, "split", where), _key(where, "split")),
+                   size=parse_int(get(doc, "size", where), _key(where, "size"), 16),
+                   quality=parse_int(get(doc, "quality", where), _key(where, "quality"), 1, 100),
+                   images=parse_int(get(doc, "images", where), _key(where, "images"), 0),
+                   **{k: ChannelStats.parse(get(doc, k, where), _key(where, k)) for k in COEFFICIENT_ARRAYS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "size": self.size, "quality": self.quality, "images": self.images,
+                **{k: getattr(self, k).to_dict() for k in COEFFICIENT_ARRAYS}}
+
+    def by_plane(self) -> dict[str, dict[str, list[float]]]:
+        """{"y"|"cb"|"cr": {"mean": [64], "std": [64]}} (what the loader's normalization takes)."""
+        return {k: getattr(self, k).to_dict() for k in COEFFICIENT_ARRAYS}
+
+
+@dataclass(frozen=True)
+class ImagesMeta:
+    """attrs["jdct"] of an images store (format 2, ``layout: "images"``; the schema is
+    ``schemas/store.v2.schema.json``): no crop size (the loader chooses it), the JPEGs as stored.
+
+    ``max_side``: longest side of a stored image (0: no limit; larger sources were re-encoded);
+    ``restart_segments``: every JPEG not re-encoded was transcoded with restart markers (the loader
+    then decodes only the crop's restart segments); ``reencode``: how re-encoded images were made
+    (quality, subsampling, resize filter, DCT scaling); ``exif``: "ignore" | "apply" (rotated
+    images re-encoded upright); ``check``: what conversion checked of each stored file
+    ("markers": its marker structure to EOI; "decode": a strict decode of every coefficient);
+    ``samplings`` / ``treatments``: the names of the codes of the ``sampling`` / ``treatment``
+    arrays (index = code)."""
+
+    jdct_version: str
+    libjpeg_version: str
+    classes: tuple[str, ...]
+    chunk_samples: int
+    shard_samples: int
+    codec: Codec
+    seed: int
+    max_side: int
+    restart_segments: bool
+    reencode: dict
+    exif: str
+    check: str
+    samplings: tuple[str, ...]
+    treatments: tuple[str, ...]
+    splits: dict[str, ImagesSplitMeta]
+    stats: Optional[ImagesStats] = None
+    source: Optional[str] = None
+    convert_options: Optional[dict] = None
+    layout: str = "images"
+    format_version: int = IMAGES_FORMAT_VERSION
+
+    CHECKS = ("markers", "decode")
+
+    @classmethod
+    def parse(cls, value: Any) -> "ImagesMeta":
+        """Validate and type attrs["jdct"] of an images store (see :func:`parse_metadata`)."""
+        doc, w = parse_object(value, ""), ""
+        version = _check_version(doc)
+        if version != IMAGES_FORMAT_VERSION:
+            raise StoreVersionError(f"an images store has format version {IMAGES_FORMAT_VERSION}, not {version}")
+        parse_choice(get(doc, "layout", w), "layout", ("images",))
+        chunk = parse_int(get(doc, "chunk_samples", w), "chunk_samples", 1)
+        shard = parse_int(get(doc, "shard_samples", w), "shard_samples", 1)
+        if shard % chunk:
+            raise _bad("shard_samples", f"a multiple of chunk_samples ({chunk})", shard)
+        classes = parse_str_items(get(doc, "classes", w), "classes")
+        if len(set(classes)) != len(classes):
+            raise _bad("classes", "distinct class names", [c for c in classes if classes.count(c) > 1][:3])
+        splits_doc = parse_object(get(doc, "splits", w), "splits")
+        if not splits_doc:
+            raise _bad("splits", "at least one split", {})
+        splits = {parse_str(name, "splits", nonempty=True):
+                  ImagesSplitMeta.parse(sp, f"splits.{name}", len(classes)) for name, sp in splits_doc.items()}
+        stats = _optional(doc, "stats", w, ImagesStats.parse)
+        if stats is not None and stats.split not in splits:
+            raise _bad("stats.split", "one of the splits (" + ", ".join(splits) + ")", stats.split)
+        samplings = parse_str_items(get(doc, "samplings", w), "samplings", nonempty=True)
+        treatments = parse_str_items(get(doc, "treatments", w), "treatments", nonempty=True)
+        for name, table, mine in (("samplings", samplings, SAMPLINGS), ("treatments", treatments, TREATMENTS)):
+            if len(table) > 255:
+                raise _bad(name, "at most 255 names (uint8 codes)", len(table))
+            if tuple(table[:len(mine)]) != mine[:len(table)]:
+                raise _bad(name, "the names of this format's codes, in order (" + ", ".join(mine) + ")", list(table))
+        return cls(
+            jdct_version=parse_str(get(doc, "jdct_version", w), "jdct_version"),
+            libjpeg_version=parse_str(get(doc, "libjpeg_version", w), "libjpeg_version"),
+            classes=classes, chunk_samples=chunk, shard_samples=shard,
+            codec=Codec.parse(get(doc, "codec", w)),
+            seed=parse_int(get(doc, "seed", w), "seed", 0),
+            max_side=parse_int(get(doc, "max_side", w), "max_side", 0),
+            restart_segments=parse_bool(get(doc, "restart_segments", w), "restart_segments"),
+            reencode=parse_scalars(get(doc, "reencode", w), "reencode"),
+            exif=parse_choice(get(doc, "exif", w), "exif", ("ignore", "apply")),
+            check=parse_choice(get(doc, "check", w), "check", cls.CHECKS),
+            samplings=samplings, treatments=treatments, splits=splits, stats=stats,
+            source=_optional(doc, "source", w, parse_str),
+            convert_options=_optional(doc, "convert_options", w, parse_scalars),
+            format_version=version,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT_NAME, "format_version": self.format_version, "layout": self.layout,
+            "jdct_version": self.jdct_version, "libjpeg_version": self.libjpeg_version,
+            "classes": list(self.classes), "chunk_samples": self.chunk_samples,
+            "shard_samples": self.shard_samples, "codec": self.codec.to_dict(), "seed": self.seed,
+            "max_side": self.max_side, "restart_segments": self.restart_segments, "reencode": dict(self.reencode),
+            "exif": self.exif, "check": self.check, "samplings": list(self.samplings),
+            "treatments": list(self.treatments),
+        }
+        _put(out, "source", self.source)
+        _put(out, "convert_options", None if self.convert_options is None else dict(self.convert_options))
+        out["splits"] = {name: sp.to_dict() for name, sp in self.splits.items()}
+        _put(out, "stats", None if self.stats is None else self.stats.to_dict())
+        return out
+
+    @property
+    def array_layout(self) -> ImagesLayout:
+        """The arrays of every split (names, dtypes, shapes, chunking, codecs)."""
+        return ImagesLayout(self.chunk_samples, self.shard_samples, self.codec)
+
+    def split(self, name: str) -> ImagesSplitMeta:
+        """The split ``name``; StoreError listing the store's splits when it has no such split."""
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise StoreError(f"no split {name!r} in this store (it has: {', '.join(self.splits) or 'none'})") \
+                from None
+
+
+def _check_version(value: Mapping) -> int:
+    """The ``format_version`` of a jdct store's attrs (format checked), or StoreVersionError."""
+    version = value.get("format_version")
+    if version not in SUPPORTED_VERSIONS or type(version) is not int:
+        raise StoreVersionError(f"store format version {version!r} is not supported by this jdct "
+                                f"(reads {list(SUPPORTED_VERSIONS)})")
+    return version
+
+
+def parse_metadata(value: Any) -> "StoreMeta | ImagesMeta":
+    """Validate and type attrs["jdct"] of either layout: :class:`StoreMeta` (crops, format 1) or
+    :class:`ImagesMeta` (images, format 2). Same errors as :meth:`StoreMeta.parse`."""
+    if not isinstance(value, Mapping):
+        raise StoreError(f"not a jdct store (attrs['jdct'] is {_show(value)}, not an object)")
+    if value.get("format") != FORMAT_NAME:
+        raise StoreError(f"not a jdct store (format {value.get('format')!r})")
+    if _check_version(value) == IMAGES_FORMAT_VERSION:
+        if value.get("layout", "crops") == "crops":
+            # a crops store claiming a version this jdct never wrote for crops
+            raise StoreVersionError(f"store format version {IMAGES_FORMAT_VERSION} is the images layout's, but this "
+                                    "store is a crops store: not a store this jdct reads")
+        return ImagesMeta.parse(value)
+    return StoreMeta.parse(value)
+
+
+def parse_group_json(data: bytes | str) -> tuple[Optional["StoreMeta | ImagesMeta"], dict]:
+    """Parse a root group's ``zarr.json``: ``(StoreMeta or ImagesMeta, or None when attrs["jdct"]
+    is absent; the attrs["jdct"] document as stored or {})``. StoreError when it is not a Zarr v3
+    group."""
     try:
         group = json.loads(data)
     except ValueError as exc:
@@ -673,7 +1023,7 @@ def parse_group_json(data: bytes | str) -> tuple[Optional[StoreMeta], dict]:
     if not isinstance(attrs, dict) or attrs.get(ATTRS_KEY) is None:
         return None, {}
     doc = attrs[ATTRS_KEY]
-    return StoreMeta.parse(doc), doc
+    return parse_metadata(doc), doc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -784,9 +1134,9 @@ class Plan:
         return self.options["shard_samples"]
 
     @property
-    def layout(self) -> CropsLayout:
+    def layout(self) -> "CropsLayout | ImagesLayout":
         """The arrays the conversion writes."""
-        return CropsLayout(self.options["size"], self.chunk_samples, self.shard_samples)
+        return layout_from_options(self.options)
 
     @property
     def stats_split(self) -> str:
@@ -799,6 +1149,16 @@ class Plan:
                 for k, (s0, s1) in enumerate(shard_ranges(len(sp.files), self.shard_samples))]
 
 
+def layout_from_options(options: Mapping[str, Any]) -> "CropsLayout | ImagesLayout":
+    """The array layout a conversion's options make (``layout``, ``codec``, ``size``, chunking);
+    options saved before the images layout and the codec choice mean crops and zstd."""
+    codec = Codec.named(parse_choice(options.get("codec", "zstd"), "options.codec", tuple(Codec.NAMED)))
+    layout = parse_choice(options.get("layout", "crops"), "options.layout", tuple(LAYOUTS))
+    if layout == "images":
+        return ImagesLayout(options["chunk_samples"], options["shard_samples"], codec)
+    return CropsLayout(options["size"], options["chunk_samples"], options["shard_samples"], codec)
+
+
 def marker_name(split: str, view: int, shard: int) -> str:
     """File name of the completion marker of one shard, inside the progress folder."""
     return f"{split}-v{view}-s{shard}.json"
@@ -809,7 +1169,10 @@ class ShardMarker:
     """A finished shard (written atomically after the shard): samples ``start``..``stop`` of
     ``view`` of ``split``; ``converted`` images and the convert-stage ``failures``; for the
     statistics, ``sums`` / ``sumsq`` (3 x 64 float sums of the dequantized coefficients and their
-    squares, planes y, cb, cr) over ``blocks`` (3 counts of 8x8 blocks)."""
+    squares, planes y, cb, cr) over ``blocks`` (3 counts of 8x8 blocks). Images layout only:
+    ``treatments`` (files per code of :data:`TREATMENTS`), ``stored_bytes`` (of the JPEGs written),
+    ``source_bytes`` (of their sources) and ``stats_images`` (images whose crops the statistics
+    cover)."""
 
     split: str
     view: int
@@ -821,6 +1184,10 @@ class ShardMarker:
     sums: tuple[tuple[float, ...], ...]
     sumsq: tuple[tuple[float, ...], ...]
     blocks: tuple[int, int, int]
+    treatments: tuple[int, ...] = ()
+    stored_bytes: int = 0
+    source_bytes: int = 0
+    stats_images: int = 0
 
     @classmethod
     def parse(cls, value: Any) -> "ShardMarker":
@@ -835,7 +1202,11 @@ class ShardMarker:
                      converted=parse_int(get(doc, "converted", w), "converted", 0),
                      failures=_parse_failures(get(doc, "failures", w), "failures"),
                      sums=planes("sums"), sumsq=planes("sumsq"),
-                     blocks=parse_int_items(get(doc, "blocks", w), "blocks", 0, length=3))
+                     blocks=parse_int_items(get(doc, "blocks", w), "blocks", 0, length=3),
+                     treatments=parse_int_items(doc.get("treatments", []), "treatments", 0),
+                     stored_bytes=parse_int(doc.get("stored_bytes", 0), "stored_bytes", 0),
+                     source_bytes=parse_int(doc.get("source_bytes", 0), "source_bytes", 0),
+                     stats_images=parse_int(doc.get("stats_images", 0), "stats_images", 0))
         if marker.stop < marker.start:
             raise _bad("stop", f"at least start ({marker.start})", marker.stop)
         return marker
@@ -844,7 +1215,9 @@ class ShardMarker:
         return {"split": self.split, "view": self.view, "shard": self.shard, "start": self.start,
                 "stop": self.stop, "converted": self.converted, "failures": [f.to_dict() for f in self.failures],
                 "sums": [list(r) for r in self.sums], "sumsq": [list(r) for r in self.sumsq],
-                "blocks": list(self.blocks)}
+                "blocks": list(self.blocks),
+                **({"treatments": list(self.treatments), "stored_bytes": self.stored_bytes,
+                    "source_bytes": self.source_bytes, "stats_images": self.stats_images} if self.treatments else {})}
 
     @property
     def name(self) -> str:

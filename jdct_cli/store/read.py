@@ -1,7 +1,9 @@
 """Opening a store: its metadata (without importing zarr), its arrays, its size on disk."""
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -9,18 +11,35 @@ from typing import Any, Optional
 from ..errors import IncompleteStoreError, JdctError, SourceNotFoundError, StoreError
 from ..jpeg import sniff_format
 from ..sources import is_image_name
-from .format import PROGRESS_DIR, CropsLayout, SplitMeta, StoreMeta, parse_group_json
+from .format import PROGRESS_DIR, CropsLayout, ImagesLayout, ImagesMeta, ImagesSplitMeta, SplitMeta, StoreMeta, \
+    parse_group_json
 
 #: How many entries of a folder without zarr.json are looked at to recognise a folder of images.
 _SCAN_ENTRIES = 2000
 
 
+@contextlib.contextmanager
+def quiet_zarr():
+    """Silence zarr's warning that the ``variable_length_bytes`` data type (the ``jpeg`` array of an
+    images store) has no Zarr v3 specification: the store format pins its representation itself
+    (:class:`~.format.ImagesLayout`), so the warning says nothing to jdct's users."""
+    with warnings.catch_warnings():
+        try:
+            from zarr.errors import UnstableSpecificationWarning
+        except ImportError:  # a zarr without the warning
+            yield
+            return
+        warnings.simplefilter("ignore", UnstableSpecificationWarning)
+        yield
+
+
 @dataclass(frozen=True)
 class StoreInfo:
-    """A complete store: where it lives, its typed metadata, and attrs["jdct"] as stored."""
+    """A complete store: where it lives, its typed metadata (:class:`StoreMeta` for a crops store,
+    :class:`ImagesMeta` for an images store), and attrs["jdct"] as stored."""
 
     path: Path
-    metadata: StoreMeta
+    metadata: "StoreMeta | ImagesMeta"
     meta: dict[str, Any]
 
     @property
@@ -28,8 +47,17 @@ class StoreInfo:
         return self.metadata.format_version
 
     @property
+    def layout_name(self) -> str:
+        """"crops" or "images"."""
+        return self.metadata.layout
+
+    @property
     def size(self) -> int:
-        """Crop side in pixels (a multiple of 16)."""
+        """Crop side in pixels (a multiple of 16) of a crops store; an images store has none (the
+        loader chooses the crop size): StoreError."""
+        if isinstance(self.metadata, ImagesMeta):
+            raise StoreError("this is an images-layout store: it holds whole JPEGs, not crops of a fixed size "
+                             "(a loader reading the images layout chooses the crop size)", self.path)
         return self.metadata.size
 
     @property
@@ -41,10 +69,10 @@ class StoreInfo:
         return list(self.metadata.splits)
 
     @property
-    def layout(self) -> CropsLayout:
+    def layout(self) -> "CropsLayout | ImagesLayout":
         return self.metadata.array_layout
 
-    def split(self, name: str) -> SplitMeta:
+    def split(self, name: str) -> "SplitMeta | ImagesSplitMeta":
         """The split ``name``; StoreError naming the store and its splits when it has no such split."""
         try:
             return self.metadata.split(name)
@@ -53,7 +81,7 @@ class StoreInfo:
 
 
 def read_metadata(path: os.PathLike | str) -> StoreInfo:
-    """Read and validate attrs["jdct"] of the store at ``path`` (zarr is not imported).
+    """Read and validate attrs["jdct"] of the store at ``path`` (zarr is not imported); either layout.
 
     Raises SourceNotFoundError (no such path), StoreError (not a jdct store: a JPEG file, a folder
     of images, not a Zarr v3 group...), IncompleteStoreError (group present but attrs["jdct"]
@@ -145,13 +173,15 @@ def open_group(path: os.PathLike | str, mode: str = "r"):
     import zarr
 
     try:
-        return zarr.open_group(os.fspath(path), mode=mode, zarr_format=3)
+        with quiet_zarr():
+            return zarr.open_group(os.fspath(path), mode=mode, zarr_format=3)
     except Exception as exc:  # noqa: BLE001 - zarr raises many types for a broken hierarchy
         raise StoreError(f"cannot open as a Zarr group ({exc})", path) from None
 
 
-def array_problem(layout: CropsLayout, split: SplitMeta, name: str, arr) -> Optional[str]:
-    """:meth:`CropsLayout.array_problem` of the zarr array ``arr`` of ``split``."""
+def array_problem(layout: "CropsLayout | ImagesLayout", split: "SplitMeta | ImagesSplitMeta", name: str,
+                  arr) -> Optional[str]:
+    """:meth:`CropsLayout.array_problem` (or the images layout's) of the zarr array ``arr`` of ``split``."""
     return layout.array_problem(name, split.views, split.num_samples, arr.shape, str(arr.dtype), arr.chunks,
                                 getattr(arr, "shards", None))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,11 +22,13 @@ import numpy as np
 from PIL import Image, ImageOps
 from zarr.core import sync as zarr_sync
 
+from .. import jpeg
 from ..dct import psnr, reconstruct
-from ..errors import ConfigError, IncompleteStoreError, Interrupted, StoreCorruptionError, StoreError, \
+from ..errors import ConfigError, IncompleteStoreError, Interrupted, JdctError, StoreCorruptionError, StoreError, \
     StoreMetadataError
 from ..inspect_jpeg import write_output
-from .format import ALL_ARRAYS, COEFFICIENT_ARRAYS, PROGRESS_DIR, CropsLayout, SplitMeta, StoreMeta
+from .format import ALL_ARRAYS, COEFFICIENT_ARRAYS, IMAGES_ARRAYS, PROGRESS_DIR, CropsLayout, ImagesLayout, \
+    ImagesMeta, ImagesSplitMeta, SplitMeta, StoreMeta
 from .progress import ProgressFolder
 from .read import array_problem, dir_bytes, open_group, read_metadata
 
@@ -51,18 +54,25 @@ def source_crop(source_file: Path, box, size: int, exif: str = "ignore") -> np.n
 
 
 def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot: Optional[str] = None,
-                  split: Optional[str] = None) -> dict:
+                  split: Optional[str] = None, save_jpeg: Optional[str] = None) -> dict:
     """The inspection document of the store at ``path`` (see the module docstring).
 
     ``sample``: reconstruct sample number ``sample`` (0-based) of view 0 of ``split`` (default:
     the store's first split) to pixels (block IDCT) and report its file, class, box and the PSNR
     (dB) of the reconstruction against the source crop re-made with Pillow (None when the source
     file is gone). ``plot``: write a PNG with the reconstruction next to its source crop; without
-    ``sample``, the first 4 converted samples of the split are drawn. A sample index out of range
-    is a ConfigError; a failed sample (label -1) a StoreError naming its file and reason.
+    ``sample``, the first 4 converted samples of the split are drawn. ``save_jpeg`` (with
+    ``sample``): write the sample as a JPEG file, its coefficients written back losslessly
+    (``jpeg.write_coefficients``: crops) or the stored JPEG's bytes (images). A sample index out of
+    range is a ConfigError; a failed sample (label -1) a StoreError naming its file and reason.
+    An images store gets :func:`inspect_images_store`'s document.
     Raises SourceNotFoundError / StoreError / IncompleteStoreError from :func:`.read.read_metadata`.
     """
+    if save_jpeg is not None and sample is None:
+        raise ConfigError("--save-jpeg needs --sample I (the sample to write)")
     info = read_metadata(path)
+    if isinstance(info.metadata, ImagesMeta):
+        return inspect_images_store(info, sample=sample, plot=plot, split=split, save_jpeg=save_jpeg)
     meta = info.metadata
     root = Path(path)
     group = open_group(root)
@@ -104,7 +114,155 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
         if plot:
             _plot_samples(doc["samples"], pictures, plot)
             doc["plot"] = os.fspath(plot)
+    if save_jpeg is not None:
+        s0 = doc["samples"][0]
+        y, cb, cr = (_read(group, root, s0["split"], a, (0, s0["index"])) for a in COEFFICIENT_ARRAYS)
+        q = meta.quant_tables
+        data = jpeg.write_coefficients([np.ascontiguousarray(np.moveaxis(c, 0, -1)) for c in (y, cb, cr)],
+                                       np.array([q.luma, q.chroma, q.chroma], np.uint16), meta.size, meta.size,
+                                       [(2, 2), (1, 1), (1, 1)])
+        write_output(save_jpeg, lambda fh: fh.write(data))
+        doc["saved_jpeg"] = os.fspath(save_jpeg)
     return doc
+
+
+# ------------------------------------------------------------------------------------------------
+# images stores
+# ------------------------------------------------------------------------------------------------
+
+def inspect_images_store(info, *, sample: Optional[int] = None, plot: Optional[str] = None,
+                         split: Optional[str] = None, save_jpeg: Optional[str] = None) -> dict:
+    """The inspection document of an images store (``format_version`` 2 of
+    ``schemas/store-inspect.v2.schema.json``): splits with counts, failures, treatments, the
+    samplings and stored sizes found in the arrays, bytes on disk and against the source files;
+    options; statistics. ``sample`` / ``plot``: the stored JPEG of sample I (or of the first 4) is
+    decoded and shown beside its source file (re-made at the stored size with Pillow when it was
+    re-encoded), with the PSNR between them (99 for identical pixels) and whether the bytes are
+    the source's; ``save_jpeg``: write the stored JPEG as it is."""
+    meta: ImagesMeta = info.metadata
+    root = Path(info.path)
+    group = open_group(root)
+    splits = {}
+    total_bytes = 0
+    for name, sp in meta.splits.items():
+        arrays = {}
+        split_bytes = 0
+        for a in IMAGES_ARRAYS:
+            arr = group[f"{name}/{a}"]
+            nbytes = dir_bytes(root / name / a)
+            split_bytes += nbytes
+            arrays[a] = {"shape": list(arr.shape), "dtype": "bytes" if a == "jpeg" else str(arr.dtype),
+                         "chunks": list(arr.chunks), "shards": list(arr.shards) if arr.shards else None,
+                         "bytes_on_disk": nbytes}
+        total_bytes += split_bytes
+        codes = _read(group, root, name, "sampling", 0)
+        label = _read(group, root, name, "label", 0)
+        sides = np.maximum(_read(group, root, name, "width", 0), _read(group, root, name, "height", 0))[label >= 0]
+        ok = int((label >= 0).sum())
+        splits[name] = {
+            "views": 1, "num_samples": sp.num_samples, "counts": sp.counts.to_dict(),
+            "failures": [f.to_dict() for f in sp.failures], "treatments": dict(sp.treatments),
+            "samplings": {meta.samplings[c]: int(n) for c, n in enumerate(np.bincount(codes[label >= 0],
+                                                                                      minlength=len(meta.samplings)))
+                          if n and c < len(meta.samplings)},
+            "longest_side": ({"min": int(sides.min()), "median": float(np.median(sides)), "max": int(sides.max())}
+                             if ok else None),
+            "arrays": arrays, "bytes_on_disk": split_bytes, "stored_bytes": sp.stored_bytes,
+            "source_bytes": sp.source_bytes, "bytes_per_image": split_bytes / ok if ok else None,
+            "bytes_vs_source": split_bytes / sp.source_bytes if sp.source_bytes else None,
+        }
+    doc: dict[str, Any] = {
+        "kind": "store", "format": INSPECT_FORMAT, "format_version": 2, "path": os.fspath(root),
+        "store_format": info.meta["format"], "store_format_version": meta.format_version, "layout": "images",
+        "jdct_version": meta.jdct_version, "libjpeg_version": meta.libjpeg_version, "seed": meta.seed,
+        "chunk_samples": meta.chunk_samples, "shard_samples": meta.shard_samples, "codec": meta.codec.to_dict(),
+        "max_side": meta.max_side, "restart_segments": meta.restart_segments, "reencode": dict(meta.reencode),
+        "exif": meta.exif, "check": meta.check, "classes": list(meta.classes), "num_classes": len(meta.classes),
+        "splits": splits, "bytes_on_disk": total_bytes,
+        "stats": None if meta.stats is None else meta.stats.to_dict(), "samples": [],
+    }
+    if sample is not None or plot:
+        doc["samples"], pictures = _images_samples(group, meta, root, split, sample)
+        if plot:
+            _plot_samples(doc["samples"], pictures, plot, stored=True)
+            doc["plot"] = os.fspath(plot)
+    if save_jpeg is not None:
+        s0 = doc["samples"][0]
+        data = _jpeg_at(group, root, s0["split"], s0["index"])
+        write_output(save_jpeg, lambda fh: fh.write(data))
+        doc["saved_jpeg"] = os.fspath(save_jpeg)
+    return doc
+
+
+def _pick_samples(group, meta, root: Path, split: Optional[str], sample: Optional[int]):
+    """``(split, [sample indices])``: ``sample`` of view 0 of ``split`` (checked), or the first 4
+    converted samples; the errors of :func:`inspect_store`."""
+    split = split or next(iter(meta.splits))
+    if split not in meta.splits:
+        raise ConfigError(f"no split {split!r} in this store (it has: {', '.join(meta.splits)})", root)
+    sp = meta.splits[split]
+    labels = _read(group, root, split, "label", 0)
+    if sample is None:
+        return split, [int(i) for i in np.flatnonzero(labels >= 0)[:4]], labels
+    if not 0 <= sample < len(labels):
+        raise ConfigError(f"--sample {sample} is out of range: {split} has samples 0 to {len(labels) - 1}", root)
+    if labels[sample] < 0:
+        image = int(_read(group, root, split, "image", (0, sample)))
+        failure = sp.failure_of(sp.files[image])
+        raise StoreError(f"sample {sample} of {split} is a failed conversion of {sp.files[image]} "
+                         f"({failure.reason if failure else 'no reason recorded'}): it holds no image", root)
+    return split, [sample], labels
+
+
+def _images_samples(group, meta: ImagesMeta, root: Path, split: Optional[str], sample: Optional[int]):
+    """Samples of an images store decoded to RGB, beside their source files re-made at the stored
+    size: ([per-sample report], [(decoded, source or None)])."""
+    split, indices, labels = _pick_samples(group, meta, root, split, sample)
+    sp = meta.splits[split]
+    out, pictures = [], []
+    for idx in indices:
+        data = _jpeg_at(group, root, split, idx)
+        image = int(_read(group, root, split, "image", (0, idx)))
+        treatment = meta.treatments[int(_read(group, root, split, "treatment", (0, idx)))]
+        try:
+            rgb = jpeg.decode(data).rgb
+        except JdctError as exc:
+            raise StoreCorruptionError(f"{split}/jpeg sample {idx} does not decode ({exc.reason}); `jdct verify` "
+                                       "lists the damage", root) from None
+        rel = sp.files[image]
+        src = Path(meta.source or "") / rel
+        ref, same_bytes = None, None
+        if meta.source and src.is_file():
+            try:
+                ref = _source_image(src, rgb.shape[1], rgb.shape[0], meta.exif)
+                same_bytes = src.read_bytes() == data
+            except (OSError, ValueError):
+                ref = None
+        label = int(labels[idx])
+        out.append({"split": split, "view": 0, "index": idx, "image": image, "file": rel, "label": label,
+                    "class": meta.classes[label], "treatment": treatment, "width": int(rgb.shape[1]),
+                    "height": int(rgb.shape[0]), "bytes": len(data), "same_bytes_as_source": same_bytes,
+                    "psnr_db": None if ref is None else round(min(psnr(rgb, ref), 99.0), 2)})
+        pictures.append((rgb, ref))
+    return out, pictures
+
+
+def _jpeg_at(group, root: Path, split: str, index: int) -> bytes:
+    """The JPEG bytes of sample ``index`` (a one-item slice: zarr wraps a scalar read of a
+    variable-length array in nested 0-d arrays)."""
+    return bytes(_read(group, root, split, "jpeg", (0, slice(index, index + 1)))[0])
+
+
+def _source_image(source_file: Path, width: int, height: int, exif: str) -> np.ndarray:
+    """The source file decoded with Pillow (upright when ``exif`` is "apply"), resized to
+    ``width`` x ``height`` with Pillow's bilinear filter when its size differs."""
+    with Image.open(source_file) as im:
+        if exif == "apply":
+            im = ImageOps.exif_transpose(im)
+        im = im.convert("RGB")
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+        return np.asarray(im, dtype=np.uint8)
 
 
 def _reconstruct_samples(group, meta: StoreMeta, root: Path, split: Optional[str], sample: Optional[int]):
@@ -161,7 +319,7 @@ def _read(group, root: Path, split: str, array: str, index):
                                    root) from None
 
 
-def _plot_samples(samples, pictures, plot) -> None:
+def _plot_samples(samples, pictures, plot, stored: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,10 +329,10 @@ def _plot_samples(samples, pictures, plot) -> None:
     fig, axes = plt.subplots(n, 2, figsize=(5, 2.6 * n), squeeze=False)
     for row, (s, (rec, ref)) in enumerate(zip(samples, pictures)):
         axes[row][0].imshow(rec)
-        axes[row][0].set_title(f"#{s['index']} {s['class']} (IDCT)", fontsize=8)
+        axes[row][0].set_title(f"#{s['index']} {s['class']} ({s['treatment'] if stored else 'IDCT'})", fontsize=8)
         if ref is not None:
             axes[row][1].imshow(ref)
-            axes[row][1].set_title(f"source crop, PSNR {s['psnr_db']} dB", fontsize=8)
+            axes[row][1].set_title(f"source {'file' if stored else 'crop'}, PSNR {s['psnr_db']} dB", fontsize=8)
         else:
             axes[row][1].text(0.5, 0.5, "source file not found", ha="center", va="center")
         for ax in axes[row]:
@@ -188,6 +346,8 @@ def _plot_samples(samples, pictures, plot) -> None:
 
 def render_store_text(doc: dict) -> str:
     """Human-readable text of an :func:`inspect_store` document."""
+    if doc.get("layout") == "images":
+        return _render_images_text(doc)
     lines = [
         f"{doc['path']}: jdct store v{doc['store_format_version']} (jdct {doc['jdct_version']}, "
         f"libjpeg-turbo {doc['libjpeg_version']})",
@@ -225,6 +385,52 @@ def render_store_text(doc: dict) -> str:
                      + ",".join(f"{v:.1f}" for v in s["box"]) + f": {p}")
     if doc.get("plot"):
         lines.append(f"  wrote {doc['plot']}")
+    if doc.get("saved_jpeg"):
+        lines.append(f"  wrote {doc['saved_jpeg']}")
+    return "\n".join(lines)
+
+
+def _render_images_text(doc: dict) -> str:
+    lines = [
+        f"{doc['path']}: jdct images store v{doc['store_format_version']} (jdct {doc['jdct_version']}, "
+        f"libjpeg-turbo {doc['libjpeg_version']})",
+        f"  each image once as a JPEG; max side {doc['max_side'] or 'unlimited'}"
+        + (", restart segments" if doc["restart_segments"] else "")
+        + f"; re-encoded at quality {doc['reencode'].get('quality')} {doc['reencode'].get('subsampling')}; "
+        f"exif {doc['exif']}; check {doc['check']}; seed {doc['seed']}",
+        f"  chunks of {doc['chunk_samples']} images in shards of {doc['shard_samples']}",
+        f"  {doc['num_classes']} classes: " + ", ".join(doc["classes"][:8]) + (" ..." if doc["num_classes"] > 8 else ""),
+        f"  {doc['bytes_on_disk'] / 1e6:.2f} MB on disk",
+    ]
+    for name, sp in doc["splits"].items():
+        c = sp["counts"]
+        lines.append(f"  {name}: {sp['num_samples']} images; files {c['files']}, converted {c['converted']}, "
+                     f"failed {c['failed']}"
+                     + (f"; {sp['bytes_per_image']:.0f} bytes/image, {sp['bytes_vs_source']:.3f}x the source files"
+                        if sp["bytes_per_image"] and sp["bytes_vs_source"] else ""))
+        lines.append("    stored: " + (", ".join(f"{k} {v}" for k, v in sp["treatments"].items()) or "nothing"))
+        lines.append("    samplings: " + ", ".join(f"{k} {v}" for k, v in sp["samplings"].items())
+                     + (f"; longest side {sp['longest_side']['min']}..{sp['longest_side']['max']} px (median "
+                        f"{sp['longest_side']['median']:.0f})" if sp["longest_side"] else ""))
+        for f in sp["failures"][:10]:
+            lines.append(f"    failed: {f['file']}: {f['reason']}")
+        if len(sp["failures"]) > 10:
+            lines.append(f"    ... and {len(sp['failures']) - 10} more failures (--json lists them all)")
+    stats = doc.get("stats")
+    if stats:
+        lines.append(f"  stats of {stats['images']} {stats['split']} crops ({stats['size']} px, quality "
+                     f"{stats['quality']}): y DC mean {stats['y']['mean'][0]:.2f} std {stats['y']['std'][0]:.2f}")
+    else:
+        lines.append("  no statistics (--stats-images 0)")
+    for s in doc.get("samples", []):
+        p = "source missing" if s["psnr_db"] is None else (
+            "the source's bytes" if s["same_bytes_as_source"] else f"PSNR {s['psnr_db']:.2f} dB vs the source")
+        lines.append(f"  sample {s['split']}[{s['index']}]: {s['file']} ({s['class']}), {s['width']}x{s['height']}, "
+                     f"{s['bytes']} bytes, {s['treatment']}: {p}")
+    if doc.get("plot"):
+        lines.append(f"  wrote {doc['plot']}")
+    if doc.get("saved_jpeg"):
+        lines.append(f"  wrote {doc['saved_jpeg']}")
     return "\n".join(lines)
 
 
@@ -257,7 +463,8 @@ def _report(root: Path, complete: bool, checked: int, problems: list[dict]) -> d
 class _Reader:
     """Reads shards chunk by chunk (zarr checks each chunk's CRC32C), counting chunks and progress."""
 
-    def __init__(self, root: Path, layout: CropsLayout, total: int, progress: Optional[ProgressFn]):
+    def __init__(self, root: Path, layout: "CropsLayout | ImagesLayout", total: int,
+                 progress: Optional[ProgressFn]):
         self.root, self.layout, self.total, self.progress = root, layout, total, progress
         self.checked = self.done = 0
         self.problems: list[dict] = []
@@ -311,11 +518,12 @@ def _verify(root: Path, progress: Optional[ProgressFn]) -> dict:
         return _report(root, True, 0, [_problem(split, None, None, 0, 0, f"metadata attrs['jdct'] {exc.reason}")])
     meta, layout = info.metadata, info.layout
     group = open_group(root)
-    total = sum(sp.views * sp.num_samples for sp in meta.splits.values()) * len(ALL_ARRAYS)
+    names = [spec.name for spec in layout.arrays]
+    total = sum(sp.views * sp.num_samples for sp in meta.splits.values()) * len(names)
     reader = _Reader(root, layout, total, progress)
     for name, sp in meta.splits.items():
         arrays = {}
-        for a in ALL_ARRAYS:
+        for a in names:
             try:
                 arr = group[f"{name}/{a}"]
             except Exception as exc:  # noqa: BLE001
@@ -327,6 +535,10 @@ def _verify(root: Path, progress: Optional[ProgressFn]) -> dict:
                 reader.problems.append(_problem(name, a, None, 0, sp.num_samples, what))
                 continue
             arrays[a] = arr
+        if isinstance(meta, ImagesMeta):
+            failed = _verify_images_split(reader, name, sp, meta, arrays)
+            _check_counts(reader.problems, name, sp, failed)
+            continue
         failed_samples: Optional[int] = 0
         for view in range(sp.views):
             values: dict[str, np.ndarray] = {}
@@ -339,6 +551,58 @@ def _verify(root: Path, progress: Optional[ProgressFn]) -> dict:
             failed_samples = None if failed is None or failed_samples is None else failed_samples + failed
         _check_counts(reader.problems, name, sp, failed_samples)
     return _report(root, True, reader.checked, reader.problems)
+
+
+def _verify_images_split(reader: "_Reader", name: str, sp: ImagesSplitMeta, meta: ImagesMeta,
+                         arrays: dict) -> Optional[int]:
+    """Read an images split shard by shard: every chunk (CRC32C), then every JPEG of the shard
+    decoded strictly (all its coefficients, libjpeg's harmless warnings let pass) on a thread
+    pool, its header against the width/height/sampling arrays, its label against its bytes
+    (empty = failed). Returns the failed samples (None when the labels could not be read)."""
+    labels, images = [], []
+    ok = "label" in arrays and "image" in arrays
+    for k, (s0, s1) in enumerate(reader.layout.shard_ranges(sp.num_samples)):
+        got = {a: reader.shard(arr, name, a, 0, k, s0, s1) for a, arr in arrays.items()}
+        if got.get("label") is None or got.get("image") is None:
+            ok = False
+        else:
+            labels.append(got["label"])
+            images.append(got["image"])
+        if all(got.get(a) is not None for a in IMAGES_ARRAYS):
+            reader.problems.extend(_check_jpegs(name, s0, got, meta))
+    values = {"label": np.concatenate(labels), "image": np.concatenate(images)} if ok and labels else {}
+    if ok and not labels:
+        values = {"label": np.zeros(0, np.int32), "image": np.zeros(0, np.int32)}
+    return _check_view(reader.problems, name, sp, 0, values, len(meta.classes))
+
+
+def _check_jpegs(name: str, start: int, got: dict, meta: ImagesMeta) -> list[dict]:
+    """The problems of one shard's JPEGs (see :func:`_verify_images_split`)."""
+    samplings = {code: n for code, n in enumerate(meta.samplings)}
+
+    def check(i: int) -> Optional[str]:
+        data, label = got["jpeg"][i], int(got["label"][i])
+        if label < 0:
+            return None if not data else "a failed sample (label -1) holds JPEG bytes"
+        if not data:
+            return "no JPEG bytes for a converted sample"
+        try:
+            head = jpeg.read_header(data)
+            jpeg.read_coefficients(data, strict=True, tolerate=jpeg.HARMLESS_WARNINGS)
+        except JdctError as exc:
+            return f"the JPEG does not decode: {exc.reason}"
+        facts = (head["width"], head["height"], jpeg.sampling_name(head["components"], head["color_space"]))
+        want = (int(got["width"][i]), int(got["height"][i]), samplings.get(int(got["sampling"][i]), "?"))
+        if facts != want:
+            return f"the JPEG is {facts[0]}x{facts[1]} {facts[2]}, the arrays say {want[0]}x{want[1]} {want[2]}"
+        if not 0 < int(got["treatment"][i]) < len(meta.treatments):
+            return f"treatment code {int(got['treatment'][i])} is not one of the store's"
+        return None
+
+    # read_coefficients releases the GIL: the shard's JPEGs decode in parallel
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        found = list(pool.map(check, range(len(got["jpeg"]))))
+    return [_problem(name, "jpeg", 0, start + i, start + i + 1, what) for i, what in enumerate(found) if what]
 
 
 def _check_view(problems: list, name: str, sp: SplitMeta, view: int, values: dict,
@@ -398,9 +662,10 @@ def _verify_incomplete(root: Path, progress: Optional[ProgressFn]) -> dict:
             finished.append((name, view, k, s0, s1))
         else:
             problems.append(_problem(name, "*", view, s0, s1, "shard not converted yet"))
-    reader = _Reader(root, layout, sum(s1 - s0 for *_, s0, s1 in finished) * len(ALL_ARRAYS), progress)
+    names = [spec.name for spec in layout.arrays]
+    reader = _Reader(root, layout, sum(s1 - s0 for *_, s0, s1 in finished) * len(names), progress)
     for name, view, k, s0, s1 in finished:
-        for a in ALL_ARRAYS:
+        for a in names:
             reader.shard(group[f"{name}/{a}"], name, a, view, k, s0, s1)
     return _report(root, False, reader.checked, problems + reader.problems)
 

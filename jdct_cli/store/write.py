@@ -9,7 +9,8 @@ from typing import Mapping
 import numpy as np
 
 from ..fileio import atomic_write_json
-from .format import ATTRS_KEY, CropsLayout, StoreMeta
+from .format import ATTRS_KEY, CropsLayout, ImagesLayout, ImagesMeta, StoreMeta
+from .read import quiet_zarr
 
 
 def create_store(path: os.PathLike | str) -> None:
@@ -22,7 +23,7 @@ def create_store(path: os.PathLike | str) -> None:
 
 
 def create_split_arrays(path: os.PathLike | str, split: str, views: int, num_samples: int,
-                        layout: CropsLayout) -> None:
+                        layout: "CropsLayout | ImagesLayout") -> None:
     """Create every array of ``split`` as ``layout`` says (shapes, dtypes, chunks inside shards,
     codecs, fill values). Empty chunks are written too, so every shard is a file whose absence
     means 'not written'."""
@@ -30,18 +31,17 @@ def create_split_arrays(path: os.PathLike | str, split: str, views: int, num_sam
 
     group = zarr.open_group(os.fspath(path), mode="r+", zarr_format=3)
     sub = group.require_group(split)
-    for spec in layout.arrays:
-        sub.create_array(
-            spec.name,
-            shape=layout.shape(spec.name, views, num_samples),
-            chunks=layout.chunks(spec.name),
-            shards=layout.shards(spec.name),
-            dtype=spec.dtype,
-            compressors=layout.codec.zarr_compressors(),
-            fill_value=spec.fill_value,
-            config={"write_empty_chunks": True},
-            overwrite=True,
-        )
+    with quiet_zarr():
+        for spec in layout.arrays:
+            sub.create_array(
+                spec.name,
+                shape=layout.shape(spec.name, views, num_samples),
+                chunks=layout.chunks(spec.name),
+                shards=layout.shards(spec.name),
+                config={"write_empty_chunks": True},
+                overwrite=True,
+                **layout.zarr_kwargs(spec.name),
+            )
 
 
 def write_shard(path: os.PathLike | str, split: str, view: int, start: int, stop: int,
@@ -50,12 +50,13 @@ def write_shard(path: os.PathLike | str, split: str, view: int, start: int, stop
     shape ``(stop - start,) + sample shape``}); a whole shard is one write of each array."""
     import zarr
 
-    for name, values in arrays.items():
-        arr = zarr.open_array(os.fspath(Path(path) / split / name), mode="r+")
-        arr[view, start:stop] = values
+    with quiet_zarr():
+        for name, values in arrays.items():
+            arr = zarr.open_array(os.fspath(Path(path) / split / name), mode="r+")
+            arr[view, start:stop] = values
 
 
-def write_metadata(path: os.PathLike | str, meta: StoreMeta) -> None:
+def write_metadata(path: os.PathLike | str, meta: "StoreMeta | ImagesMeta") -> None:
     """Set attrs["jdct"] in the group's zarr.json, atomically (the last write of a conversion)."""
     zarr_json = Path(path) / "zarr.json"
     group_meta = json.loads(zarr_json.read_text())

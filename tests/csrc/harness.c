@@ -2,8 +2,10 @@
  *
  * For each file: the marker walker (both modes) and the scan count; the header and budget;
  * the coefficients (every component, its quantization table); RGB decodes at several scales,
- * whole and a region (crop + skip); then, on the decoded pixels, the reference encoder, the
- * forward DCT of a 16-aligned crop and a bilinear resize. Errors are expected (the inputs include
+ * whole and a region (crop + skip, then read on to EOI); rectangles of coefficients (one file,
+ * and a batch of it on 3 threads); a lossless transcode (with restart markers and markers kept)
+ * and the coefficients written back; then, on the decoded pixels, the reference encoder (with
+ * given tables too), the forward DCT of a 16-aligned crop and a bilinear resize. Errors are expected (the inputs include
  * broken files) and only counted: what this checks is that no path reads or writes out of
  * bounds, leaks, or does undefined arithmetic, which the sanitizers report and abort on.
  *
@@ -51,7 +53,17 @@ static int coefficients(const unsigned char *data, size_t size, int strict) {
     jd_dec c;
     jd_budget b;
     int ci, ok = -1;
-    if (jd_dec_open(&c, data, size, strict, 1) == 0 && jd_dec_check_budget(&c, 1 << 24, data, size, &b) == 0 &&
+    jd_strict st;
+    memset(&st, 0, sizeof(st));
+    st.on = strict;
+    st.ntolerate = 2;
+    st.tolerate[0].substring = "extraneous bytes before marker";
+    st.tolerate[0].anywhere = 0;
+    st.tolerate[0].at_most = -1;
+    st.tolerate[1].substring = "extraneous bytes before marker";
+    st.tolerate[1].anywhere = 1;
+    st.tolerate[1].at_most = 32;
+    if (jd_dec_open(&c, data, size, &st, JD_SAVE_EXIF) == 0 && jd_dec_check_budget(&c, 1 << 24, data, size, &b) == 0 &&
         jd_dec_read_coefficients(&c) == 0) {
         ok = 0;
         for (ci = 0; ci < c.d.num_components && ok == 0; ci++) {
@@ -68,6 +80,94 @@ static int coefficients(const unsigned char *data, size_t size, int strict) {
     return ok;
 }
 
+/* Rectangles (a third of each component, from its middle; k 8 then 3) read alone and in a batch
+   of 4 copies on 3 threads. */
+static int rects(const unsigned char *data, size_t size) {
+    jd_dec c;
+    jd_budget b;
+    jd_rect_info info;
+    jd_rect r[JD_MAX_COMPS];
+    jd_rect_job jobs[4];
+    JCOEF *buf[JD_MAX_COMPS] = {NULL, NULL, NULL, NULL};
+    int ci, nc = 0, ok = -1, j, k;
+    memset(r, 0, sizeof(r));
+    if (jd_dec_open(&c, data, size, NULL, 0) == 0) {
+        nc = c.d.num_components < JD_MAX_COMPS ? c.d.num_components : JD_MAX_COMPS;
+        for (ci = 0; ci < nc; ci++) {
+            JDIMENSION rows, cols;
+            jd_dec_blocks(&c, ci, &rows, &cols);
+            r[ci].r0 = rows / 3;
+            r[ci].r1 = rows / 3 + (rows + 2) / 3;
+            r[ci].c0 = cols / 3;
+            r[ci].c1 = cols / 3 + (cols + 2) / 3;
+            if (r[ci].r1 > rows) r[ci].r1 = rows;
+            if (r[ci].c1 > cols) r[ci].c1 = cols;
+            r[ci].k = 8;
+            r[ci].dst_stride = (size_t)(r[ci].c1 - r[ci].c0) * DCTSIZE2;
+            /* exactly the room needed: one element more written would be caught */
+            buf[ci] = (JCOEF *)malloc((size_t)(r[ci].r1 - r[ci].r0) * r[ci].dst_stride * sizeof(JCOEF) + 1);
+            r[ci].dst = buf[ci];
+        }
+    }
+    jd_dec_close(&c);
+    for (k = 8; nc > 0 && k >= 3; k -= 5) {
+        for (ci = 0; ci < nc; ci++) {
+            r[ci].k = k;
+            r[ci].dst_stride = (size_t)(r[ci].c1 - r[ci].c0) * (size_t)(k * k);
+        }
+        if (jd_read_rects(&c, data, size, NULL, 1 << 24, r, nc, &b, &info) == 0) ok = 0;
+        jd_dec_close(&c);
+    }
+    for (j = 0; nc > 0 && j < 4; j++) {
+        jobs[j].data = data;
+        jobs[j].size = size;
+        jobs[j].nrects = nc;
+        memcpy(jobs[j].rects, r, sizeof(r));
+        for (ci = 0; ci < nc && j > 0; ci++) jobs[j].rects[ci].r1 = jobs[j].rects[ci].r0; /* only the first writes */
+    }
+    if (nc > 0) jd_read_rects_batch(jobs, 4, NULL, 1 << 24, 3);
+    for (ci = 0; ci < JD_MAX_COMPS; ci++) free(buf[ci]);
+    return ok;
+}
+
+/* Transcode (restart markers, markers kept), then write the coefficients read back. */
+static int writing(const unsigned char *data, size_t size) {
+    jd_xcode t;
+    jd_budget b;
+    jd_dec c;
+    jd_coef_plane planes[JD_MAX_COMPS];
+    JCOEF *bufs[JD_MAX_COMPS] = {NULL, NULL, NULL, NULL};
+    uint16_t q[JD_MAX_COMPS][64];
+    int ok = -1, ci, k, nc = 0;
+    if (jd_transcode(&t, data, size, NULL, 1 << 24, 1, 2, 1, &b) == 0) ok = 0;
+    jd_xcode_close(&t);
+    if (jd_dec_open(&c, data, size, NULL, 0) == 0 && jd_dec_check_budget(&c, 1 << 24, data, size, &b) == 0 &&
+        jd_dec_read_coefficients(&c) == 0 && c.d.num_components <= JD_MAX_COMPS) {
+        nc = c.d.num_components;
+        for (ci = 0; ci < nc; ci++) {
+            JDIMENSION rows, cols;
+            const JQUANT_TBL *tbl = jd_dec_quant_table(&c, ci);
+            jd_dec_blocks(&c, ci, &rows, &cols);
+            bufs[ci] = (JCOEF *)malloc((size_t)rows * cols * DCTSIZE2 * sizeof(JCOEF) + 1);
+            if (bufs[ci] == NULL || jd_dec_copy_component(&c, ci, bufs[ci], rows, cols) != 0) nc = 0;
+            for (k = 0; k < 64; k++) q[ci][k] = tbl != NULL && tbl->quantval[k] ? tbl->quantval[k] : 1;
+            planes[ci].coefs = bufs[ci];
+            planes[ci].bh = rows;
+            planes[ci].bw = cols;
+            planes[ci].h = c.d.comp_info[ci].h_samp_factor;
+            planes[ci].v = c.d.comp_info[ci].v_samp_factor;
+            planes[ci].quant = q[ci];
+        }
+        if (nc > 0 && jd_write_coefficients(&t, c.d.image_width, c.d.image_height, c.d.jpeg_color_space, planes, nc,
+                                            1, 3) != 0)
+            ok = -1;
+        jd_xcode_close(&t);
+    }
+    jd_dec_close(&c);
+    for (ci = 0; ci < JD_MAX_COMPS; ci++) free(bufs[ci]);
+    return ok;
+}
+
 /* Decode at scale m/8 (whole image, or the region x0,y0 w x h of the output); returns the
    pixels (caller frees) or NULL. */
 static uint8_t *decode(const unsigned char *data, size_t size, int m, int region, int *W, int *H) {
@@ -76,7 +176,7 @@ static uint8_t *decode(const unsigned char *data, size_t size, int m, int region
     uint8_t *out = NULL;
     JDIMENSION x = 0, y = 0, w, h, xoff = 0, cropw;
     int cmyk;
-    if (jd_dec_open(&c, data, size, 0, 0) != 0 || jd_dec_check_budget(&c, 1 << 24, data, size, &b) != 0) goto done;
+    if (jd_dec_open(&c, data, size, NULL, 0) != 0 || jd_dec_check_budget(&c, 1 << 24, data, size, &b) != 0) goto done;
     cmyk = c.d.jpeg_color_space == JCS_CMYK || c.d.jpeg_color_space == JCS_YCCK;
     c.d.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     c.d.dct_method = JDCT_ISLOW;
@@ -98,7 +198,8 @@ static uint8_t *decode(const unsigned char *data, size_t size, int m, int region
         if (jd_dec_skip(&c, y) != 0) goto done;
     }
     out = (uint8_t *)malloc((size_t)w * h * 3);
-    if (out == NULL || jd_dec_read_rgb(&c, out, (size_t)w * 3, h, x - xoff, w, cmyk) != 0) {
+    if (out == NULL || jd_dec_read_rgb(&c, out, (size_t)w * 3, h, x - xoff, w, cmyk) != 0 ||
+        (region && jd_dec_finish(&c) != 0)) {
         free(out);
         out = NULL;
         goto done;
@@ -119,8 +220,11 @@ static void pixel_math(const uint8_t *rgb, int W, int H, unsigned seed) {
         ql[i] = (uint16_t)(1 + (seed + (unsigned)i * 7) % 255);
         qc[i] = (uint16_t)(1 + (seed + (unsigned)i * 13) % 255);
     }
-    if (jd_encode(&s, rgb, (JDIMENSION)W, (JDIMENSION)H, (size_t)W * 3, 1 + (int)(seed % 100), 2, 2) == 0 &&
+    if (jd_encode(&s, rgb, (JDIMENSION)W, (JDIMENSION)H, (size_t)W * 3, 1 + (int)(seed % 100), 2, 2, NULL, NULL, 0) == 0 &&
         s.outsize < 4)
+        abort();
+    jd_enc_close(&s);
+    if (jd_encode(&s, rgb, (JDIMENSION)W, (JDIMENSION)H, (size_t)W * 3, 0, 1, 1, ql, qc, 1) == 0 && s.outsize < 4)
         abort();
     jd_enc_close(&s);
     if (S >= 16) {
@@ -148,7 +252,7 @@ static void pixel_math(const uint8_t *rgb, int W, int H, unsigned seed) {
 }
 
 int main(int argc, char **argv) {
-    int i, files = 0, coef_ok = 0, decoded = 0, segments = 0;
+    int i, files = 0, coef_ok = 0, decoded = 0, segments = 0, rect_ok = 0, write_ok = 0;
     static const int scales[] = {8, 4, 3, 1, 16};
     for (i = 1; i < argc; i++) {
         size_t size = 0;
@@ -159,6 +263,8 @@ int main(int argc, char **argv) {
         segments += walk(data, size);
         coef_ok += coefficients(data, size, 0) == 0;
         (void)coefficients(data, size, 1);
+        rect_ok += rects(data, size) == 0;
+        write_ok += writing(data, size) == 0;
         for (k = 0; k < 5; k++) {
             int W = 0, H = 0;
             uint8_t *rgb = decode(data, size, scales[k], k % 2, &W, &H);
@@ -169,7 +275,7 @@ int main(int argc, char **argv) {
         }
         free(data);
     }
-    printf("harness: %d files, %d segments walked, %d coefficient reads ok, %d decodes ok\n", files, segments,
-           coef_ok, decoded);
+    printf("harness: %d files, %d segments walked, %d coefficient reads ok, %d decodes ok, %d rectangle reads "
+           "ok, %d transcodes ok\n", files, segments, coef_ok, decoded, rect_ok, write_ok);
     return 0;
 }

@@ -12,6 +12,12 @@ One input = the bytes of one would-be JPEG file. Each input goes through, in ord
 6. ``transforms.convert_image``: one file's bytes to one crop's coefficients (what ``jdct convert``
    does per image: header, crop box, ROI + DCT-scaled decode, resize, forward DCT), train or val,
    EXIF orientation ignored or applied.
+7. ``_decoder.read_coefficient_rects`` of a block rectangle per component (some left out) at a
+   k of 1..8, compared with the same places of ``read_coefficients`` when neither warned, and the
+   same rectangles through ``read_coefficient_rects_batch`` on 2 threads (identical values)
+8. ``_decoder.transcode`` to baseline (with a restart interval for half the inputs): the result
+   reads back with the source's coefficients and tables when the source read cleanly
+9. ``_decoder.write_coefficients`` of the coefficients read: they read back identical
 
 The choices (scale, strictness, ROI, train/val...) come from a CRC of the input, so an input
 always replays the same way (regression files under ``tests/regressions/`` rely on it) and the
@@ -104,6 +110,100 @@ def _check_resize(rgb: np.ndarray, bits: int) -> None:
                                       "differs from Pillow")
 
 
+def _check_rects(data: bytes, header: dict, comps, quant, bits: int) -> None:
+    """Step 7: rectangles (single and batched) against the whole read (``comps`` None: it failed)."""
+    from jdct_cli import _decoder as dec
+    from jdct_cli.errors import JdctError
+
+    rects, ks = [], []
+    for ci, info in enumerate(header["components"][:4]):
+        H, W = info["blocks_high"], info["blocks_wide"]
+        b = (bits >> (6 * ci)) & 63
+        if b & 1 and ci:
+            rects.append(None)
+        else:
+            r0, c0 = (b >> 1) % H, (b >> 3) % W
+            rects.append((r0, c0, r0 + 1 + (bits >> 24) % (H - r0), c0 + 1 + (bits >> 28) % (W - c0)))
+        ks.append(1 + (b >> 2) % 8)
+    try:
+        out, q, warnings, info = dec.read_coefficient_rects(data, rects, ks=ks, max_pixels=FUZZ_MAX_PIXELS)
+    except JdctError as exc:
+        _feature("rects", type(exc).__name__, exc.reason)
+        return
+    _feature("rects-ok", info["mode"], min(warnings, 9))
+    for got, rect, k in zip(out, rects, ks):
+        if rect is None:
+            _check(got is None, "a rectangle where none was asked")
+            continue
+        r0, c0, r1, c1 = rect
+        _check(got.dtype == np.int16 and got.shape == (r1 - r0, c1 - c0, k * k), f"rect shape {got.shape}")
+    if comps is not None and warnings == 0:
+        _check(np.array_equal(q, quant), "rect quant differs from the whole read")
+        for comp, got, rect, k in zip(comps, out, rects, ks):
+            if rect is not None:
+                r0, c0, r1, c1 = rect
+                want = comp[r0:r1, c0:c1].reshape(r1 - r0, c1 - c0, 8, 8)[:, :, :k, :k].reshape(r1 - r0, c1 - c0, -1)
+                _check(np.array_equal(got, want), f"rect {rect} k {k} ({info['mode']}) differs from the whole read")
+    # the same through the batch entry point, twice in one batch on 2 threads
+    C = len(rects)
+    R = np.array([[r or (0, 0, 0, 0) for r in rects]] * 2, np.int64)
+    K = np.array([ks] * 2, np.int64)
+    sizes = (R[:, :, 2] - R[:, :, 0]) * (R[:, :, 3] - R[:, :, 1]) * K * K
+    offsets = np.concatenate([[0], np.cumsum(sizes.ravel())[:-1]]).reshape(2, C)
+    buf = np.zeros(int(sizes.sum()) + 1, np.int16)
+    errors, bw, bq, _ = dec.read_coefficient_rects_batch([data, data], R, buf, offsets, ks=K, threads=2,
+                                                         max_pixels=FUZZ_MAX_PIXELS)
+    for i in range(2):
+        _check(errors[i] is None, f"batch item failed where the single read did not: {errors[i]!r}")
+        for ci, got in enumerate(out):
+            if got is not None:
+                part = buf[offsets[i, ci]:offsets[i, ci] + got.size]
+                _check(np.array_equal(part, got.ravel()), "batch differs from the single read")
+
+
+def _check_writing(data: bytes, header: dict, comps, quant, bits: int) -> None:
+    """Steps 8 and 9: lossless transcoding and writing the coefficients back."""
+    from jdct_cli import _decoder as dec
+    from jdct_cli.errors import JdctError
+
+    hmax = max(c["h"] for c in header["components"])
+    vmax = max(c["v"] for c in header["components"])
+    real = [(-(-header["height"] * c["v"] // (8 * vmax)), -(-header["width"] * c["h"] // (8 * hmax)))
+            for c in header["components"]]
+    try:
+        out, _ = dec.transcode(data, restart_interval=(bits & 7) if bits & 8 else 0, max_pixels=FUZZ_MAX_PIXELS)
+    except JdctError as exc:
+        _feature("transcode", type(exc).__name__, exc.reason)
+    else:
+        _feature("transcode-ok")
+        back, bq, warnings = dec.read_coefficients(out, max_pixels=FUZZ_MAX_PIXELS)
+        _check(warnings == 0 and not dec.read_header(out)["progressive"], "transcoded file reads with warnings")
+        if comps is not None:
+            _check(np.array_equal(bq, quant), "transcode changed the tables")
+            for a, b, (bh, bw) in zip(comps, back, real):
+                _check(np.array_equal(a[:bh, :bw], b[:bh, :bw]), "transcode changed coefficients")
+    spaces = {"GRAYSCALE": 1, "YCbCr": 3, "RGB": 3, "CMYK": 4, "YCCK": 4}
+    if comps is None or spaces.get(header["color_space"]) != len(comps) or quant.min() < 1:
+        return
+    # what baseline Huffman coding of 8-bit data holds (write_coefficients refuses the rest)
+    for c, (bh, bw) in zip(comps, real):
+        if not (-1024 <= c[:bh, :bw, 0].min() and c[:bh, :bw, 0].max() <= 1023
+                and np.abs(c[:bh, :bw, 1:].astype(np.int32)).max(initial=0) <= 1023):
+            _feature("write-out-of-range")
+            return
+    try:
+        out = dec.write_coefficients(comps, quant, header["width"], header["height"],
+                                     [(c["h"], c["v"]) for c in header["components"]],
+                                     color_space=header["color_space"], restart_interval=bits & 3)
+    except JdctError as exc:
+        _feature("write", type(exc).__name__, exc.reason)
+        return
+    back, bq, warnings = dec.read_coefficients(out, max_pixels=FUZZ_MAX_PIXELS)
+    _check(warnings == 0 and np.array_equal(bq, quant), "written file reads differently")
+    for a, b, (bh, bw) in zip(comps, back, real):
+        _check(np.array_equal(a[:bh, :bw], b[:bh, :bw]), "write_coefficients changed coefficients")
+
+
 def one_input(data: bytes) -> None:
     """Run one input through every entry point; raise on anything but a clean JdctError."""
     from jdct_cli import _decoder as dec
@@ -122,6 +222,7 @@ def one_input(data: bytes) -> None:
         W, H, nc = header["width"], header["height"], header["num_components"]
         _check(W > 0 and H > 0 and W * H <= FUZZ_MAX_PIXELS, f"header size {W}x{H}")
         _check(len(header["components"]) == nc, "component count")
+        comps = quant = None
         try:
             comps, quant, nwarn = dec.read_coefficients(data, max_pixels=FUZZ_MAX_PIXELS, strict=ch["strict"])
         except JdctError as exc:
@@ -132,6 +233,10 @@ def one_input(data: bytes) -> None:
             for c, info in zip(comps, header["components"]):
                 _check(c.dtype == np.int16 and c.shape == (info["blocks_high"], info["blocks_wide"], 64),
                        f"coefficient shape {c.shape} vs header {info}")
+            if nwarn:
+                comps = None  # damaged: other paths may see the damage differently
+        _check_rects(data, header, comps, quant, ch["roi_bits"])
+        _check_writing(data, header, comps, quant, ch["resize_bits"])
         s, m = ch["scale"], ch["scale_num"]
         if m is not None and W * H * m * m <= 64 * FUZZ_MAX_PIXELS:
             s, scaling = f"{m}/8", {"scale": 8, "scale_num": m}
