@@ -40,11 +40,15 @@ pytestmark = [
 
 
 def _convert_offers_images_layout() -> bool:
+    """The images layout is covered once both ends have it: conversion (ConvertOptions.layout)
+    and the loader (``jdct_cli.data.LAYOUTS``)."""
     try:
         from jdct_cli.convert import ConvertOptions
+        from jdct_cli import data
     except Exception:  # an unbuilt extension: the tests report that themselves
         return False
-    return "layout" in {f.name for f in dataclasses.fields(ConvertOptions)}
+    return ("layout" in {f.name for f in dataclasses.fields(ConvertOptions)}
+            and "images" in getattr(data, "LAYOUTS", ("crops",)))
 
 
 #: Store layouts every loader test covers. The images layout (issue 12: JPEG bytes in the store,

@@ -362,10 +362,13 @@ class Suite:
         return tree
 
     def _layouts(self) -> list[str]:
-        """Store layouts `jdct convert` writes: crops, and images once it offers ``--layout`` (issue 12);
+        """Store layouts `jdct convert` writes and the loader reads: crops, and images once both do (issue 12);
         every later section then covers each layout converted here."""
         r = self.run([self.py, "-m", "jdct_cli", "convert", "--help"], 60, capture=True)
-        return ["crops", "images"] if r.ok and "--layout" in r.output else ["crops"]
+        loads = self.run([self.py, "-c", "from jdct_cli import data; print(*getattr(data, 'LAYOUTS', ('crops',)))"],
+                         60, capture=True)
+        both = r.ok and "--layout" in r.output and loads.ok and "images" in loads.output.split()
+        return ["crops", "images"] if both else ["crops"]
 
     # ---------------------------------------------------------------- 1. pytest -m cuda
     def do_cuda_tests(self, box: float) -> dict:
