@@ -86,7 +86,7 @@ def main():
     jdct verify OUT.zarr               check every chunk of a store
     jdct models                        the model zoo
     jdct train / eval / predict        train and use the networks
-    jdct export CKPT OUT.pt            a weights-only copy of a checkpoint, for sharing
+    jdct export CKPT OUT               weights only (.pt), ONNX (.onnx) or torch.export (.pt2)
 
     Ctrl-C stops any command with exit code 130 (train and convert keep their work: run the
     same command again, or jdct train --resume RUN_DIR).
@@ -695,24 +695,64 @@ def predict_command(checkpoint, images, files_from, direct, batch_size, threads,
 
 
 @main.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=str), metavar="CKPT")
-@click.argument("out", type=click.Path(dir_okay=False, path_type=str), metavar="OUT.pt")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str), metavar="[CKPT] OUT")
+@click.option("--checkpoint", type=click.Path(path_type=str), metavar="CKPT",
+              help="The checkpoint (instead of the first argument): a .pt file or a RUN_DIR (its last.pt).")
+@click.option("--format", "kind", type=click.Choice(["weights", "onnx", "pt2"]),
+              help="What to write [default: from OUT's extension: .pt weights, .onnx ONNX, .pt2 torch.export].")
+@click.option("--opset", type=click.IntRange(min=18), help="ONNX opset version [default: the exporter's].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written, and the check, as JSON.")
 @library_errors
-def export_command(checkpoint, out):
-    """Write a weights-only copy of a checkpoint, for sharing.
+def export_command(paths, checkpoint, kind, opset, as_json):
+    """Export a checkpoint: weights only (.pt), ONNX (.onnx) or torch.export (.pt2).
 
     \b
-    CKPT is a training checkpoint (last.pt, best.pt) or a RUN_DIR (its last.pt). OUT.pt keeps
-    what `jdct eval` and `jdct predict` need (network, classes, weights, the training store's
-    facts, config and last metrics) and drops the optimizer's momentum and the loader and RNG
-    state: about half the size. It cannot be resumed; keep the run's own checkpoints for that.
+    OUT.pt: a weights-only copy for sharing. It keeps what `jdct eval` and `jdct predict`
+    need (network, classes, weights, the training store's facts, config and last metrics) and
+    drops the optimizer's momentum and the loader and RNG state: about half the size. It
+    cannot be resumed; keep the run's own checkpoints for that.
 
     \b
-    Example:
+    OUT.onnx / OUT.pt2: the network for deployment, with the loader's normalization built in.
+    Inputs: DCT networks take y [B,64,H/8,W/8], cb, cr [B,64,H/16,W/16] float32, the
+    dequantized coefficients (coefficient x quantization table, channel 8*v+u); pixel
+    networks take x [B,3,H,W] float32 in [0,1]. Output: logits [B, classes]. Batch and
+    image size are dynamic (H, W: multiples of 16 from 48 pixels). Before the file is
+    written, the exported model must give the checkpoint's logits within 1e-4 (ONNX: in ONNX
+    Runtime on the CPU when it is installed). ONNX needs `pip install 'jdct[export]'`.
+
+    \b
+    Examples:
       jdct export runs/ups/best.pt ups-imagenet.pt
+      jdct export --checkpoint runs/ups/best.pt ups.onnx
+      jdct export runs/ups ups.pt2 --json
     """
-    from .checkpoint import export_weights
+    import json
 
-    res = export_weights(checkpoint, out)
-    click.echo(f"wrote {res['out']}: {res['arch']} after {_plural(res['epoch'] or 0, 'epoch')}, weights only, "
-               f"{_mb(res['bytes'])} (the checkpoint is {_mb(res['source_bytes'])})")
+    from .export import export
+
+    if checkpoint is not None:
+        if len(paths) != 1:
+            raise click.UsageError("with --checkpoint, give only OUT")
+        out = paths[0]
+    elif len(paths) == 2:
+        checkpoint, out = paths
+    else:
+        raise click.UsageError("give CKPT and OUT (or --checkpoint CKPT and OUT)")
+    res = export(checkpoint, out, kind=kind, opset=opset)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    elif res["kind"] == "weights":
+        click.echo(f"wrote {res['out']}: {res['arch']} after {_plural(res['epoch'] or 0, 'epoch')}, weights only, "
+                   f"{_mb(res['bytes'])} (the checkpoint is {_mb(res['source_bytes'])})")
+    else:
+        names = ", ".join(f"{k} [{','.join(map(str, v))}]" for k, v in res["inputs"].items())
+        click.echo(f"wrote {res['out']}: {res['arch']} as {'ONNX' if res['kind'] == 'onnx' else 'torch.export'}, "
+                   f"{_mb(res['bytes'])}; inputs {names} -> logits [B,{len(res['classes'])}]")
+        check = res["check"]
+        if check.get("runtime"):
+            shapes = " and ".join(f"{b}x{h}x{w}" for b, h, w in check["shapes"])
+            click.echo(f"checked: max |logit difference| {check['max_abs_diff']:.2g} against the checkpoint "
+                       f"({check['runtime']}, batch x height x width {shapes})")
+        else:
+            click.echo(check["note"])
