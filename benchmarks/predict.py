@@ -22,6 +22,7 @@ direct ones run at their own size, ~15x the pixels of a 224 crop).
 
     python3 benchmarks/predict.py                         # both data sets, 1 and 2 threads
     python3 benchmarks/predict.py --limit 400 --threads 1 --json out.json
+    python3 benchmarks/predict.py --device cuda --threads 8 --batch 256 --source imagenette/val   # GPU run
 """
 from __future__ import annotations
 
@@ -60,14 +61,22 @@ def store_facts(size: int = 224) -> dict:
             "transform": {"exif": "ignore", "exact_decode": False}}
 
 
-def jdct_run(name: str, files: list[str], batch: int, threads: int) -> tuple[float, list[int], Counter]:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def jdct_run(name: str, files: list[str], batch: int, threads: int, device: str = "cpu"
+             ) -> tuple[float, list[int], Counter]:
     """(seconds, top-1 per file, modes) of jdct predict --direct with network ``name``."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=1000)
-    pred = Predictor(model, "dct", store_facts(), [str(i) for i in range(1000)], arch=name, device="cpu",
+    pred = Predictor(model, "dct", store_facts(), [str(i) for i in range(1000)], arch=name, device=device,
                      direct=True, top_k=5)
+    _sync(device)
     t0 = time.perf_counter()
     records = list(iter_predictions(pred, files, batch_size=batch, threads=threads))
+    _sync(device)
     seconds = time.perf_counter() - t0
     bad = [r for r in records if "error" in r]
     if bad:
@@ -89,11 +98,16 @@ def _pillow_pixels(path: str) -> torch.Tensor:
         return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def pillow_run(files: list[str], batch: int, threads: int) -> tuple[float, list[int], Counter]:
+def pillow_run(files: list[str], batch: int, threads: int, device: str = "cpu") -> tuple[float, list[int], Counter]:
     """(seconds, top-1 per file, modes) of resnet50_rgb on Pillow's decode + resize + centre crop."""
     torch.manual_seed(0)
-    model = create_model("resnet50_rgb", num_classes=1000).eval()
+    model = create_model("resnet50_rgb", num_classes=1000).eval().to(device)
+    mean, std = IMAGENET_MEAN.to(device), IMAGENET_STD.to(device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
     labels: list[int] = []
+    _sync(device)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool, torch.inference_mode():
         window: deque = deque()
@@ -108,10 +122,13 @@ def pillow_run(files: list[str], batch: int, threads: int) -> tuple[float, list[
                     window.append(pool.submit(_pillow_pixels, f))
             if not window:
                 break
-            take = [window.popleft().result() for _ in range(min(batch, len(window)))]
-            x = (torch.stack(take).float().div_(255) - IMAGENET_MEAN) / IMAGENET_STD
+            take = torch.stack([window.popleft().result() for _ in range(min(batch, len(window)))])
+            if cuda:
+                take = take.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = (take.float().div_(255) - mean) / std
             top = torch.softmax(model(x), 1).topk(5, dim=1).indices
             labels.extend(top[:, 0].tolist())
+    _sync(device)
     return time.perf_counter() - t0, labels, Counter({"pillow-224": len(files)})
 
 
@@ -122,22 +139,27 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--check", type=int, default=24, help="files whose batch-1 labels are compared")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (then --threads are reader threads only)")
+    ap.add_argument("--source", metavar="FOLDER", help="classify the JPEGs under FOLDER instead of --datasets")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
-    if not SHARED.is_dir():
-        print(f"no real data at {SHARED} (set JDCT_SHARED_DATA)", file=sys.stderr)
+    sources = {"source": Path(args.source)} if args.source else {ds: SHARED / DATASETS[ds][0] for ds in args.datasets}
+    if not all(p.is_dir() for p in sources.values()):
+        print(f"no JPEG folder at {', '.join(map(str, sources.values()))} (set JDCT_SHARED_DATA or --source)",
+              file=sys.stderr)
         return 2
+    device = args.device
     rows, mismatches = [], 0
-    for ds in args.datasets:
-        folder, pattern = DATASETS[ds]
-        every = sorted(map(str, (SHARED / folder).rglob(pattern)))
+    for ds, folder in sources.items():
+        every = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
         files = every[:: max(1, len(every) // args.limit)][: args.limit]
         for f in files:  # into the page cache: the benchmark times decoding and inference, not the disk
             Path(f).read_bytes()
         for threads in args.threads:
-            torch.set_num_threads(threads)
-            runs = [(name, lambda f, b, n=name: jdct_run(n, f, b, threads)) for name in DCT_NETS]
-            runs.append(("resnet50_rgb", lambda f, b: pillow_run(f, b, threads)))
+            if device == "cpu":
+                torch.set_num_threads(threads)
+            runs = [(name, lambda f, b, n=name: jdct_run(n, f, b, threads, device)) for name in DCT_NETS]
+            runs.append(("resnet50_rgb", lambda f, b: pillow_run(f, b, threads, device)))
             base = None
             for name, run in runs:
                 seconds, labels, modes = run(files, args.batch)
@@ -147,7 +169,7 @@ def main(argv=None) -> int:
                 ips = len(files) / seconds
                 if name == "resnet50_rgb":
                     base = ips
-                rows.append({"dataset": ds, "threads": threads, "network": name, "images": len(files),
+                rows.append({"dataset": ds, "device": device, "threads": threads, "network": name, "images": len(files),
                              "seconds": round(seconds, 3), "images_per_s": round(ips, 2), "modes": dict(modes),
                              "batch1_labels_identical": f"{same}/{len(one)}"})
                 print(f"{ds:19s} T={threads} {name:24s} {ips:7.2f} img/s  {dict(modes)}  batch-1 labels {same}/{len(one)}",
@@ -162,7 +184,7 @@ def main(argv=None) -> int:
         print(f"| {r['dataset']} | {r['threads']} | {r['network']} | {r['images_per_s']:.2f} | "
               f"{r['vs_resnet50_rgb_pillow']:.2f}x | {modes} | {r['batch1_labels_identical']} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"batch": args.batch, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"batch": args.batch, "device": device, "rows": rows}, indent=2))
     if mismatches:
         print(f"FAIL: {mismatches} files got another top-1 label at batch 1", file=sys.stderr)
         return 1
