@@ -79,10 +79,10 @@ REAL = Plan(dry=False, device="cuda",
             shares={"setup": 60, "cuda_tests": 120, "inference": 60, "predict": 30, "loader": 45, "training": 150},
             size=224, views=4, convert_workers=min(16, os.cpu_count() or 1))
 DRY = Plan(dry=True, device="cpu",
-           shares={"setup": 20, "cuda_tests": 15, "inference": 15, "predict": 12, "loader": 20, "training": 35},
+           shares={"setup": 20, "cuda_tests": 15, "inference": 15, "predict": 14, "loader": 20, "training": 35},
            size=32, views=2, convert_workers=1, convert_chunking=("--chunk-samples", "16", "--shard-samples", "32"),
            infer_batch=2, infer_warmup=1, infer_iters=2, infer_models=DRY_INFERENCE_MODELS,
-           predict_threads=(1,), predict_batch=4, predict_limit=8, predict_check=4,
+           predict_threads=(1,), predict_batch=4, predict_limit=6, predict_check=3,
            loader_threads=(1, 2), loader_batch=16, loader_seconds=0.5,
            train_archs=(TRAIN_ARCHS[0], TRAIN_ARCHS[2]), train_batch=8, train_threads=1, max_epochs=1)
 
@@ -442,7 +442,7 @@ class Suite:
             rec["status"] = "failed"
             rec["error"] = "benchmarks/predict.py failed (batch-1 labels differ, or an error: see log.txt)"
         if p.dry:
-            rec["note"] = "dry run: CPU, 8 photographs of mixed sizes (most fall back from --direct)"
+            rec["note"] = "dry run: CPU, 6 photographs of mixed sizes (most fall back from --direct)"
         return rec
 
     # ---------------------------------------------------------------- 3. loader delivery
