@@ -7,6 +7,7 @@ Library modules are imported inside each command so that ``jdct --help``, ``conv
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 
@@ -85,7 +86,7 @@ def main():
     jdct verify OUT.zarr               check every chunk of a store
     jdct models                        the model zoo
     jdct train / eval / predict        train and use the networks
-    jdct export CKPT OUT.pt            a weights-only copy of a checkpoint, for sharing
+    jdct export CKPT OUT               weights only (.pt), ONNX (.onnx) or torch.export (.pt2)
 
     Ctrl-C stops any command with exit code 130 (train and convert keep their work: run the
     same command again, or jdct train --resume RUN_DIR).
@@ -632,75 +633,164 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
 @main.command("predict")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
               help="A checkpoint (.pt, or a weights-only export) or a RUN_DIR (its last.pt).")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=str), metavar="IMAGE...")
+@click.argument("images", nargs=-1, type=click.Path(path_type=str), metavar="IMAGE|FOLDER|GLOB...")
+@click.option("--files-from", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Also classify the files listed in FILE, one path a line ('-': standard input).")
 @click.option("--direct", is_flag=True,
               help="Feed the file's own coefficients (no decode, no re-encode) when it is 4:2:0 with "
                    "sides multiple of 16; otherwise say why and use the val transform.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images per forward pass (with --direct, images of one size share a batch).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads reading and decoding files ahead of the network [default: the cores, at most 8].")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
 @click.option("--class-names", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
               help="Readable class names: '<class folder> <name>' lines (e.g. Tiny-ImageNet's classes.txt); "
                    "an error when it names none of the checkpoint's classes.")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document at the end (schemas/eval.v1.schema.json).")
+@click.option("--jsonl", is_flag=True,
+              help="Print one JSON line per image as results come (schemas/predict-record.v1.schema.json).")
 @library_errors
-def predict_command(checkpoint, images, direct, top_k, class_names, device, as_json):
-    """Top-5 classes with probabilities for JPEG images.
+def predict_command(checkpoint, images, files_from, direct, batch_size, threads, top_k, class_names, device, as_json,
+                    jsonl):
+    """Top-5 classes with probabilities for JPEG images: files, folders, glob patterns.
 
     \b
     By default each image gets the store's val transform (resize the shorter side to
     round(S/0.875), centre-crop S, 4:2:0 coefficients at the training store's quality).
+    Files are read and decoded by a pool of threads ahead of batched inference; results come
+    in the order of the inputs, each as soon as it is ready. A folder means every image file
+    under it; a bad file is reported (`Error: FILE: reason`, or an "error" record) and the
+    others go on; the exit code is then 1. Ctrl-C stops at once (exit 130); every line already
+    printed is complete.
 
     \b
     Examples:
       jdct predict --checkpoint runs/ups/best.pt cat.jpg dog.jpg
       jdct predict --checkpoint runs/ups --direct --json photo.jpg
+      jdct predict --checkpoint runs/ups --direct --jsonl ~/photos 'more/**/*.jpg' > labels.jsonl
+      find /data -name '*.JPEG' | jdct predict --checkpoint best.pt --files-from - --jsonl
       jdct predict --checkpoint runs/tiny --class-names tiny-imagenet/classes.txt img.JPEG
     """
     import json
 
     from tqdm import tqdm
 
-    from .evaluate import predict
+    from .predict import FORMAT_VERSION, PREDICT_FORMAT, expand_inputs, predict_records, read_file_list
+    from .train.signals import StopFlag
 
-    with tqdm(total=len(images), desc="predicting", unit="img", disable=None, leave=False) as bar:
-        res = predict(checkpoint, list(images), direct=direct, top_k=top_k, device=device, class_names=class_names,
-                      progress=lambda _ev: bar.update(1))
+    if as_json and jsonl:
+        raise click.UsageError("--json and --jsonl exclude each other")
+    entries = expand_inputs(images, read_file_list(files_from) if files_from else None)
+    if not entries:
+        raise click.UsageError("no images: give files, folders or glob patterns, or --files-from FILE")
+    stop = StopFlag()
+    results, errors = [], []
+
+    def out(text: str, err: bool = False) -> None:
+        with tqdm.external_write_mode():
+            click.echo(text, err=err)
+
+    with stop.installed():
+        predictor, records = predict_records(checkpoint, entries, direct=direct, top_k=top_k, device=device,
+                                             batch_size=batch_size, threads=threads, class_names=class_names,
+                                             should_stop=lambda: stop.requested)
+        with tqdm(total=len(entries), desc="predicting", unit="img", disable=None, leave=False) as bar:
+            try:
+                for rec in records:
+                    bar.update(1)
+                    if "error" in rec:
+                        errors.append({"file": rec["file"], "reason": rec["error"]})
+                        out(f"Error: {rec['file']}: {rec['error']}", err=True)
+                        if jsonl:
+                            out(json.dumps(rec))
+                        continue
+                    if jsonl:
+                        out(json.dumps(rec))
+                    elif as_json:
+                        results.append(rec)
+                    else:  # text: a blank line between images
+                        lines = ([""] if results else []) + [f"{rec['file']}  ({rec['mode']})"]
+                        results.append(rec)
+                        if rec["note"]:
+                            lines.append(f"  note: {rec['note']}")
+                        lines += [f"  {r}. {100 * t['probability']:6.2f}%  {t['class']}"
+                                  for r, t in enumerate(rec["top"], 1)]
+                        out("\n".join(lines))
+            except BrokenPipeError:
+                # the reader went away (`| head`): stop quietly, as command-line tools do
+                sys.stdout = open(os.devnull, "w")
+                raise SystemExit(141) from None
     if as_json:
-        click.echo(json.dumps(res, indent=2))
-    else:
-        for i, item in enumerate(res["predictions"]):
-            if i:
-                click.echo("")
-            click.echo(f"{item['file']}  ({item['mode']})")
-            if item["note"]:
-                click.echo(f"  note: {item['note']}")
-            for rank, t in enumerate(item["top"], 1):
-                click.echo(f"  {rank}. {100 * t['probability']:6.2f}%  {t['class']}")
-    for err in res.get("errors", []):
-        click.echo(f"Error: {err['file']}: {err['reason']}", err=True)
-    if res.get("errors"):
+        doc = {"format": PREDICT_FORMAT, "format_version": FORMAT_VERSION, "checkpoint": checkpoint,
+               "arch": predictor.arch, "predictions": results}
+        if errors:
+            doc["errors"] = errors
+        click.echo(json.dumps(doc, indent=2))
+    if errors:
         raise SystemExit(1)
 
 
 @main.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=str), metavar="CKPT")
-@click.argument("out", type=click.Path(dir_okay=False, path_type=str), metavar="OUT.pt")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str), metavar="[CKPT] OUT")
+@click.option("--checkpoint", type=click.Path(path_type=str), metavar="CKPT",
+              help="The checkpoint (instead of the first argument): a .pt file or a RUN_DIR (its last.pt).")
+@click.option("--format", "kind", type=click.Choice(["weights", "onnx", "pt2"]),
+              help="What to write [default: from OUT's extension: .pt weights, .onnx ONNX, .pt2 torch.export].")
+@click.option("--opset", type=click.IntRange(min=18), help="ONNX opset version [default: the exporter's].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written, and the check, as JSON.")
 @library_errors
-def export_command(checkpoint, out):
-    """Write a weights-only copy of a checkpoint, for sharing.
+def export_command(paths, checkpoint, kind, opset, as_json):
+    """Export a checkpoint: weights only (.pt), ONNX (.onnx) or torch.export (.pt2).
 
     \b
-    CKPT is a training checkpoint (last.pt, best.pt) or a RUN_DIR (its last.pt). OUT.pt keeps
-    what `jdct eval` and `jdct predict` need (network, classes, weights, the training store's
-    facts, config and last metrics) and drops the optimizer's momentum and the loader and RNG
-    state: about half the size. It cannot be resumed; keep the run's own checkpoints for that.
+    OUT.pt: a weights-only copy for sharing. It keeps what `jdct eval` and `jdct predict`
+    need (network, classes, weights, the training store's facts, config and last metrics) and
+    drops the optimizer's momentum and the loader and RNG state: about half the size. It
+    cannot be resumed; keep the run's own checkpoints for that.
 
     \b
-    Example:
+    OUT.onnx / OUT.pt2: the network for deployment, with the loader's normalization built in.
+    Inputs: DCT networks take y [B,64,H/8,W/8], cb, cr [B,64,H/16,W/16] float32, the
+    dequantized coefficients (coefficient x quantization table, channel 8*v+u); pixel
+    networks take x [B,3,H,W] float32 in [0,1]. Output: logits [B, classes]. Batch and
+    image size are dynamic (H, W: multiples of 16 from 48 pixels). Before the file is
+    written, the exported model must give the checkpoint's logits within 1e-4 (ONNX: in ONNX
+    Runtime on the CPU when it is installed). ONNX needs `pip install 'jdct[export]'`.
+
+    \b
+    Examples:
       jdct export runs/ups/best.pt ups-imagenet.pt
+      jdct export --checkpoint runs/ups/best.pt ups.onnx
+      jdct export runs/ups ups.pt2 --json
     """
-    from .checkpoint import export_weights
+    import json
 
-    res = export_weights(checkpoint, out)
-    click.echo(f"wrote {res['out']}: {res['arch']} after {_plural(res['epoch'] or 0, 'epoch')}, weights only, "
-               f"{_mb(res['bytes'])} (the checkpoint is {_mb(res['source_bytes'])})")
+    from .export import export
+
+    if checkpoint is not None:
+        if len(paths) != 1:
+            raise click.UsageError("with --checkpoint, give only OUT")
+        out = paths[0]
+    elif len(paths) == 2:
+        checkpoint, out = paths
+    else:
+        raise click.UsageError("give CKPT and OUT (or --checkpoint CKPT and OUT)")
+    res = export(checkpoint, out, kind=kind, opset=opset)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    elif res["kind"] == "weights":
+        click.echo(f"wrote {res['out']}: {res['arch']} after {_plural(res['epoch'] or 0, 'epoch')}, weights only, "
+                   f"{_mb(res['bytes'])} (the checkpoint is {_mb(res['source_bytes'])})")
+    else:
+        names = ", ".join(f"{k} [{','.join(map(str, v))}]" for k, v in res["inputs"].items())
+        click.echo(f"wrote {res['out']}: {res['arch']} as {'ONNX' if res['kind'] == 'onnx' else 'torch.export'}, "
+                   f"{_mb(res['bytes'])}; inputs {names} -> logits [B,{len(res['classes'])}]")
+        check = res["check"]
+        if check.get("runtime"):
+            shapes = " and ".join(f"{b}x{h}x{w}" for b, h, w in check["shapes"])
+            click.echo(f"checked: max |logit difference| {check['max_abs_diff']:.2g} against the checkpoint "
+                       f"({check['runtime']}, batch x height x width {shapes})")
+        else:
+            click.echo(check["note"])

@@ -109,6 +109,11 @@ class UnknownModelError(JdctError, KeyError):
         return Exception.__str__(self)
 
 
+class ExportError(JdctError, RuntimeError):
+    """A model could not be exported for deployment (the exporter failed, a package is missing), or the
+    exported model does not give the checkpoint's logits."""
+
+
 class NoSpaceError(JdctError, OSError):
     """Not enough free space to write a file; ``needed`` and ``free`` in bytes (None when unknown)."""
 

@@ -1,38 +1,31 @@
-"""``jdct eval`` and ``jdct predict``: use a trained checkpoint.
+"""``jdct eval``, and what ``jdct predict`` (``jdct_cli/predict.py``) shares with it: use a trained checkpoint.
 
 - :func:`evaluate` runs the exact validation pass of training (:func:`jdct_cli.train.run_validation`)
   on a split of a store: mean cross-entropy, top-1, top-5 over every sample once. Inputs are
   standardized with the statistics of the store the network was *trained* on (kept in the
   checkpoint), so a checkpoint evaluated on another store sees the normalization it learned with.
-- :func:`predict` classifies JPEG files. By default each file goes through the store's *val
-  transform* (resize the shorter side to round(S/0.875), centre crop S, 4:2:0 coefficients at the
-  store's quality: exactly what ``jdct convert`` stores for a val image, via
-  :func:`jdct_cli.transforms.convert_image`). ``direct=True`` instead feeds the coefficients read
-  straight from the file (no decode, no re-encode: the paper's inference path) when the file is
-  4:2:0 YCbCr with sides that are multiples of 16, and otherwise falls back to the val transform,
-  saying why, in the result's ``note``.
+- :func:`load_for_inference` (a checkpoint's network in eval mode), :func:`model_inputs` (one
+  sample's coefficients -> model inputs, exactly as the loader builds them) and
+  :func:`read_class_names` serve :mod:`jdct_cli.predict`, which classifies JPEG files.
 
-Both return plain dicts (schema ``schemas/eval.v1.schema.json``) and never print.
+``evaluate`` returns a plain dict (schema ``schemas/eval.v1.schema.json``) and never prints.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from . import jpeg
-from .transforms import SampleRecipe, convert_image
 from .data import device_constants, dequantized_to_pixels
-from .errors import CheckpointError, ConfigError, JdctError, SourceNotFoundError, StoreError
+from .errors import CheckpointError, ConfigError, SourceNotFoundError, StoreError
 from .store import read_metadata
 from .train import build_model, make_loader, resolve_device, run_validation
 
 EVAL_FORMAT = "jdct-eval"
-PREDICT_FORMAT = "jdct-predict"
 FORMAT_VERSION = 1
 
 Progress = Optional[Callable[[dict], None]]
@@ -116,128 +109,20 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
 
 
 # ------------------------------------------------------------------------------------------------
-# predict
+# predict lives in jdct_cli/predict.py; its names stay importable from here
 # ------------------------------------------------------------------------------------------------
 
-
-def direct_refusal(header: dict) -> Optional[str]:
-    """Why a JPEG's own coefficients cannot be fed to the network as they are (None when they can).
-
-    They can when the file is 3-component YCbCr 4:2:0 (Y 2x2, Cb and Cr 1x1) and both sides are
-    multiples of 16, so that the block grids are exactly (H/8, W/8) and (H/16, W/16) with no
-    padding blocks.
-    """
-    comps = header["components"]
-    if header.get("num_components") != 3 or header.get("color_space") != "YCbCr":
-        return f"it is {header.get('color_space')} with {header.get('num_components')} component(s), not YCbCr"
-    factors = [(c["h"], c["v"]) for c in comps]
-    if factors != [(2, 2), (1, 1), (1, 1)]:
-        return f"its chroma subsampling is {jpeg.sampling_name(comps, header.get('color_space'))}, not 4:2:0"
-    w, h = header["width"], header["height"]
-    if w % 16 or h % 16:
-        return f"its size {w}x{h} is not a multiple of 16 on both sides"
-    return None
+_PREDICT_NAMES = {"predict": "predict", "direct_refusal": "direct_refusal", "_val_coefficients": "_val_coefficients",
+                  "_direct_coefficients": "_direct_coefficients", "_class_names_for": "class_names_for"}
 
 
-def _val_coefficients(data: bytes, path, store: dict):
-    """The store's val transform of one JPEG: int16 (64, S/8, S/8), (64, S/16, S/16) x2 and
-    the quantization tables used (uint16 (3, 64): luma, chroma, chroma)."""
-    transform = store.get("transform") or {}
-    opts = SampleRecipe(size=int(store["size"]), quality=int(store.get("quality", 100)),
-                          exif=transform.get("exif", "ignore"), exact_decode=bool(transform.get("exact_decode", False)))
-    y, cb, cr, _box = convert_image(data, path, train=False, rng=np.random.default_rng(0), opts=opts)
-    tables = store.get("quant_tables") or {}
-    quant = np.array([tables["luma"], tables["chroma"], tables["chroma"]], dtype=np.uint16)
-    return y, cb, cr, quant
+def __getattr__(name: str):
+    # imported on first use: jdct_cli.predict itself imports this module
+    if name in _PREDICT_NAMES:
+        from . import predict as _predict
 
-
-def _direct_coefficients(data: bytes, path):
-    """The file's own quantized coefficients in store layout and its quant tables (uint16 (3, 64))."""
-    comps, quant, _warnings = jpeg.read_coefficients(data, path=path)
-    tables = np.stack([quant[0], quant[1], quant[2]]).astype(np.uint16)
-    y, cb, cr = (np.moveaxis(np.asarray(c), -1, 0) for c in comps[:3])
-    return y, cb, cr, tables
-
-
-def predict(checkpoint: os.PathLike | str, images: Sequence[os.PathLike | str], *, direct: bool = False,
-            top_k: int = 5, device: str = "auto", class_names: Optional[os.PathLike | str | dict[str, str]] = None,
-            progress: Progress = None) -> dict[str, Any]:
-    """Top-``top_k`` classes with softmax probabilities for each JPEG in ``images``.
-
-    Returns {"format": "jdct-predict", "format_version": 1, "checkpoint", "arch", "predictions":
-    [{"file", "mode": "val-transform"|"direct", "note": str|None, "top": [{"index", "class",
-    "probability"}]}]}. ``note`` says why ``direct`` fell back to the val transform. ``class_names``
-    (a file for :func:`read_class_names`, or its dict) maps the store's class folder names (e.g.
-    WordNet ids) to readable names; classes it lacks keep their folder name, and a mapping that
-    names none of the checkpoint's classes is a ConfigError (the wrong file). A bad image (not a
-    JPEG, corrupt, missing...) does not stop the others: it is listed under "errors" as {"file",
-    "reason"} (the key is present only when some image failed). A bad checkpoint raises.
-    """
-    if top_k < 1:
-        raise ConfigError(f"top-k must be >= 1, not {top_k}", "--top-k")
-    payload, model, kind = load_for_inference(checkpoint)
-    store = payload.get("store") or {}
-    if "size" not in store or "quant_tables" not in store:
-        raise CheckpointError("the checkpoint lacks the store facts (size, quant tables) predict needs", checkpoint)
-    classes = list(payload["classes"])
-    names = _class_names_for(class_names, classes)
-    dev = resolve_device(device)
-    model.to(dev)
-    results, errors = [], []
-    for i, image in enumerate(images):
-        path = Path(image)
-        try:
-            results.append(_predict_one(path, model, kind, store, classes, names, dev, direct, top_k))
-        except JdctError as exc:
-            errors.append({"file": os.fspath(path), "reason": exc.reason})
-        if progress is not None:
-            progress({"event": "predict_step", "step": i + 1, "total": len(images)})
-    doc = {"format": PREDICT_FORMAT, "format_version": FORMAT_VERSION, "checkpoint": os.fspath(checkpoint),
-           "arch": payload["arch"], "predictions": results}
-    if errors:
-        doc["errors"] = errors
-    return doc
-
-
-def _class_names_for(class_names, classes: list) -> dict[str, str]:
-    """The readable-name mapping for ``classes``; ConfigError when it names none of them."""
-    if class_names is None:
-        return {}
-    source = None
-    if not isinstance(class_names, dict):
-        source = class_names
-        class_names = read_class_names(class_names)
-    names = dict(class_names)
-    if names and not set(names) & set(classes):
-        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
-        raise ConfigError(f"none of its {len(names)} names is for a class of this checkpoint (its classes: {shown}): "
-                          "is it the names file of another data set?", source or "--class-names")
-    return names
-
-
-def _predict_one(path: Path, model, kind: str, store: dict, classes: list, names: dict, dev, direct: bool,
-                 top_k: int) -> dict[str, Any]:
-    """One image's prediction entry (see :func:`predict`); JdctError (naming ``path``) when unusable."""
-    data = jpeg.read_bytes(path)
-    mode, note = "val-transform", None
-    if direct:
-        header = jpeg.read_header(data, path=path)
-        note = direct_refusal(header)
-        if note is None:
-            mode = "direct"
-            y, cb, cr, quant = _direct_coefficients(data, path)
-        else:
-            note = f"--direct not possible: {note}; used the val transform"
-    if mode == "val-transform":
-        y, cb, cr, quant = _val_coefficients(data, path, store)
-    inputs = model_inputs(y, cb, cr, quant, kind, store, dev)
-    with torch.no_grad():
-        probs = torch.softmax(model(*inputs).float(), dim=1)[0]
-    k = min(top_k, probs.numel())
-    p, idx = probs.topk(k)
-    top = [{"index": int(j), "class": names.get(classes[int(j)], classes[int(j)]), "probability": float(q)}
-           for q, j in zip(p.tolist(), idx.tolist())]
-    return {"file": os.fspath(path), "mode": mode, "note": note, "top": top}
+        return getattr(_predict, _PREDICT_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_class_names(path: os.PathLike | str) -> dict[str, str]:

@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO
 
 GPU = REPO / "benchmarks" / "gpu"
-SECTIONS = ["setup", "cuda_tests", "inference", "loader", "training"]
+SECTIONS = ["setup", "cuda_tests", "inference", "predict", "loader", "training"]
 
 
 def _load(name: str):
@@ -80,7 +80,7 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
     assert list(rep["sections"]) == SECTIONS
     sec = rep["sections"]
     assert {s: sec[s]["status"] for s in SECTIONS} == {"setup": "ok", "cuda_tests": "skipped", "inference": "ok",
-                                                       "loader": "ok", "training": "ok"}
+                                                       "predict": "ok", "loader": "ok", "training": "ok"}
     for s in SECTIONS:
         assert 0 <= sec[s]["seconds"] <= sec[s]["box_s"] + 30
 
@@ -107,6 +107,15 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
     # in 4:2:0 the int16 coefficients of a crop are exactly as many bytes as its uint8 pixels
     assert copies["uint8_pixels"]["bytes"] == copies["int16_coefficients"]["bytes"] == batch * size * size * 3
     assert copies["float32_pixels"]["bytes"] == 4 * batch * size * size * 3
+
+    # 2b. predict from files: the three pipelines, ratios that are their own definition, labels kept
+    rows = {r["network"]: r for r in sec["predict"]["rows"]}
+    assert list(rows) == ["late_concat_rfa_thinner", "upsampling", "resnet50_rgb"]
+    for r in rows.values():
+        assert _finite_positive(r["images_per_s"]) and r["images"] == 6 and r["device"] == "cpu"
+        assert math.isclose(r["vs_resnet50_rgb_pillow"], r["images_per_s"] / rows["resnet50_rgb"]["images_per_s"],
+                            rel_tol=0.01)
+        assert r["batch1_labels_identical"] == "3/3" and sum(r["modes"].values()) == 6
 
     # 3. the loader at every thread count; what cannot run here says why
     rows = sec["loader"]["rows"]

@@ -23,6 +23,8 @@ ISSUE_NAMES = [
     "downsampling_no_rfa", "late_concat", "late_concat_rfa", "late_concat_rfa_thinner", "channels_div1_1",
     "channels_div_sqrt2", "channels_div2", "less_id_blocks_2", "less_id_blocks_3", "less_id_blocks_4",
     "less_id_blocks_5", "less_id_blocks_6", "dct_learn", "dct_ortho", "dct_frozen", "dct_frozenx2",
+    # issue 16: Torfason et al.'s cResNets on DCT input
+    "cresnet39", "cresnet51", "cresnet72",
 ]
 
 
@@ -350,3 +352,34 @@ def test_dct_network_learns_from_real_coefficients(real_tree):
     assert losses[-1] < 0.25 * losses[0], losses
     with torch.no_grad():  # batch statistics: 8 steps are too few for BN's running averages
         assert (model(*inputs).argmax(1) == target).all()
+
+
+# ------------------------------------------------------------------------------- cResNets
+def test_cresnet39_is_the_upsampling_network():
+    """cResNet-39 (ResNet-50 minus its root block and conv2_x, conv3_x at stride 1) on the
+    UpSampling input is Gueguen et al.'s UpSampling: same modules, same weights, same logits."""
+    torch.manual_seed(0)
+    ups = create_model("upsampling", num_classes=7).eval()
+    c39 = create_model("cresnet39", num_classes=7).eval()
+    assert {k: v.shape for k, v in ups.state_dict().items()} == {k: v.shape for k, v in c39.state_dict().items()}
+    c39.load_state_dict(ups.state_dict(), strict=True)
+    inputs = example_inputs("dct", 64, batch=2)
+    with torch.no_grad():
+        assert torch.equal(ups(*inputs), c39(*inputs))
+
+
+@pytest.mark.parametrize("name, conv4", [("cresnet39", 6), ("cresnet51", 10), ("cresnet72", 17)])
+def test_cresnet_depth_counts_the_main_path_convolutions(name, conv4):
+    """cResNet-k: k = the convolutions on the main path (3 per bottleneck block), blocks
+    4 (conv3_x, 28x28), n4 (conv4_x, 14x14), 3 (conv5_x, 7x7) at 224 pixels."""
+    from jdct_cli.models.resnet import Bottleneck
+
+    with torch.device("meta"):
+        model = create_model(name)
+    blocks = {n: m for n, m in model.named_modules() if isinstance(m, Bottleneck)}
+    stages = [sum(n.startswith(f"body.res{s}") for n in blocks) for s in (3, 4, 5)]
+    assert stages == [4, conv4, 3]
+    main_path = sum(1 for b in blocks.values() for c in (b.branch2a, b.branch2b, b.branch2c))
+    assert main_path == int(name.removeprefix("cresnet"))
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())  # no root block
+    assert blocks["body.res3a"].branch2a.stride == (1, 1)  # conv3_x does not downsample 28x28

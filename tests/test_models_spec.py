@@ -66,6 +66,12 @@ EXPECTED = {
     # LessIdBlocks-3 and -5: max_pooling2d_1 (55,55,64) -> res3a 1/2 -> (28,28,512); -5 keeps res3a, res3d.
     "less_id_blocks_3": {"max_pooling2d_1": (64, 55, 55), "body.res3a": (512, 28, 28), "body.res3b": (512, 28, 28)},
     "less_id_blocks_5": {"body.res3a": (512, 28, 28), "body.res3d": (512, 28, 28), "body.res4a": (1024, 14, 14)},
+    # cResNets (Torfason et al. 2018, Table 1 read as conv3_x/conv4_x/conv5_x = 4/n/3 blocks at
+    # 28/14/7 pixels) on the UpSampling input: the last conv4_x block is res4f, res4j, res4q.
+    **{name: {"concatenate_1": (192, 28, 28), "body.res3a": (512, 28, 28), "body.res3d": (512, 28, 28),
+              "body.res4a": (1024, 14, 14), f"body.res4{last}": (1024, 14, 14), "body.res5a": (2048, 7, 7),
+              "body.res5c": (2048, 7, 7)}
+       for name, last in (("cresnet39", "f"), ("cresnet51", "j"), ("cresnet72", "q"))},
 }
 
 
@@ -87,7 +93,9 @@ def _shapes(name: str, size: int = 224) -> dict[str, tuple[int, ...]]:
 
 def test_every_dct_network_has_a_diagram_table():
     dct = [n for n in list_models() if get_model_info(n).input_kind == "dct"]
-    assert len(dct) == 8  # the paper's seven plus DownSampling without its RFA stage
+    paper = [n for n in dct if not n.startswith("cresnet")]
+    assert len(paper) == 8  # the paper's seven plus DownSampling without its RFA stage
+    assert sorted(set(dct) - set(paper)) == ["cresnet39", "cresnet51", "cresnet72"]
     assert set(dct) <= set(EXPECTED)
 
 
@@ -149,6 +157,25 @@ def test_params_and_gmacs_within_1_percent_of_the_table(name):
     cost = model_cost(name, 224)
     assert cost.gmacs == pytest.approx(gmac, rel=0.01)
     assert cost.params / 1e6 == pytest.approx(mparams, rel=0.01)
+
+
+def test_cresnets_match_the_compute_torfason_et_al_matched():
+    """cResNet-51 and -72 were sized to the compute of ResNet-50 and ResNet-71 (ResNet-50 with 13
+    conv4_x blocks): within 3 % here, counted by the same hooks; cResNet-39 is ResNet-50 without
+    its root block and conv2_x, about 0.8 GMACs less."""
+    from jdct_cli.models.resnet import resnet_stage
+    from jdct_cli.models.zoo import PixelResNet, _baseline_stages
+
+    stages = _baseline_stages()
+    stages[2] = resnet_stage("res4", 4, 2, blocks=13)
+    with torch.device("meta"):
+        resnet71 = PixelResNet(stages, 1000, "rgb").eval()
+        macs71 = count_cost(resnet71, example_inputs("rgb", 224, 1, device="meta"))
+    resnet50 = model_cost("resnet50_rgb").macs
+    assert model_cost("cresnet51").macs == pytest.approx(resnet50, rel=0.03)
+    assert model_cost("cresnet72").macs == pytest.approx(macs71, rel=0.03)
+    assert 0.7e9 < resnet50 - model_cost("cresnet39").macs < 0.9e9
+    assert model_cost("cresnet39").macs == model_cost("upsampling").macs
 
 
 def test_mac_hooks_agree_with_a_hand_count():

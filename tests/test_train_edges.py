@@ -154,7 +154,7 @@ def test_resume_works_from_another_folder_and_with_a_moved_store(tiny, tmp_path,
     (["models"], "jdct_cli.models.cost.zoo_document"),
     (["train", "--arch", "upsampling", "--data", "d.zarr"], "jdct_cli.train.train"),
     (["eval", "--checkpoint", "c.pt"], "jdct_cli.evaluate.evaluate"),
-    (["predict", "--checkpoint", "c.pt", "a.jpg"], "jdct_cli.evaluate.predict"),
+    (["predict", "--checkpoint", "c.pt", "a.jpg"], "jdct_cli.predict.predict_records"),
     (["export", "c.pt", "out.pt"], "jdct_cli.checkpoint.export_weights"),
 ])
 def test_ctrl_c_in_any_command_is_exit_130_and_one_line(command, target, tmp_path, monkeypatch):

@@ -231,7 +231,8 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {name} | {s.get('status')} | {_f(s.get('seconds'), '.0f')} | {_f(s.get('box_s'), '.0f')} | "
                      f"{note[:200].replace('|', '/')} |")
     lines += ["", *_md_setup(sec.get("setup", {})), *_md_tests(sec.get("cuda_tests", {})),
-              *_md_inference(sec.get("inference", {})), *_md_loader(sec.get("loader", {})),
+              *_md_inference(sec.get("inference", {})), *_md_predict(sec.get("predict", {})),
+              *_md_loader(sec.get("loader", {})),
               *_md_training(sec.get("training", {}))]
     if report.get("plot"):
         lines += ["", f"Figure: {report['plot']}"]
@@ -301,6 +302,21 @@ def _md_inference(s: dict) -> list[str]:
     return out + [""]
 
 
+def _md_predict(s: dict) -> list[str]:
+    rows = s.get("rows") or []
+    if not rows:
+        return []
+    out = [f"## Predict: JPEG files to top-5 labels (batch {s.get('batch')})", "",
+           "| network | reader threads | images/s | vs resnet50_rgb + Pillow | modes | batch-1 labels |",
+           "|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        modes = ", ".join(f"{k} {v}" for k, v in (r.get("modes") or {}).items())
+        out.append(f"| {r['network']} | {r['threads']} | {_f(r.get('images_per_s'), '.1f')} | "
+                   f"{_f(r.get('vs_resnet50_rgb_pillow'), '.2f', suffix='x')} | {modes} | "
+                   f"{r.get('batch1_labels_identical')} |")
+    return out + [""]
+
+
 def _md_loader(s: dict) -> list[str]:
     out = ["## 3. Loader delivery (ready batches on the device)", ""]
     rows = s.get("rows") or []
@@ -366,6 +382,9 @@ def summary_lines(report: dict) -> str:
         if "images_per_s" in r:
             out.append(f"  {r['name']:24s} {r['images_per_s']:9.0f} img/s  ratio {_f(r.get('ratio'), '.2f')}  "
                        f"with copy {_f(r.get('with_copy_ratio'), '.2f')}  paper {_f(r.get('paper_ratio'), '.2f')}")
+    for r in report["sections"].get("predict", {}).get("rows", []):
+        out.append(f"  predict {r['network']:22s} {_f(r.get('images_per_s'), '.0f'):>7s} img/s  "
+                   f"x{_f(r.get('vs_resnet50_rgb_pillow'), '.2f')} of resnet50_rgb + Pillow")
     for r in report["sections"].get("training", {}).get("runs", []):
         out.append(f"  train {r['arch']:24s} top-1 {_f(r.get('final_val_top1'), '.2f', 100, '%')} "
                    f"{_f(r.get('train_images_per_s'), '.0f')} img/s  {r.get('status')}")

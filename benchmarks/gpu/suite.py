@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 
 import report as report_mod  # noqa: E402
 
-SECTIONS = ("setup", "cuda_tests", "inference", "loader", "training")
+SECTIONS = ("setup", "cuda_tests", "inference", "predict", "loader", "training")
 #: The four networks of the issue's training comparison; the first is the reference.
 TRAIN_ARCHS = ("resnet50_rgb", "upsampling_rfa", "late_concat_rfa_thinner", "downsampling")
 #: One network of each builder class: what the dry run times (all of them on the GPU).
@@ -58,6 +58,10 @@ class Plan:
     infer_warmup: int = 3
     infer_iters: int = 10
     infer_models: Optional[tuple] = None  # None: the whole zoo
+    predict_threads: tuple = (8,)         # reader threads of benchmarks/predict.py
+    predict_batch: int = 256
+    predict_limit: int = 1000
+    predict_check: int = 64
     loader_threads: tuple = (1, 4, 8)
     loader_batch: int = 256
     loader_seconds: float = 2.0
@@ -72,12 +76,13 @@ class Plan:
 
 
 REAL = Plan(dry=False, device="cuda",
-            shares={"setup": 60, "cuda_tests": 130, "inference": 60, "loader": 45, "training": 170},
+            shares={"setup": 60, "cuda_tests": 120, "inference": 60, "predict": 30, "loader": 45, "training": 150},
             size=224, views=4, convert_workers=min(16, os.cpu_count() or 1))
 DRY = Plan(dry=True, device="cpu",
-           shares={"setup": 20, "cuda_tests": 15, "inference": 15, "loader": 20, "training": 35},
+           shares={"setup": 20, "cuda_tests": 15, "inference": 15, "predict": 14, "loader": 20, "training": 35},
            size=32, views=2, convert_workers=1, convert_chunking=("--chunk-samples", "16", "--shard-samples", "32"),
            infer_batch=2, infer_warmup=1, infer_iters=2, infer_models=DRY_INFERENCE_MODELS,
+           predict_threads=(1,), predict_batch=4, predict_limit=6, predict_check=3,
            loader_threads=(1, 2), loader_batch=16, loader_seconds=0.5,
            train_archs=(TRAIN_ARCHS[0], TRAIN_ARCHS[2]), train_batch=8, train_threads=1, max_epochs=1)
 
@@ -416,6 +421,31 @@ class Suite:
         if p.dry:
             rec["note"] = ("dry run: CPU, host clock instead of CUDA events, no host-to-device copy (the CPU is "
                            "the device), a subset of the zoo")
+        return rec
+
+    # ---------------------------------------------------------------- 2b. predict from JPEG files
+    def do_predict(self, box: float) -> dict:
+        """Images/s from JPEG files on disk to top-5 labels (benchmarks/predict.py): jdct predict
+        --direct with late_concat_rfa_thinner and upsampling against resnet50_rgb on Pillow's decode +
+        resize + centre crop, on the val images of the data; batch-1 labels must agree."""
+        p = self.plan
+        if self.data is None or not (self.data / "val").is_dir():
+            raise RuntimeError("no val images: set-up found no data")
+        results = self.work / "predict.json"
+        results.unlink(missing_ok=True)
+        r = self.run([self.py, REPO / "benchmarks" / "predict.py", "--device", p.device, "--source",
+                      self.data / "val", "--limit", str(p.predict_limit), "--threads", *map(str, p.predict_threads),
+                      "--batch", str(p.predict_batch), "--check", str(p.predict_check), "--json", results], box)
+        rows = json.loads(results.read_text())["rows"] if results.is_file() else []
+        rec: dict = {"rows": rows, "batch": p.predict_batch, "rc": r.rc, "timed_out": r.timed_out}
+        if r.timed_out:
+            rec["status"] = "timeout"
+            rec["note"] = "stopped at its time box"
+        elif not r.ok or not rows:
+            rec["status"] = "failed"
+            rec["error"] = "benchmarks/predict.py failed (batch-1 labels differ, or an error: see log.txt)"
+        if p.dry:
+            rec["note"] = "dry run: CPU, 6 photographs of mixed sizes (most fall back from --direct)"
         return rec
 
     # ---------------------------------------------------------------- 3. loader delivery

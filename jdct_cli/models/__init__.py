@@ -1,4 +1,5 @@
-"""The model zoo: the paper's DCT networks, the ResNet-50 baselines, controls and ablations.
+"""The model zoo: the paper's DCT networks, the ResNet-50 baselines, controls and ablations, and
+Torfason et al.'s cResNets on DCT input.
 
 Importing this package imports torch. Public API::
 
@@ -14,6 +15,7 @@ Every model has ``input_kind`` ("dct": ``model(y, cb, cr)``; "rgb"/"ycbcr": ``mo
 from __future__ import annotations
 
 from . import zoo as _zoo  # noqa: F401  (registers the networks)
+from . import cresnet as _cresnet  # noqa: F401  (registers Torfason et al.'s cResNets)
 from .cost import MODELS_FORMAT_VERSION, ModelCost, count_cost, model_cost, zoo_document, zoo_table
 from .registry import INPUT_KINDS, ModelInfo, create_model, get_model_info, list_models, register_model
 from .resnet import JdctNet
