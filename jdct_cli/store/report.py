@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from zarr.core import sync as zarr_sync
 
-from ..dct import psnr, reconstruct
+from ..jpegmath.sample import psnr, reconstruct
 from ..errors import ConfigError, IncompleteStoreError, Interrupted, StoreCorruptionError, StoreError, \
     StoreMetadataError
 from ..inspect_jpeg import write_output
