@@ -66,18 +66,36 @@ def repeat(x, factor: int, axis: int):
     return np.repeat(x, factor, axis=axis)
 
 
+_CACHE: dict = {}
+
+
+def cached_constant(key, values, like):
+    """:func:`constant` of a value that never changes (a module's table), kept per key, kind, dtype
+    and device: a GPU step then never waits for a host-to-device copy of it."""
+    if not is_tensor(like):
+        return np.asarray(values, dtype=like.dtype)
+    k = (key, like.dtype, like.device)
+    t = _CACHE.get(k)
+    if t is None:
+        t = _CACHE[k] = constant(values, like)
+    return t
+
+
 def shifted(x, offset: int, axis: int):
     """``x`` moved by ``offset`` (+1 or -1) along ``axis`` with its edge sample repeated:
     ``out[i] = x[clip(i + offset, 0, n - 1)]``; the neighbours libjpeg reads, edges replicated."""
     xp = namespace(x)
+    axis = axis % x.ndim
     n = x.shape[axis]
+    cut = [slice(None)] * x.ndim
+
+    def part(lo, hi):
+        cut[axis] = slice(lo, hi)
+        return x[tuple(cut)]
+
     if offset > 0:
-        idx = list(range(1, n)) + [n - 1]
-    else:
-        idx = [0] + list(range(n - 1))
-    if is_tensor(x):
-        return x.index_select(axis, sys.modules["torch"].as_tensor(idx, device=x.device))
-    return xp.take(x, idx, axis=axis)
+        return xp.concatenate([part(1, n), part(n - 1, n)], axis=axis)
+    return xp.concatenate([part(0, 1), part(0, n - 1)], axis=axis)
 
 
 def take_along(x, indices, axis: int):

@@ -36,6 +36,7 @@ import torch
 
 from ..transforms import CropGeometry
 from . import resize as rs
+from ._array import cached_constant
 from .blockdct import coefficient_indices, dct_blocks, idct_blocks, islow_fdct
 from .chroma import component_plans, downsample_h2v2, upsample
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
@@ -284,27 +285,36 @@ def _indices_on(s: int, device) -> torch.Tensor:
     return _INDICES[key]
 
 
-def unpack(db: DeviceBatch, group: Group, dtype=torch.float32) -> list[torch.Tensor]:
-    """Each component's dequantized coefficients of ``group``: ``(g, K, rows, cols)`` of ``dtype`` on
-    the device, rectangles zero-padded to the group's largest; ``K`` as :class:`HostBatch` ships them."""
+def component_sets(group: Group) -> list[tuple[int, ...]]:
+    """The components of ``group`` decoded together: those with the same sampling factors and
+    decoding plan (4:2:0: ``[(0,), (1, 2)]``), so that each stage runs once for Cb and Cr."""
+    sets: dict = {}
+    for c, key in enumerate(zip(group.factors, group.plans)):
+        sets.setdefault(key, []).append(c)
+    return [tuple(v) for v in sets.values()]
+
+
+def unpack(db: DeviceBatch, group: Group, components: Sequence[int], dtype=torch.float32) -> torch.Tensor:
+    """Dequantized coefficients of ``components`` (one of :func:`component_sets`) of ``group``:
+    ``(len(components) * g, K, rows, cols)`` of ``dtype`` on the device, component after component,
+    rectangles zero-padded to the largest; ``K`` as :class:`HostBatch` ships them."""
     host, dev = db.host, db.device
+    plan = group.plans[components[0]]
+    k = len(coefficient_indices(plan.idct_size))
+    rmax = int(host.blocks[group.indices, components[0], 0].max())
+    cmax = int(host.blocks[group.indices, components[0], 1].max())
     meta = db.meta[group.start:group.stop]
-    positions = db.order[group.start:group.stop]
-    out = []
-    for c, plan in enumerate(group.plans):
-        k = len(coefficient_indices(plan.idct_size))
-        rmax, cmax = (int(host.blocks[group.indices, c, a].max()) for a in (0, 1))
-        base, rows, cols = (meta[:, _COMP + 5 * c + j].long().view(-1, 1, 1) for j in range(3))
-        r = torch.arange(rmax, device=dev).view(1, -1, 1)
-        col = torch.arange(cmax, device=dev).view(1, 1, -1)
-        inside = (r < rows) & (col < cols)
-        block = torch.where(inside, base + r * cols + col, torch.zeros((), dtype=torch.int64, device=dev))
-        table = db.coefs[: db.coefs.numel() // k * k].view(-1, k)
-        levels = table.index_select(0, block.reshape(-1)).view(len(group.indices), rmax, cmax, k)
-        levels = levels.permute(0, 3, 1, 2).to(dtype) * inside.unsqueeze(1)
-        q = db.quant[positions, c].index_select(1, _indices_on(plan.idct_size, dev))
-        out.append(dequantize(levels, q))
-    return out
+    base, rows, cols = (torch.cat([meta[:, _COMP + 5 * c + j] for c in components]).long().view(-1, 1, 1)
+                        for j in range(3))
+    r = torch.arange(rmax, device=dev).view(1, -1, 1)
+    col = torch.arange(cmax, device=dev).view(1, 1, -1)
+    inside = (r < rows) & (col < cols)
+    block = torch.where(inside, base + r * cols + col, 0)
+    table = db.coefs[: db.coefs.numel() // k * k].view(-1, k)
+    levels = table.index_select(0, block.reshape(-1)).view(len(base), rmax, cmax, k)
+    levels = levels.permute(0, 3, 1, 2).to(dtype) * inside.unsqueeze(1)
+    q = db.quant[db.order[group.start:group.stop]][:, list(components)].transpose(0, 1).reshape(-1, 64)
+    return dequantize(levels, q.index_select(1, _indices_on(plan.idct_size, dev)))
 
 
 def _round(x: torch.Tensor) -> torch.Tensor:
@@ -334,56 +344,77 @@ def decode_rectangles(db: DeviceBatch, group: Group, *, rounding: bool = True, d
     integer formula with ``rounding``, else the float one); a grayscale image's RGB is its Y.
     """
     meta = db.meta[group.start:group.stop]
-    planes = []
-    for c, (coefs, plan) in enumerate(zip(unpack(db, group, dtype), group.plans)):
-        x = idct_blocks(coefs, plan.idct_size)
+    g = group.stop - group.start
+    planes: list = [None] * len(group.plans)
+    for components in component_sets(group):
+        plan = group.plans[components[0]]
+        x = idct_blocks(unpack(db, group, components, dtype), plan.idct_size)
         if rounding:
             x = _round(x)
         if plan.upsample != (1, 1):
             if plan.fancy:
-                x = _replicate_beyond(x, meta[:, _COMP + 5 * c + 3].long(), meta[:, _COMP + 5 * c + 4].long())
+                valid_h, valid_w = (torch.cat([meta[:, _COMP + 5 * c + j] for c in components]).long() for j in (3, 4))
+                x = _replicate_beyond(x, valid_h, valid_w)
             x = upsample(x, plan.upsample, fancy=plan.fancy, exact=rounding)
-        planes.append(x)
+        for j, c in enumerate(components):
+            planes[c] = x[j * g:(j + 1) * g]
     if len(planes) == 1:
         return planes[0].unsqueeze(1).expand(-1, 3, -1, -1)
     return torch.stack(ycbcr_to_rgb(*planes, exact=rounding), dim=1)
 
 
-def _axis_weights(db: DeviceBatch, group: Group, axis: int, columns: int, *, exact: bool, dtype):
-    """Per-sample resize matrices of one axis (0: x, 1: y) of ``group``: ``(g, S, columns)``."""
+def _taps(db: DeviceBatch, group: Group) -> int:
+    """The most taps any output of ``group`` reads (Pillow's ``ksize``), from the host's copy."""
     host = db.host
-    size = host.size
-    # the most taps any output reads (a host-side number: no wait for the device)
-    lo = host.frame[group.indices, axis].astype(np.int64)
-    in0 = (host.box[group.indices, axis] - lo).astype(np.float32)
-    in1 = (host.box[group.indices, axis + 2] - lo).astype(np.float32)
-    taps = rs.max_taps(float(np.max(in1 - in0)) / size)
-    m = db.meta[group.start:group.stop, _AXIS + 4 * axis:_AXIS + 4 * axis + 4]
-    first, w = rs.filter_taps(m[:, 0].float(), m[:, 1].float(), size, m[:, 2], taps=taps)
-    w = rs.fixed_point(w) if exact else w.to(dtype)
-    flip = db.meta[group.start:group.stop, _FLIP] if axis == 0 else None
-    return rs.weight_matrix(first, w, columns, offset=m[:, 3].long(), flip=flip)
+    lo = host.frame[group.indices][:, :2].astype(np.int64)
+    span = ((host.box[group.indices][:, 2:] - lo).astype(np.float32)
+            - (host.box[group.indices][:, :2] - lo).astype(np.float32))
+    return rs.max_taps(float(span.max()) / host.size)
 
 
-def resize_crops(rgb: torch.Tensor, db: DeviceBatch, group: Group, *, exact: bool = False,
+def _weights(db: DeviceBatch, group: Group, height: int, width: int, *, exact: bool, dtype):
+    """Per-sample resize matrices of ``group``: ``wy`` ``(g, S, height)`` and ``wx`` ``(g, S, width)``
+    (mirrored where ``flip``), both axes computed as one batch of ``2g`` filters; ``exact``: Pillow's
+    fixed-point integers."""
+    g = group.stop - group.start
+    m = db.meta[group.start:group.stop, _AXIS:_AXIS + 8].reshape(g, 2, 4).transpose(0, 1).reshape(2 * g, 4)
+    first, w = rs.filter_taps(m[:, 0].float(), m[:, 1].float(), db.host.size, m[:, 2], taps=_taps(db, group))
+    w = (rs.fixed_point(w) if exact else w).to(dtype)
+    flip = torch.cat([db.meta[group.start:group.stop, _FLIP], torch.zeros(g, dtype=m.dtype, device=m.device)])
+    mats = rs.weight_matrix(first, w, max(height, width), offset=m[:, 3].long(), flip=flip)
+    return mats[g:, :, :height], mats[:g, :, :width]
+
+
+def resize_crops(rgb: torch.Tensor, db: DeviceBatch, group: Group, *, exact: bool = True,
                  rounding: bool = True) -> torch.Tensor:
     """Crop each sample's box out of its rectangle ``rgb`` ``(g, 3, H, W)`` and resize it to S x S
     with Pillow's antialiased bilinear filter, mirrored where ``flip``: ``(g, 3, S, S)`` of ``rgb``'s dtype.
 
-    ``exact``: Pillow's fixed-point weights and two passes rounded to uint8, in its pass order
-    (computed in float64): bit-identical to Pillow for the same input. Else one ``Wy @ rgb @ Wx^T``,
-    rounded to 0..255 at the end with ``rounding``.
+    ``exact`` (with ``rounding``): Pillow's fixed-point weights and two passes rounded to uint8, in
+    its pass order: bit-identical to Pillow for the same input. Else one ``Wy @ rgb @ Wx^T``, rounded
+    to 0..255 at the end with ``rounding``.
     """
     host = db.host
     _, _, h, w = rgb.shape
-    wx = _axis_weights(db, group, 0, w, exact=exact, dtype=rgb.dtype)
-    wy = _axis_weights(db, group, 1, h, exact=exact, dtype=rgb.dtype)
-    if exact:
-        frame = host.frame[group.indices].astype(np.int64)
-        first = rs.vertical_first(frame[:, 2] - frame[:, 0], frame[:, 3] - frame[:, 1], host.size, host.size)
-        return rs.resize(rgb, wy, wx, exact=True, vertical_first=first).to(rgb.dtype)
-    out = rs.resize(rgb, wy, wx)
-    return _round(out) if rounding else out
+    exact = exact and rounding
+    wy, wx = _weights(db, group, h, w, exact=exact, dtype=rgb.dtype)
+    if not exact:
+        out = rs.resize(rgb, wy, wx)
+        return _round(out) if rounding else out
+    frame = host.frame[group.indices].astype(np.int64)
+    first = rs.vertical_first(frame[:, 2] - frame[:, 0], frame[:, 3] - frame[:, 1], host.size, host.size)
+    dtype = rgb.dtype
+    if _taps(db, group) > rs.MAX_FLOAT32_EXACT_TAPS:
+        rgb, wy, wx = rgb.double(), wy.double(), wx.double()
+    if first.all() or not first.any():
+        return rs.resize(rgb, wy, wx, exact=True, vertical_first=bool(first[0])).to(dtype)
+    out = torch.empty((len(first), 3, host.size, host.size), dtype=dtype, device=rgb.device)
+    for value in (False, True):
+        # the pass order is known here, on the host: split without asking the device
+        idx = torch.from_numpy(np.flatnonzero(first == value)).to(rgb.device, non_blocking=True)
+        out.index_copy_(0, idx, rs.resize(rgb.index_select(0, idx), wy.index_select(0, idx), wx.index_select(0, idx),
+                                          exact=True, vertical_first=value).to(dtype))
+    return out
 
 
 @contextlib.contextmanager
@@ -422,11 +453,11 @@ def decode_crops(db: DeviceBatch, *, exact_resize: bool = False, rounding: bool 
 
 
 def to_ycbcr420(rgb: torch.Tensor, *, rounding: bool = True):
-    """RGB ``(n, 3, S, S)`` -> ``(y, cb, cr)``: ``(n, S, S)``, ``(n, S/2, S/2)`` twice, as libjpeg's
+    """RGB ``(n, 3, S, S)`` -> ``(y, cbcr)``: ``(n, S, S)`` and ``(2, n, S/2, S/2)`` (Cb, Cr), as libjpeg's
     encoder converts (integer formulas) and downsamples 4:2:0 (biased 2x2 means); ``rounding=False``:
     the float formulas and plain means."""
     y, cb, cr = rgb_to_ycbcr(rgb[:, 0], rgb[:, 1], rgb[:, 2], exact=rounding)
-    return y, downsample_h2v2(cb, exact=rounding), downsample_h2v2(cr, exact=rounding)
+    return y, downsample_h2v2(torch.stack([cb, cr]), exact=rounding)
 
 
 def forward_dct(plane: torch.Tensor, *, integer: bool = True) -> torch.Tensor:
@@ -451,8 +482,11 @@ def reencode(db: DeviceBatch, *, quality: int = 100, tables=None, exact_resize: 
     """
     luma, chroma = ijg_tables(quality) if tables is None else tables
     rgb = decode_crops(db, exact_resize=exact_resize, channels_last=False, dtype=dtype)
+    y, cbcr = to_ycbcr420(rgb)
     out = []
-    for plane, table in zip(to_ycbcr420(rgb), (luma, chroma, chroma)):
+    for plane, table in ((y, luma), (cbcr, chroma)):
         coefs = forward_dct(plane, integer=integer_dct)
-        out.append(quantize(coefs, np.asarray(table, dtype=np.float64)).float())
+        table = np.asarray(table, dtype=np.float64)
+        out.append(quantize(coefs, cached_constant(("quant", table.tobytes()), table, coefs)).float())
+    out = [out[0], out[1][0], out[1][1]]
     return tuple(out)

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ._array import constant, is_floating, is_tensor, namespace
+from ._array import cached_constant, is_floating, is_tensor, namespace
 
 __all__ = [
     "FLIP_SIGN",
@@ -134,21 +134,11 @@ def idct_kernel(s: int = 8, full: bool = False) -> np.ndarray:
     return k
 
 
-_DEVICE_CONSTANTS: dict = {}
-
-
 def _kernel_like(s: int, full: bool, like):
-    """:func:`idct_kernel` as an array of ``like``'s kind (tensors cached per dtype and device, so
-    that a GPU step never waits on a host-to-device copy of it)."""
+    """:func:`idct_kernel` as an array of ``like``'s kind, dtype and device."""
     if not is_floating(like):
         raise TypeError(f"the block (I)DCT takes float coefficients or pixels, not {like.dtype}")
-    if not is_tensor(like):
-        return idct_kernel(s, full).astype(like.dtype, copy=False)
-    key = ("idct", s, full, like.dtype, like.device)
-    k = _DEVICE_CONSTANTS.get(key)
-    if k is None:
-        k = _DEVICE_CONSTANTS[key] = constant(idct_kernel(s, full), like)
-    return k
+    return cached_constant(("idct", s, full), idct_kernel(s, full), like)
 
 
 def idct_blocks(coefs, s: int = 8):
@@ -166,16 +156,21 @@ def idct_blocks(coefs, s: int = 8):
     return pix.reshape(*lead, bh * s, bw * s) + 128.0
 
 
-def dct_blocks(plane):
-    """Orthonormal block DCT of a pixel plane ``(..., 8*bh, 8*bw)`` (0..255, level shift of 128 done
-    here): coefficients ``(..., 64, bh, bw)`` in natural order, of ``plane``'s float dtype. The inverse
-    of :func:`idct_blocks` (s = 8); differentiable."""
+def _level_shifted_blocks(plane):
+    """``(xp, lead, bh, bw, blocks)``: ``plane - 128`` ``(..., 8*bh, 8*bw)`` as ``(..., y, x, bh, bw)``."""
     xp = namespace(plane)
     *lead, h, w = plane.shape
     if h % 8 or w % 8:
         raise ValueError(f"a block DCT needs sides that are multiples of 8, not {h}x{w}")
     bh, bw = h // 8, w // 8
-    blocks = xp.moveaxis((plane - 128.0).reshape(*lead, bh, 8, bw, 8), (-3, -1), (-4, -3))
+    return xp, lead, bh, bw, xp.moveaxis((plane - 128.0).reshape(*lead, bh, 8, bw, 8), (-3, -1), (-4, -3))
+
+
+def dct_blocks(plane):
+    """Orthonormal block DCT of a pixel plane ``(..., 8*bh, 8*bw)`` (0..255, level shift of 128 done
+    here): coefficients ``(..., 64, bh, bw)`` in natural order, of ``plane``'s float dtype. The inverse
+    of :func:`idct_blocks` (s = 8); differentiable."""
+    xp, lead, bh, bw, blocks = _level_shifted_blocks(plane)
     matrix = _kernel_like(8, False, plane)
     return (matrix.T @ blocks.reshape(*lead, 64, bh * bw)).reshape(*lead, 64, bh, bw)
 
@@ -220,24 +215,18 @@ def islow_fdct(plane):
     transformed first, then columns, each pass rounding as libjpeg does; float64 holds every
     intermediate exactly. Not differentiable (see :func:`dct_blocks`).
     """
-    xp = namespace(plane)
-    *lead, h, w = plane.shape
-    if h % 8 or w % 8:
-        raise ValueError(f"a block DCT needs sides that are multiples of 8, not {h}x{w}")
-    bh, bw = h // 8, w // 8
-    x = plane.double() if is_tensor(plane) else np.asarray(plane, dtype=np.float64)
-    x = xp.moveaxis((x - 128.0).reshape(*lead, bh, 8, bw, 8), (-3, -1), (-4, -3))  # (..., y, x, bh, bw)
-    a = constant(_ISLOW, x)
+    xp, lead, bh, bw, x = _level_shifted_blocks(plane.double() if is_tensor(plane) else np.asarray(plane, np.float64))
+    a = cached_constant("islow", _ISLOW, x)
 
-    def rounded(z, rule):
-        mul, add, div = (constant(r, z).reshape(8, 1, 1, 1) for r in rule)
+    def rounded(z, name, rule):
+        mul, add, div = (cached_constant((name, i), r.reshape(8, 1, 1, 1), z) for i, r in enumerate(rule))
         return xp.floor((z * mul + add) / div)
 
     # pass 1 along x: (u, y); pass 2 along y: (v, u). Contractions as matmuls over the block grid.
     t = a @ xp.moveaxis(x, -3, -4).reshape(*lead, 8, 8 * bh * bw)            # x -> u, rows (y, blocks)
-    t = rounded(t.reshape(*lead, 8, 8, bh, bw), _PASS1)                          # (u, y, bh, bw)
+    t = rounded(t.reshape(*lead, 8, 8, bh, bw), "pass1", _PASS1)                          # (u, y, bh, bw)
     t = a @ xp.moveaxis(t, -3, -4).reshape(*lead, 8, 8 * bh * bw)            # y -> v: (v, u, ...)
-    t = rounded(t.reshape(*lead, 8, 8, bh, bw), _PASS2)
+    t = rounded(t.reshape(*lead, 8, 8, bh, bw), "pass2", _PASS2)
     return t.reshape(*lead, 64, bh, bw)
 
 

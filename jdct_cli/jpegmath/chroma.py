@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._array import constant, floor_divide, interleave, is_tensor, repeat, shifted, signed
+from ._array import cached_constant, floor_divide, interleave, is_tensor, repeat, shifted, signed
 
 __all__ = ["ComponentPlan", "component_plans", "upsample", "downsample_h2v2"]
 
@@ -127,4 +127,4 @@ def downsample_h2v2(plane, *, exact: bool = True):
     total = plane[..., 0::2, 0::2] + plane[..., 0::2, 1::2] + plane[..., 1::2, 0::2] + plane[..., 1::2, 1::2]
     if not exact:
         return total / 4
-    return floor_divide(total + constant(np.arange(w // 2) % 2 + 1, total), 4)
+    return floor_divide(total + cached_constant(("h2v2 bias", w), np.arange(w // 2) % 2 + 1, total), 4)

@@ -16,6 +16,7 @@ Everything is batched (a leading sample axis ``B``) and takes numpy arrays or to
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -56,23 +57,22 @@ def filter_taps(in0, in1, out_size: int, in_size, *, taps=None, support: float =
     xp = namespace(in0)
     like = in0.double() if is_tensor(in0) else np.asarray(in0, dtype=np.float64)
     scale = ((in1 - in0).double() if is_tensor(in0) else (in1 - in0).astype(np.float64)) / out_size
-    fscale = xp.maximum(scale, constant(1.0, scale))
+    fscale = xp.clip(scale, 1.0, None)
     sup = support * fscale
     if taps is None:
         taps = max_taps(float(scale.max()), support)
     center = like[:, None] + (arange(out_size, like)[None, :] + 0.5) * scale[:, None]      # (B, S)
-    lo = xp.maximum(xp.trunc(center - sup[:, None] + 0.5), constant(0.0, center))
+    lo = xp.clip(xp.trunc(center - sup[:, None] + 0.5), 0.0, None)
     hi = xp.minimum(xp.trunc(center + sup[:, None] + 0.5), constant(in_size, center)[:, None])
-    inv = 1.0 / fscale
-    total = xp.zeros_like(center)
-    weights = []
-    for t in range(taps):
-        w = xp.clip(1.0 - xp.abs((lo + t - center + 0.5) * inv[:, None]), 0.0, None)
-        w = xp.where(lo + t < hi, w, constant(0.0, w))
-        total = total + w
-        weights.append(w)
-    w = xp.stack(weights, axis=-1)
-    total = xp.where(total == 0, constant(1.0, total), total)
+    x = lo[..., None] + arange(taps, center).to(center.dtype) if is_tensor(center) else \
+        lo[..., None] + np.arange(taps, dtype=np.float64)                                      # (B, S, taps)
+    w = xp.clip(1.0 - xp.abs((x - center[..., None] + 0.5) * (1.0 / fscale)[:, None, None]), 0.0, None)
+    w = xp.where(x < hi[..., None], w, 0.0)
+    # Pillow sums the weights tap by tap; the same order of additions rounds the same way
+    total = w[..., 0]
+    for t in range(1, taps):
+        total = total + w[..., t]
+    total = xp.where(total == 0, 1.0, total)
     first = lo.long() if is_tensor(lo) else lo.astype(np.int64)
     return first, w / total[..., None]
 
@@ -92,7 +92,7 @@ def weight_matrix(first, weights, columns: int, *, offset=0, flip=None):
     t = arange(columns, first)[None, None, :] - (first[..., None] + off)                     # (B, S, columns)
     inside = (t >= 0) & (t < taps)
     t = xp.clip(t, 0, taps - 1)
-    return xp.where(inside, take_along(weights, t, 2), constant(0.0, weights))
+    return xp.where(inside, take_along(weights, t, 2), 0.0)
 
 
 def fixed_point(weights):
@@ -102,46 +102,59 @@ def fixed_point(weights):
     return xp.where(k < 0, xp.trunc(k - 0.5), xp.trunc(k + 0.5))
 
 
-def _pass(x, w, axis: int, exact: bool):
-    """One separable pass: ``w`` ``(B, S, N)`` applied to axis -1 or -2 of ``x`` ``(B, C, H, W)``."""
-    xp = namespace(x)
+#: The most taps an exact pass computes in float32: each half-weight product sum stays below 2^24.
+MAX_FLOAT32_EXACT_TAPS = 32
+_HALF = 1 << (PRECISION_BITS // 2)  # 2^11: fixed-point weights split as hi * 2^11 + lo
+
+
+def _apply(x, w, axis: int):
+    """``w`` ``(B, S, N)`` applied to axis -1 or -2 of ``x`` ``(B, C, H, W)``."""
     w = w[:, None]
-    out = x @ xp.swapaxes(w, -1, -2) if axis == -1 else w @ x
-    if not exact:
-        return out
-    return xp.clip(xp.floor((out + float(1 << (PRECISION_BITS - 1))) / float(1 << PRECISION_BITS)), 0, 255)
+    return x @ namespace(x).swapaxes(w, -1, -2) if axis == -1 else w @ x
 
 
-def resize(img, wy, wx, *, exact: bool = False, vertical_first=None):
+def _exact_pass(x, w, axis: int):
+    """One of Pillow's passes: ``(sum of pixel * weight + 2^21) >> 22`` clipped to 0..255, for integer
+    pixels and :func:`fixed_point` weights. In float64 the sums are exact as they stand; in float32
+    the weights are split into 11-bit halves, ``w = hi * 2^11 + lo``, so that both matmuls sum
+    integers below 2^24 (exact in any order, with at most :data:`MAX_FLOAT32_EXACT_TAPS` taps), and
+    ``floor((hi_sum * 2^11 + lo_sum + 2^21) / 2^22) = floor((hi_sum + floor((lo_sum + 2^21) / 2^11)) / 2^11)``."""
+    xp = namespace(x)
+    w = constant(w, x)
+    if x.dtype == np.float64 or (is_tensor(x) and x.dtype == sys.modules["torch"].float64):
+        out = xp.floor((_apply(x, w, axis) + float(1 << (PRECISION_BITS - 1))) * (1.0 / (1 << PRECISION_BITS)))
+    else:
+        hi = xp.floor(w * (1.0 / _HALF))
+        lo = w - hi * _HALF
+        carry = xp.floor((_apply(x, lo, axis) + float(1 << (PRECISION_BITS - 1))) * (1.0 / _HALF))
+        out = xp.floor((_apply(x, hi, axis) + carry) * (1.0 / _HALF))
+    return xp.clip(out, 0, 255)
+
+
+def resize(img, wy, wx, *, exact: bool = False, vertical_first=False):
     """``img`` ``(B, C, H, W)`` resized by per-sample matrices ``wy`` ``(B, Sy, H)`` and ``wx``
-    ``(B, Sx, W)`` (:func:`weight_matrix`): ``(B, C, Sy, Sx)``.
+    ``(B, Sx, W)`` (:func:`weight_matrix`): ``(B, C, Sy, Sx)`` of ``img``'s float dtype.
 
-    ``exact=False``: ``Wy @ img @ Wx^T`` in ``img``'s float dtype (the cheaper association), not
-    rounded; differentiable. ``exact=True``: Pillow's arithmetic, with ``wy``/``wx`` from
-    :func:`fixed_point` and integer-valued ``img``, in float64 (which holds it exactly): one pass,
-    ``(acc + 2^21) >> 22`` clipped to 0..255, then the other; ``vertical_first`` (bool ``(B,)``,
-    :func:`vertical_first`) says which first per sample.
+    ``exact=False``: ``Wy @ img @ Wx^T`` (the cheaper association), not rounded; differentiable.
+    ``exact=True``: Pillow's arithmetic, with ``wy``/``wx`` from :func:`fixed_point` and integer-valued
+    ``img``: one pass, ``(acc + 2^21) >> 22`` clipped to 0..255, then the other, exactly (float32
+    for filters of at most :data:`MAX_FLOAT32_EXACT_TAPS` taps, float64 for any); ``vertical_first``
+    (a bool, or bool ``(B,)`` per sample, see :func:`vertical_first`) says which pass first.
     """
     if not exact:
         _, _, h, w = img.shape
         sy, sx = wy.shape[1], wx.shape[1]
         if h * w * sx + sy * h * sx <= sy * h * w + sy * w * sx:
-            return _pass(_pass(img, wx, -1, False), wy, -2, False)
-        return _pass(_pass(img, wy, -2, False), wx, -1, False)
-    xp = namespace(img)
-    img = img.double() if is_tensor(img) else img.astype(np.float64)
-    wy = wy.double() if is_tensor(wy) else wy.astype(np.float64)
-    wx = wx.double() if is_tensor(wx) else wx.astype(np.float64)
-    vf = np.zeros(img.shape[0], dtype=bool) if vertical_first is None else vertical_first
-    vf = constant(vf, img) != 0
+            return _apply(_apply(img, wx, -1), wy, -2)
+        return _apply(_apply(img, wy, -2), wx, -1)
+    if isinstance(vertical_first, (bool, np.bool_)):
+        if vertical_first:
+            return _exact_pass(_exact_pass(img, wy, -2), wx, -1)
+        return _exact_pass(_exact_pass(img, wx, -1), wy, -2)
+    vf = constant(vertical_first, img) != 0
     out = zeros((img.shape[0], img.shape[1], wy.shape[1], wx.shape[1]), img)
-    for first_vertical in (False, True):
-        sel = vf == first_vertical
-        if not bool(sel.any()):
-            continue
-        x, a, b = img[sel], wy[sel], wx[sel]
-        if first_vertical:
-            out[sel] = _pass(_pass(x, a, -2, True), b, -1, True)
-        else:
-            out[sel] = _pass(_pass(x, b, -1, True), a, -2, True)
+    for first in (False, True):
+        sel = vf == first
+        if bool(sel.any()):
+            out[sel] = resize(img[sel], wy[sel], wx[sel], exact=True, vertical_first=first)
     return out
