@@ -305,7 +305,9 @@ def crop_geometry(width: int, height: int, factors, box, size: int, *, scalings=
     The decoding scale is the crops layout's (:func:`dct_eighths_for` over ``scalings``, 8 with
     ``exact``), and so are the pixels the resize reads (:func:`decode_window`, with the filter's
     ``support``); the block rectangle is the MCUs covering them plus :data:`UPSAMPLING_CONTEXT`
-    pixels, clipped to the image. ValueError for sampling factors libjpeg cannot decode.
+    pixels, clipped to the image. EXIF orientation is not applied here: a layout that applies it
+    stores its images upright. ValueError for sampling factors libjpeg cannot decode (or not 1 or
+    3 components: CMYK and YCCK files are re-encoded at conversion).
     """
     bx, by, bw, bh = (float(v) for v in box)
     factors = tuple((int(h), int(v)) for h, v in factors)

@@ -9,7 +9,8 @@ after that is arithmetic here, on any torch device (CUDA for training, the CPU f
    and :func:`~jdct_cli.jpegmath.quant.dequantize` them with each file's own tables;
 2. :func:`decode_rectangles`: libjpeg's scaled IDCT per component (``M/8``, chroma of 4:2:0 at
    ``2M`` points as libjpeg does), its chroma upsampling, its integer YCbCr -> RGB, each rounded to
-   0..255 as a decode would: the pixels libjpeg's ``crop_to_rgb`` decode gives, within 1;
+   0..255 as a decode would: libjpeg's pixels except where its integer IDCTs round otherwise (a
+   few % of values, by 1 to 3; upsampling and colour conversion are libjpeg's bit for bit);
 3. :func:`resize_crops`: per-sample crop + antialiased bilinear resize to S x S (Pillow's filter as
    weight matrices, batched matmuls), the horizontal flip folded into the horizontal matrix;
 4. :func:`to_ycbcr420`: libjpeg's encoder colour conversion and biased 2x2 chroma downsampling;
@@ -20,9 +21,9 @@ after that is arithmetic here, on any torch device (CUDA for training, the CPU f
 pixels for the baselines from the same crops). With ``rounding=False`` every stage is the float
 version of its formula and differentiable, for a learned quantizer between :func:`forward_dct` and
 the network. Deterministic: no random draws here (the CPU side drew the boxes and flips), and no
-atomics-based reductions. ``exact_resize=True`` reproduces Pillow's two rounded passes (float64),
-making the crops bit-identical to :func:`jdct_cli.transforms.crop_to_rgb` where the decoded pixels
-are.
+atomics-based reductions. ``exact_resize=True`` reproduces Pillow's two rounded passes exactly
+(in float32 with split weights), making the crops :func:`jdct_cli.transforms.crop_to_rgb`'s pixels
+wherever the decoded pixels are libjpeg's.
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ from .chroma import component_plans, downsample_h2v2, upsample
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .quant import dequantize, ijg_tables, quantize
 
-__all__ = ["HostBatch", "pack_reference", "DeviceBatch", "to_device", "unpack", "decode_rectangles",
-           "resize_crops", "decode_crops", "to_ycbcr420", "forward_dct", "reencode"]
+__all__ = ["HostBatch", "pack_reference", "Group", "groups", "component_sets", "DeviceBatch", "to_device", "unpack",
+           "decode_rectangles", "resize_crops", "decode_crops", "to_ycbcr420", "forward_dct", "reencode"]
 
 MAX_COMPONENTS = 3
 
@@ -436,7 +437,8 @@ def decode_crops(db: DeviceBatch, *, exact_resize: bool = False, rounding: bool 
                  channels_last: Optional[bool] = None, dtype=torch.float32) -> torch.Tensor:
     """Steps 1-3 for a whole batch: the RGB crops, ``(n, 3, S, S)`` of ``dtype``, 0..255 on the device
     (integer-valued with ``rounding``), in batch order; ``channels_last`` memory format (default:
-    on CUDA). ``rounding=False``: every stage in float, differentiable."""
+    on CUDA). ``rounding=False``: every stage in float, differentiable. ``exact_resize``: Pillow's
+    two rounded passes (see :func:`resize_crops`), about a third more work."""
     host = db.host
     n, size = len(host), host.size
     channels_last = db.device.type == "cuda" if channels_last is None else channels_last
