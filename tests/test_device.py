@@ -392,6 +392,7 @@ def test_cuda_matches_the_cpu(mixed, exact):
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
         db = augment.to_device(hb, DEVICE)
+        assert (db.copied is not None) == (torch.device(DEVICE).type == "cuda")
         on_dev = augment.reencode(db, exact_resize=exact)
         assert torch.backends.cuda.matmul.allow_tf32 is True
     finally:

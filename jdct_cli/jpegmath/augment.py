@@ -247,7 +247,9 @@ class DeviceBatch:
     """A :class:`HostBatch` on the device, ready for the stages: ``coefs`` int16 ``(total,)``,
     ``quant`` float32 ``(n, 3, 64)``, the samples' :func:`groups` (``order``: int64 ``(n,)`` batch
     positions group after group) and ``meta``: float64 ``(n, 24)`` per-sample geometry in that
-    order. ``host`` keeps the numpy batch (sizes, read without waiting for the device)."""
+    order. ``host`` keeps the numpy batch (sizes, read without waiting for the device).
+    ``copied``: on CUDA, an event recorded after the copies; the host batch's (pinned) memory may be
+    written again once it has completed (``copied.synchronize()``), not before."""
 
     host: HostBatch
     groups: list
@@ -255,6 +257,7 @@ class DeviceBatch:
     quant: torch.Tensor
     order: torch.Tensor
     meta: torch.Tensor
+    copied: Optional[object] = None
 
     @property
     def device(self) -> torch.device:
@@ -262,7 +265,8 @@ class DeviceBatch:
 
 
 def to_device(batch: HostBatch, device="cpu") -> DeviceBatch:
-    """Group ``batch`` and move it to ``device``: four copies (asynchronous from pinned memory)."""
+    """Group ``batch`` and move it to ``device``: four copies (asynchronous from pinned memory, on
+    the current stream; see :attr:`DeviceBatch.copied` before reusing the host memory)."""
     device = torch.device(device)
     gs = groups(batch)
     order = np.concatenate([g.indices for g in gs])
@@ -272,8 +276,12 @@ def to_device(batch: HostBatch, device="cpu") -> DeviceBatch:
         t = torch.from_numpy(a)
         return t if device.type == "cpu" else t.to(device, non_blocking=True)
 
-    return DeviceBatch(host=batch, groups=gs, coefs=move(batch.coefs), quant=move(batch.quant.astype(np.float32)),
-                       order=move(order), meta=move(meta))
+    db = DeviceBatch(host=batch, groups=gs, coefs=move(batch.coefs), quant=move(batch.quant.astype(np.float32)),
+                     order=move(order), meta=move(meta))
+    if device.type == "cuda":
+        db.copied = torch.cuda.Event()
+        db.copied.record()
+    return db
 
 
 _INDICES: dict = {}
