@@ -42,7 +42,7 @@ from PIL import Image  # noqa: E402
 from jdct_cli import _decoder, jpeg  # noqa: E402
 from jdct_cli.convert import ConvertOptions, convert  # noqa: E402
 from jdct_cli.errors import JdctError  # noqa: E402
-from jdct_cli.dct import crop_coefficients  # noqa: E402
+from jdct_cli.jpegmath.sample import crop_coefficients  # noqa: E402
 from jdct_cli.transforms import convert_image, decode_region, image_rng, random_resized_crop_box, resize_box  # noqa: E402
 
 

@@ -28,7 +28,7 @@ Order of an epoch (a pure function of ``seed``, ``epoch``, ``rank``, ``world_siz
    The exact DCT-domain flip is done in two free halves: the block columns are reversed by the
    copy that gathers the sample into its batch (host), and the coefficients of odd horizontal
    frequency ``u`` are negated by the per-sample dequantization scale (device). It equals the
-   real-valued DCT of the mirrored crop exactly (see :func:`jdct_cli.dct_torch.flip_blocks_`).
+   real-valued DCT of the mirrored crop exactly (see :data:`jdct_cli.jpegmath.blockdct.FLIP_SIGN`).
 
 Resuming: ``state_dict()`` holds the epoch and the number of batches already yielded; a loader given
 it by ``load_state_dict()`` yields exactly the remaining batches of that epoch (same samples, same
@@ -57,8 +57,10 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from . import dct_torch
 from .errors import CheckpointError, ConfigError, StoreCorruptionError, StoreError
+from .jpegmath.blockdct import FLIP_SIGN, idct_blocks, plane_stats_from_coefficients
+from .jpegmath.chroma import upsample
+from .jpegmath.color import ycbcr_to_rgb
 from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, read_metadata
 
 #: Version of the dict returned by :meth:`DCTLoader.state_dict` (kept inside training checkpoints).
@@ -166,7 +168,7 @@ class DCTLoader:
       block IDCT, bilinear (libjpeg "fancy") chroma upsampling, JFIF colour conversion.
     - ``output="ycbcr"``: the same before colour conversion, clamped to [0, 1] (``normalize``: minus
       the plane's pixel mean, over its std, both derived exactly from the coefficient ``stats``
-      by Parseval, see :func:`jdct_cli.dct_torch.plane_stats_from_coefficients`).
+      by Parseval, see :func:`jdct_cli.jpegmath.blockdct.plane_stats_from_coefficients`).
 
     Arguments: ``store`` path; ``split``; ``batch_size`` per rank; ``shuffle`` (default: train
     split only); ``seed``; ``rank``/``world_size`` (default: torch.distributed's when initialised,
@@ -499,61 +501,81 @@ class DCTLoader:
         else:
             moved = host[:3] + [host[3].clone(), host[4].clone()]  # labels/flips outlive the reused buffer
             released = False
-        planes, labels_t, flip_t = moved[:3], moved[3], moved[4].view(-1, 1, 1, 1)
+        planes, labels_t = moved[:3], moved[3]
+        out = None
+        if self.output == "dct" and self.device.type == "cpu":
+            # float32 planes in reused memory (see _OutputPool); a batch the consumer still holds is
+            # never overwritten. For another dtype they are scratch, cast afterwards.
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            full = [(self.batch_size,) + tuple(p.shape[1:]) for p in planes]
+            out = [x[:p.shape[0]] for x, p in zip(self._outputs.take(full, fmt), planes)]
         # Flip, second half: the block columns were reversed while gathering; negating the odd-u
         # coefficients is folded into the per-sample dequantization scale (no extra pass).
-        if self.output == "dct":
-            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-            if self.device.type == "cpu":
-                # float32 planes in reused memory (see _OutputPool); a batch the consumer still
-                # holds is never overwritten. For another dtype they are scratch, cast afterwards.
-                full = [(self.batch_size,) + tuple(p.shape[1:]) for p in planes]
-                xs = self._outputs.take(full, fmt)
-                xs = [x[:p.shape[0]] for x, p in zip(xs, planes)]
-            else:
-                xs = [torch.empty(p.shape, dtype=torch.float32, device=self.device, memory_format=fmt)
-                      for p in planes]
-            outs = []
-            for name, p, x in zip(COEFFICIENT_ARRAYS, planes, xs):
-                scale, shift = consts[name]
-                if flips.any():
-                    scale = torch.where(flip_t, scale * consts["sign"], scale)
-                # int16 -> float, dequantize (+ standardize): three passes, done a few samples at a
-                # time so that they run in the cache rather than three times through memory.
-                step = max(1, _CACHE_BLOCK_BYTES // (4 * x[0].numel())) if self.device.type == "cpu" else len(x)
-                for i in range(0, len(x), step):
-                    sc = scale[i:i + step] if scale.shape[0] > 1 else scale
-                    x[i:i + step].copy_(p[i:i + step]).mul_(sc).add_(shift)
-                outs.append(x if self.dtype == torch.float32 else x.to(self.dtype))
-            inputs: Any = tuple(outs)
-        else:
-            deq = []
-            for name, p in zip(COEFFICIENT_ARRAYS, planes):
-                scale = consts[name][0]
-                scale = torch.where(flip_t, scale * consts["sign"], scale) if flips.any() else scale
-                deq.append(p.to(torch.float32).mul_(scale))
-            x = dequantized_to_pixels(deq, consts, self.output)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            inputs = x if self.dtype == torch.float32 else x.to(self.dtype)
+        inputs = coefficients_to_inputs(planes, consts, self.output, flips=moved[4] if flips.any() else None,
+                                        out=out, dtype=self.dtype, channels_last=self.channels_last)
         if not released:
             buf.release(None)
         return inputs, labels_t
 
 
+def coefficients_to_inputs(planes, consts: dict[str, Any], output: str, *, flips=None, out=None,
+                           dtype: torch.dtype = torch.float32, channels_last: bool = False):
+    """Quantized coefficients -> model inputs: the one definition, used by :class:`DCTLoader` (both
+    layouts) and by :func:`jdct_cli.evaluate.model_inputs` (predict), so all give the same tensors.
+
+    ``planes``: ``(y, cb, cr)`` tensors ``[B, 64, S/8, S/8]``, ``[B, 64, S/16, S/16]`` twice, on the
+    device, int16 or integer-valued float (quantized with the tables ``consts`` was built from).
+    ``consts``: :func:`device_constants`. ``flips``: bool ``[B]`` (None: none) of samples whose block
+    columns are already reversed and whose odd horizontal frequencies are to be negated here (the
+    exact DCT-domain flip). ``out``: float32 tensors of the planes' shapes to write the ``"dct"``
+    output into (the loader's reused CPU memory), else fresh ones.
+
+    Returns for ``output="dct"`` ``(y, cb, cr)``: ``c*scale + shift`` per channel (dequantized,
+    standardized when ``consts`` says so); for ``"rgb"``/``"ycbcr"`` one tensor ``[B, 3, S, S]``
+    (:func:`dequantized_to_pixels`). In ``dtype``; ``channels_last`` memory format on request.
+    """
+    device = planes[0].device
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    flip_t = None if flips is None else flips.view(-1, 1, 1, 1)
+    if output == "dct":
+        if out is None:
+            out = [torch.empty(p.shape, dtype=torch.float32, device=device, memory_format=fmt) for p in planes]
+        outs = []
+        for name, p, x in zip(COEFFICIENT_ARRAYS, planes, out):
+            scale, shift = consts[name]
+            if flip_t is not None:
+                scale = torch.where(flip_t, scale * consts["sign"], scale)
+            # int16 -> float, dequantize (+ standardize): three passes, done a few samples at a
+            # time on the CPU so that they run in the cache rather than three times through memory.
+            step = max(1, _CACHE_BLOCK_BYTES // (4 * x[0].numel())) if device.type == "cpu" else len(x)
+            for i in range(0, len(x), step):
+                sc = scale[i:i + step] if scale.shape[0] > 1 else scale
+                x[i:i + step].copy_(p[i:i + step]).mul_(sc).add_(shift)
+            outs.append(x if dtype == torch.float32 else x.to(dtype))
+        return tuple(outs)
+    deq = []
+    for name, p in zip(COEFFICIENT_ARRAYS, planes):
+        scale = consts[name][0]
+        scale = torch.where(flip_t, scale * consts["sign"], scale) if flip_t is not None else scale
+        deq.append(p.to(torch.float32).mul_(scale))
+    x = dequantized_to_pixels(deq, consts, output)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x if dtype == torch.float32 else x.to(dtype)
+
+
 def device_constants(quant: dict, stats: Optional[dict], *, output: str, normalize: bool, device,
                      path=None) -> dict[str, Any]:
-    """The per-channel constants that turn int16 coefficients into model inputs, on ``device``.
+    """The per-channel constants that turn int16 coefficients into model inputs, on ``device``
+    (the normalization of :func:`coefficients_to_inputs`).
 
-    The one definition of the loader's normalization, shared by :class:`DCTLoader` and
-    :func:`jdct_cli.evaluate.model_inputs` (predict), so both give the same tensors.
     ``quant``: {"y", "cb", "cr"} -> 64 quantization steps of the coefficients to be converted;
     ``stats``: the store's ``stats`` ({plane: {"mean", "std"}}, 64 floats each, dequantized units).
     Returns {plane: (scale, shift)} float32 ``[1, 64, 1, 1]`` each, so that ``c*scale + shift`` is the
     dequantized (``output="dct"`` and ``normalize``: standardized, ``(c*q - mean)/std``)
     coefficient; ``"sign"`` float32 ``[1, 64, 1, 1]`` (-1 at odd horizontal frequency, for flips); for
-    pixel outputs also ``"idct"`` ``[64, 64]`` and ``"pix_mean"``/``"pix_std"`` float32 ``[1, 3, 1, 1]``
-    (in [0, 1] units). StoreError (naming ``path``) when normalizing needs statistics that are absent.
+    pixel outputs also ``"pix_mean"``/``"pix_std"`` float32 ``[1, 3, 1, 1]`` (in [0, 1] units).
+    StoreError (naming ``path``) when normalizing needs statistics that are absent.
     """
     stats = stats or {}
     consts: dict[str, Any] = {}
@@ -570,13 +592,12 @@ def device_constants(quant: dict, stats: Optional[dict], *, output: str, normali
         consts[name] = (torch.as_tensor(scale, dtype=torch.float32, device=device).view(1, 64, 1, 1),
                         torch.as_tensor(shift, dtype=torch.float32, device=device).view(1, 64, 1, 1))
     if output != "dct":
-        consts["idct"] = dct_torch.idct_matrix(torch.float32, device)
         if output == "rgb":
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         else:
             if normalize and not all(n in stats for n in COEFFICIENT_ARRAYS):
                 raise StoreError("the store has no coefficient statistics: use normalize=False", path)
-            pairs = [dct_torch.plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"])
+            pairs = [plane_stats_from_coefficients(stats[n]["mean"], stats[n]["std"])
                      if normalize else (0.0, 255.0) for n in COEFFICIENT_ARRAYS]
             mean = [m / 255.0 for m, _ in pairs]
             std = [s / 255.0 for _, s in pairs]
@@ -584,18 +605,23 @@ def device_constants(quant: dict, stats: Optional[dict], *, output: str, normali
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         consts["pix_mean"] = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         consts["pix_std"] = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    consts["sign"] = torch.as_tensor(dct_torch.FLIP_SIGN.astype(np.float32), device=device).view(1, 64, 1, 1)
+    consts["sign"] = torch.as_tensor(FLIP_SIGN.astype(np.float32), device=device).view(1, 64, 1, 1)
     return consts
 
 
 def dequantized_to_pixels(deq, consts: dict[str, Any], output: str) -> torch.Tensor:
     """Dequantized planes (y ``[B,64,S/8,S/8]``, cb, cr ``[B,64,S/16,S/16]``, float32) -> pixel inputs
-    ``[B, 3, S, S]``: block IDCT, chroma upsampling, (``"rgb"``) colour conversion, clamp to [0, 1],
-    then minus ``consts["pix_mean"]`` over ``consts["pix_std"]`` (see :func:`device_constants`)."""
-    x = dct_torch.coefficients_to_ycbcr(*deq, consts["idct"])
+    ``[B, 3, S, S]``: block IDCT, bilinear (libjpeg's fancy filter in float) chroma upsampling,
+    (``"rgb"``) float JFIF colour conversion, clamp to [0, 1], then minus ``consts["pix_mean"]`` over
+    ``consts["pix_std"]`` (see :func:`device_constants`)."""
+    y, cb, cr = deq
+    n = y.shape[0]
+    luma = idct_blocks(y)[:, None]
+    chroma = upsample(idct_blocks(torch.cat([cb, cr], dim=0))[:, None], (2, 2), exact=False)
+    planes = (luma, chroma[:n], chroma[n:])
     if output == "rgb":
-        x = dct_torch.ycbcr_to_rgb(x)
-    x = x.clamp_(0.0, 255.0).div_(255.0)
+        planes = ycbcr_to_rgb(*planes)
+    x = torch.cat(planes, dim=1).clamp_(0.0, 255.0).div_(255.0)
     return x.sub_(consts["pix_mean"]).div_(consts["pix_std"])
 
 

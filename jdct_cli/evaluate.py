@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .data import device_constants, dequantized_to_pixels
-from .errors import CheckpointError, ConfigError, SourceNotFoundError, StoreError
+from . import jpeg
+from .transforms import SampleRecipe, convert_image
+from .data import coefficients_to_inputs, device_constants
+from .errors import CheckpointError, ConfigError, JdctError, SourceNotFoundError, StoreError
 from .store import read_metadata
 from .train import build_model, make_loader, resolve_device, run_validation
 
@@ -152,23 +154,21 @@ def read_class_names(path: os.PathLike | str) -> dict[str, str]:
 
 
 def model_inputs(y, cb, cr, quant, kind: str, store: dict, device):
-    """Model inputs for one sample from its quantized coefficients, built as :class:`DCTLoader` does.
+    """Model inputs for one sample from its quantized coefficients, by the loader's own conversion
+    (:func:`jdct_cli.data.coefficients_to_inputs`).
 
     ``y``/``cb``/``cr``: int16 (64, h, w) store layout; ``quant``: uint16 (3, 64) tables of *these*
     coefficients (the store's for the val transform, the file's own for ``--direct``); ``store``:
     the checkpoint's store facts (quant tables, stats). Returns a tuple for ``model(*inputs)``:
     (y, cb, cr) float32 [1, 64, h, w] for "dct" (dequantized, standardized with the store's
     per-channel stats), (x,) float32 [1, 3, 8h, 8w] for "rgb"/"ycbcr" (reconstructed pixels,
-    normalized like the loader). Tests check this equals the loader's output for the same sample.
+    normalized like the loader).
     """
     try:
         consts = device_constants({"y": quant[0], "cb": quant[1], "cr": quant[2]}, store.get("stats"),
                                   output=kind, normalize=True, device=device)
     except StoreError as exc:
         raise CheckpointError(f"the training store's facts are incomplete: {exc.args[0]}") from None
-    planes = [torch.as_tensor(np.asarray(p, np.int16), device=device)[None].to(torch.float32) for p in (y, cb, cr)]
-    if kind == "dct":
-        # the loader's two passes (multiply, then add), in its order, so the roundings are the same
-        return tuple(p.mul_(consts[n][0]).add_(consts[n][1]) for n, p in zip(("y", "cb", "cr"), planes))
-    deq = [p.mul_(consts[n][0]) for n, p in zip(("y", "cb", "cr"), planes)]
-    return (dequantized_to_pixels(deq, consts, kind),)
+    planes = [torch.as_tensor(np.asarray(p, np.int16), device=device)[None] for p in (y, cb, cr)]
+    inputs = coefficients_to_inputs(planes, consts, kind)
+    return inputs if kind == "dct" else (inputs,)

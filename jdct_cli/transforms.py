@@ -29,12 +29,17 @@ from typing import Optional
 import numpy as np
 
 from . import _decoder, jpeg
-from .dct import crop_coefficients
+from .errors import JpegError
+from .jpegmath.blockdct import coefficient_indices
+from .jpegmath.chroma import component_plans
+from .jpegmath.sample import crop_coefficients
 
 SCALE_RANGE = (0.08, 1.0)
 RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 VAL_CROP_FRACTION = 0.875
 RESIZE_FILTER = "bilinear"
+#: Half-width of the resize filter in output samples (bilinear: 1; Pillow's ``support``).
+RESIZE_SUPPORT = 1.0
 
 
 def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
@@ -116,6 +121,21 @@ def _decode(data: bytes, **kwargs):
     return jpeg.decode(data, tolerate=jpeg.HARMLESS_WARNINGS, **kwargs)
 
 
+def decode_window(width: int, height: int, box, size: int, scale: int,
+                  support: float = RESIZE_SUPPORT) -> tuple[int, int, int, int]:
+    """The pixels ``(x0, y0, x1, y1)`` (of the image decoded at ``scale``/8) that resizing ``box``
+    (source pixels ``(x, y, w, h)``) to ``size`` reads: the box scaled, plus the resampling filter's
+    support (``support`` output samples, i.e. ``support * max(box/size, 1)`` pixels) and one pixel on
+    each side, clipped to the image. Pixels of a region-of-interest decode equal those of a full
+    decode except at the region's edges, which this margin keeps away from the box."""
+    bx, by, bw, bh = box
+    f = scale / 8  # output pixels per source pixel (exact in binary)
+    sw, sh = -(-width * scale // 8), -(-height * scale // 8)
+    margin = int(math.ceil(support * max(bw * f / size, bh * f / size, 1.0))) + 1
+    return (max(0, int(math.floor(bx * f)) - margin), max(0, int(math.floor(by * f)) - margin),
+            min(sw, int(math.ceil((bx + bw) * f)) + margin), min(sh, int(math.ceil((by + bh) * f)) + margin))
+
+
 def decode_region(data: bytes, width: int, height: int, box, size: int, *, exact: bool = False,
                   max_pixels: Optional[int] = None, path=None, scalings=DCT_EIGHTHS):
     """Decode the part of a JPEG that ``box`` (source pixels, stored orientation) needs.
@@ -135,12 +155,7 @@ def decode_region(data: bytes, width: int, height: int, box, size: int, *, exact
     m = dct_eighths_for(bw, bh, size, scalings)
     f = m / 8  # output pixels per source pixel (exact in binary)
     sw, sh = -(-width * m // 8), -(-height * m // 8)
-    # Keep the bilinear filter's support around the box so edge pixels match a full decode.
-    margin = int(math.ceil(max(bw * f / size, bh * f / size, 1.0))) + 1
-    x0 = max(0, int(math.floor(bx * f)) - margin)
-    y0 = max(0, int(math.floor(by * f)) - margin)
-    x1 = min(sw, int(math.ceil((bx + bw) * f)) + margin)
-    y1 = min(sh, int(math.ceil((by + bh) * f)) + margin)
+    x0, y0, x1, y1 = decode_window(width, height, box, size, m)
     if (x0, y0, x1, y1) == (0, 0, sw, sh):
         rgb, _ = _decode(data, scale=8, scale_num=m, **kwargs)
     else:
@@ -193,6 +208,122 @@ def oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Crop geometry for decoding on the device (the images layout)
+# ------------------------------------------------------------------------------------------------
+
+#: Pixels (at the decoding scale) kept beyond the resize window on each side for libjpeg's fancy
+#: chroma upsampling, which reads one chroma sample (two pixels) past each output pixel.
+UPSAMPLING_CONTEXT = 2
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """What of a JPEG one crop needs, and where the crop lies in it: the contract between the CPU
+    side of the images layout (entropy decoding of a block rectangle) and the device side
+    (:mod:`jdct_cli.jpegmath.augment`), computed by :func:`crop_geometry`.
+
+    Units: *source* pixels are the stored image's (no EXIF orientation); *scaled* pixels are those of
+    the image decoded at ``scale``/8 (libjpeg DCT scaling, ``ceil(width*scale/8)`` wide); an MCU is
+    ``8*max_h x 8*max_v`` source pixels (``max_h x max_v`` blocks of the full-resolution components).
+
+    - ``width``, ``height``: the image, source pixels; ``factors``: ``(h, v)`` sampling factors per
+      component (1 or 3 components), as the header gives them; ``size``: the crop side S.
+    - ``scale``: M, the decoding scale M/8 (the rule of :func:`crop_to_rgb`, :func:`dct_eighths_for`).
+    - ``mcu_rows``, ``mcu_cols``: the MCU rectangle ``[row0, row1) x [col0, col1)`` whose blocks are
+      decoded; component ``c`` contributes blocks :meth:`blocks` ``(c)``. Entropy decoding must run
+      through MCU row ``row1 - 1`` and can stop there.
+    - ``box``: ``(x0, y0, x1, y1)`` float, the crop box in scaled pixels relative to the rectangle's
+      top-left pixel (``origin``).
+    - ``frame``: ``(x0, y0, x1, y1)`` int, scaled pixels relative to the same origin: the array the
+      crops layout's CPU recipe (:func:`crop_to_rgb`) hands to the resize. Pillow's filter is clipped
+      to it, rounds the box as float32 in its coordinates and picks its pass order from its size,
+      so reproducing the recipe bit for bit needs it. It may reach beyond the rectangle (an exact
+      decode's frame is the whole image), but the box plus the filter's support never does.
+    """
+
+    width: int
+    height: int
+    factors: tuple[tuple[int, int], ...]
+    size: int
+    scale: int
+    mcu_rows: tuple[int, int]
+    mcu_cols: tuple[int, int]
+    box: tuple[float, float, float, float]
+    frame: tuple[int, int, int, int]
+
+    @property
+    def mcu_blocks(self) -> tuple[int, int]:
+        """``(max_h, max_v)``: blocks of a full-resolution component per MCU, across and down."""
+        return max(h for h, _ in self.factors), max(v for _, v in self.factors)
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """The rectangle's top-left pixel ``(x, y)`` in scaled pixels of the whole image."""
+        mh, mv = self.mcu_blocks
+        return self.mcu_cols[0] * mh * self.scale, self.mcu_rows[0] * mv * self.scale
+
+    @property
+    def scaled_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the whole image decoded at ``scale``/8, scaled pixels."""
+        return -(-self.width * self.scale // 8), -(-self.height * self.scale // 8)
+
+    def plans(self):
+        """libjpeg's IDCT size and upsampling of each component at this scale
+        (:func:`jdct_cli.jpegmath.chroma.component_plans`)."""
+        return component_plans(self.scale, self.factors, self.width)
+
+    def blocks(self, component: int) -> tuple[int, int, int, int]:
+        """``(row0, row1, col0, col1)``: the block rectangle of ``component`` (in its own blocks,
+        ``[row0, row1) x [col0, col1)``) that the MCU rectangle covers."""
+        h, v = self.factors[component]
+        return self.mcu_rows[0] * v, self.mcu_rows[1] * v, self.mcu_cols[0] * h, self.mcu_cols[1] * h
+
+    def coefficient_indices(self, component: int) -> np.ndarray:
+        """int64 ``(K,)`` natural-order indices of the coefficients of ``component`` the device reads
+        (libjpeg's scaled IDCT of this component's size reads no others,
+        :func:`jdct_cli.jpegmath.blockdct.coefficient_indices`)."""
+        return coefficient_indices(self.plans()[component].idct_size)
+
+
+def crop_geometry(width: int, height: int, factors, box, size: int, *, scalings=DCT_EIGHTHS,
+                  support: float = RESIZE_SUPPORT, exact: bool = False) -> CropGeometry:
+    """The :class:`CropGeometry` of the crop ``box`` (source pixels ``(x, y, w, h)``, stored
+    orientation) of a ``width x height`` JPEG with sampling ``factors`` (``(h, v)`` per component),
+    resized to ``size``; the CPU side of the images layout calls this for every sample.
+
+    The decoding scale is the crops layout's (:func:`dct_eighths_for` over ``scalings``, 8 with
+    ``exact``), and so are the pixels the resize reads (:func:`decode_window`, with the filter's
+    ``support``); the block rectangle is the MCUs covering them plus :data:`UPSAMPLING_CONTEXT`
+    pixels, clipped to the image. EXIF orientation is not applied here: a layout that applies it
+    stores its images upright. ValueError for sampling factors libjpeg cannot decode (or not 1 or
+    3 components: CMYK and YCCK files are re-encoded at conversion).
+    """
+    bx, by, bw, bh = (float(v) for v in box)
+    factors = tuple((int(h), int(v)) for h, v in factors)
+    if len(factors) not in (1, 3) or any(not (1 <= h <= 4 and 1 <= v <= 4) for h, v in factors):
+        raise ValueError(f"sampling factors {factors}: 1 or 3 components with factors 1..4 expected")
+    m = 8 if exact else dct_eighths_for(bw, bh, size, scalings)
+    component_plans(m, factors, width)  # ValueError for what libjpeg refuses
+    window = decode_window(width, height, (bx, by, bw, bh), size, m, support)
+    max_h, max_v = max(h for h, _ in factors), max(v for _, v in factors)
+    mw, mh = max_h * m, max_v * m  # an MCU in scaled pixels
+    mcus_x, mcus_y = -(-width // (8 * max_h)), -(-height // (8 * max_v))
+    ctx = UPSAMPLING_CONTEXT
+    col0, row0 = max(0, (window[0] - ctx) // mw), max(0, (window[1] - ctx) // mh)
+    col1, row1 = min(mcus_x, -(-(window[2] + ctx) // mw)), min(mcus_y, -(-(window[3] + ctx) // mh))
+    ox, oy = col0 * mw, row0 * mh
+    f = m / 8
+    local = (bx * f - ox, by * f - oy, (bx + bw) * f - ox, (by + bh) * f - oy)
+    if exact:
+        sw, sh = -(-width * m // 8), -(-height * m // 8)
+        frame = (-ox, -oy, sw - ox, sh - oy)
+    else:
+        frame = (window[0] - ox, window[1] - oy, window[2] - ox, window[3] - oy)
+    return CropGeometry(width=int(width), height=int(height), factors=factors, size=int(size), scale=m,
+                        mcu_rows=(row0, row1), mcu_cols=(col0, col1), box=local, frame=frame)
+
+
+# ------------------------------------------------------------------------------------------------
 # The sample recipe
 # ------------------------------------------------------------------------------------------------
 
@@ -201,7 +332,7 @@ class SampleRecipe:
     """What makes a sample of an image: crop side ``size`` (pixels, a multiple of 16), JPEG
     ``quality`` of the coefficients (1-100), ``exif`` ("ignore" | "apply"), ``exact_decode`` (full
     decode at full scale: no ROI, no DCT scaling), the pixel budget ``max_pixels``, and ``fdct``
-    (how the crop becomes coefficients, see :data:`jdct_cli.dct.FDCT_METHODS`)."""
+    (how the crop becomes coefficients, see :data:`jdct_cli.jpegmath.sample.FDCT_METHODS`)."""
 
     size: int = 224
     quality: int = 100

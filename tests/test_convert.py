@@ -32,7 +32,7 @@ from jdct_cli.convert.lifeline import LOCK_WAIT_S, OutLock
 from jdct_cli.convert.plan import shard_tasks
 from jdct_cli.convert.runners import Pool
 from jdct_cli.convert.worker import convert_shard
-from jdct_cli.dct import psnr, reconstruct
+from jdct_cli.jpegmath.sample import psnr, reconstruct
 from jdct_cli.errors import ConfigError, IncompleteStoreError, Interrupted, StoreError
 from jdct_cli.sources import discover, is_image_name
 from jdct_cli.store import ProgressFolder, Software, create_store, read_metadata

@@ -147,7 +147,7 @@ def test_reencoded_images_are_the_source_resized(tmp_path):
     antialiased bilinear filter (PSNR against Pillow's own decode + resize of the source)."""
     from PIL import Image
 
-    from jdct_cli.dct import psnr
+    from jdct_cli.jpegmath.sample import psnr
 
     src = make_photo_tree(tmp_path / "src", classes=2, train_per_class=3, splits=("train",), min_side=150,
                           max_side=400, grayscale_every=0)

@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO
 
 GPU = REPO / "benchmarks" / "gpu"
-SECTIONS = ["setup", "cuda_tests", "inference", "predict", "loader", "training"]
+SECTIONS = ["setup", "cuda_tests", "inference", "predict", "loader", "device_augment", "training"]
 
 
 def _load(name: str):
@@ -80,7 +80,7 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
     assert list(rep["sections"]) == SECTIONS
     sec = rep["sections"]
     assert {s: sec[s]["status"] for s in SECTIONS} == {"setup": "ok", "cuda_tests": "skipped", "inference": "ok",
-                                                       "predict": "ok", "loader": "ok", "training": "ok"}
+                                                       "predict": "ok", "loader": "ok", "device_augment": "ok", "training": "ok"}
     for s in SECTIONS:
         assert 0 <= sec[s]["seconds"] <= sec[s]["box_s"] + 30
 
@@ -128,7 +128,16 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
     for r in (r for r in rows if r["mode"] == "torchvision"):
         assert _finite_positive(r.get("per_s")) or "torchvision" in r.get("skipped", ""), r
 
-    # 4. each network trained its epoch through `jdct train`; the orderings judged
+    # 4. the device augmentation timed beside the CPU recipe (benchmarks/device_augment.py)
+    aug = sec["device_augment"]
+    device_rows = [r for r in aug["rows"] if r["pipeline"] == "device"]
+    assert [r["batch"] for r in device_rows] == list(suite.DRY.augment_batches)
+    for r in device_rows:
+        assert _finite_positive(r["per_s"]) and r["samples"] >= r["batch"] and r["size"] == suite.DRY.size
+        assert math.isclose(r["ratio"], r["per_s"] / next(x for x in aug["rows"] if x["pipeline"] == "reference")["per_s"])
+    assert aug["best_per_s"] == max(r["per_s"] for r in device_rows) and aug["target_per_s"] is None
+
+    # 5. each network trained its epoch through `jdct train`; the orderings judged
     tr = sec["training"]
     assert [r["arch"] for r in tr["runs"]] == list(suite.DRY.train_archs)
     for r in tr["runs"]:
@@ -141,7 +150,8 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
     assert verdicts[("upsampling_rfa", "resnet50_rgb")] == "not measured"
 
     md = (out / "report.md").read_text()
-    for heading in ("## Set-up", "## 1. `pytest -m cuda`", "## 2. Inference", "## 3. Loader", "## 4. Training"):
+    for heading in ("## Set-up", "## 1. `pytest -m cuda`", "## 2. Inference", "## 3. Loader", "## 4. Device augmentation",
+                    "## 5. Training"):
         assert heading in md
     assert f"| resnet50_rgb | rgb | {ref['gmacs']:.2f} | {ref['images_per_s']:.0f} | 1.00 |" in md
     assert "== jdct GPU run summary ==" in proc.stdout

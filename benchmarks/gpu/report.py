@@ -76,6 +76,22 @@ def summarize_loader(records: list[dict]) -> dict:
     return {"rows": rows}
 
 
+def summarize_augment(records: list[dict], target: Optional[float]) -> dict:
+    """Rows of benchmarks/device_augment.py, the best device figure and whether it meets ``target``
+    (samples/s; None: no target, e.g. the dry run)."""
+    rows = list(records)
+    device = [r for r in rows if r.get("pipeline") == "device" and _finite(r.get("per_s"))]
+    best = max((r["per_s"] for r in device), default=None)
+    rec: dict = {"rows": rows, "best_per_s": best, "target_per_s": target}
+    if target is not None and best is not None:
+        rec["meets_target"] = best >= target
+    return rec
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def training_row(run_dir: Path, wall_s: float, epochs: int) -> dict:
     """What one `jdct train` run achieved, from its metrics.jsonl (complete or cut short)."""
     path = Path(run_dir) / "metrics.jsonl"
@@ -232,7 +248,7 @@ def render_markdown(report: dict) -> str:
                      f"{note[:200].replace('|', '/')} |")
     lines += ["", *_md_setup(sec.get("setup", {})), *_md_tests(sec.get("cuda_tests", {})),
               *_md_inference(sec.get("inference", {})), *_md_predict(sec.get("predict", {})),
-              *_md_loader(sec.get("loader", {})),
+              *_md_loader(sec.get("loader", {})), *_md_augment(sec.get("device_augment", {})),
               *_md_training(sec.get("training", {}))]
     if report.get("plot"):
         lines += ["", f"Figure: {report['plot']}"]
@@ -336,8 +352,28 @@ def _md_loader(s: dict) -> list[str]:
     return out + [""]
 
 
+def _md_augment(s: dict) -> list[str]:
+    out = ["## 4. Device augmentation (images layout: block rectangles -> re-encoded crops -> inputs)", ""]
+    rows = s.get("rows") or []
+    if not rows:
+        return out + [f"No results ({s.get('status')}).", ""]
+    out += ["| pipeline | device | batch | samples/s | vs CPU recipe (1 thread) |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        if r.get("error"):
+            out.append(f"| {r.get('pipeline')} | | {r.get('batch')} | error: {r['error'][:150]} | |")
+            continue
+        name = "device math (benchmarks/device_augment.py)" if r.get("pipeline") == "device" else \
+            "crops recipe on the CPU (decode + resize + forward DCT)"
+        out.append(f"| {name} | {r.get('gpu') or r.get('device')} | {r.get('batch')} | {_f(r.get('per_s'), '.0f')} | "
+                   f"{_f(r.get('ratio'), '.1f', suffix='x')} |")
+    if s.get("target_per_s"):
+        out += ["", f"Target {s['target_per_s']:,} samples/s: {'met' if s.get('meets_target') else 'NOT met'} "
+                    f"(best {_f(s.get('best_per_s'), '.0f')})."]
+    return out + [""]
+
+
 def _md_training(s: dict) -> list[str]:
-    out = ["## 4. Training comparison", ""]
+    out = ["## 5. Training comparison", ""]
     runs = s.get("runs") or []
     if not runs:
         return out + [f"No results ({s.get('status')}).", ""]
@@ -375,7 +411,7 @@ def summary_lines(report: dict) -> str:
     """A few lines for the end of the console output (the device tool returns the output's tail)."""
     out = ["", "== jdct GPU run summary =="]
     for name, s in report["sections"].items():
-        out.append(f"{name:11s} {s.get('status', '?'):8s} {_f(s.get('seconds'), '.0f'):>5s} s  "
+        out.append(f"{name:14s} {s.get('status', '?'):8s} {_f(s.get('seconds'), '.0f'):>5s} s  "
                    f"{(s.get('note') or s.get('error') or '')[:100]}")
     inf = report["sections"].get("inference", {})
     for r in inf.get("networks", [])[:30]:
@@ -385,6 +421,11 @@ def summary_lines(report: dict) -> str:
     for r in report["sections"].get("predict", {}).get("rows", []):
         out.append(f"  predict {r['network']:22s} {_f(r.get('images_per_s'), '.0f'):>7s} img/s  "
                    f"x{_f(r.get('vs_resnet50_rgb_pillow'), '.2f')} of resnet50_rgb + Pillow")
+    aug = report["sections"].get("device_augment", {})
+    if aug.get("best_per_s") is not None:
+        out.append(f"  device augmentation {aug['best_per_s']:9.0f} samples/s"
+                   + (f" (target {aug['target_per_s']:,}: {'met' if aug.get('meets_target') else 'NOT met'})"
+                      if aug.get("target_per_s") else ""))
     for r in report["sections"].get("training", {}).get("runs", []):
         out.append(f"  train {r['arch']:24s} top-1 {_f(r.get('final_val_top1'), '.2f', 100, '%')} "
                    f"{_f(r.get('train_images_per_s'), '.0f')} img/s  {r.get('status')}")

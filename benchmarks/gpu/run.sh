@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU run (issue 14): CUDA tests, the zoo's inference speed beside the paper's Table 1,
-# loader delivery, and a training comparison on imagenette-5k, in under 8 minutes on one H200.
+# loader delivery, the images layout's device augmentation (issue 12), and a training comparison on
+# imagenette-5k, in under 8 minutes on one H200.
 #
 #   bash benchmarks/gpu/prepare.sh          # here first: fills carry/gpu/ and prints the device call
 #   bash benchmarks/gpu/run.sh              # there, with carry/gpu: the report goes to $OUT

@@ -1,4 +1,5 @@
-"""The prepared GPU run: set-up, CUDA tests, inference speed, loader delivery, training comparison.
+"""The prepared GPU run: set-up, CUDA tests, inference speed, loader delivery, device augmentation,
+training comparison.
 
 Started by ``benchmarks/gpu/run.sh`` (see there for the two ways to run it). Every section runs
 in child processes under a time box; a section that fails or runs out of time is reported and
@@ -34,7 +35,9 @@ sys.path.insert(0, str(HERE))
 
 import report as report_mod  # noqa: E402
 
-SECTIONS = ("setup", "cuda_tests", "inference", "predict", "loader", "training")
+SECTIONS = ("setup", "cuda_tests", "inference", "predict", "loader", "device_augment", "training")
+#: Issue 12's target for the images layout's device step on one H200: 224 crops per second.
+AUGMENT_TARGET_PER_S = 20_000
 #: The four networks of the issue's training comparison; the first is the reference.
 TRAIN_ARCHS = ("resnet50_rgb", "upsampling_rfa", "late_concat_rfa_thinner", "downsampling")
 #: One network of each builder class: what the dry run times (all of them on the GPU).
@@ -65,6 +68,9 @@ class Plan:
     loader_threads: tuple = (1, 4, 8)
     loader_batch: int = 256
     loader_seconds: float = 2.0
+    augment_batches: tuple = (64, 256)    # batch sizes of the device augmentation benchmark
+    augment_seconds: float = 4.0
+    augment_files: int = 512
     train_archs: tuple = TRAIN_ARCHS
     train_batch: int = 128
     train_threads: int = 8
@@ -76,14 +82,17 @@ class Plan:
 
 
 REAL = Plan(dry=False, device="cuda",
-            shares={"setup": 60, "cuda_tests": 120, "inference": 60, "predict": 30, "loader": 45, "training": 150},
+            shares={"setup": 60, "cuda_tests": 120, "inference": 60, "predict": 30, "loader": 45, "device_augment": 30,
+                    "training": 150},
             size=224, views=4, convert_workers=min(16, os.cpu_count() or 1))
 DRY = Plan(dry=True, device="cpu",
-           shares={"setup": 20, "cuda_tests": 15, "inference": 15, "predict": 14, "loader": 20, "training": 35},
+           shares={"setup": 20, "cuda_tests": 15, "inference": 15, "predict": 14, "loader": 20, "device_augment": 10,
+                   "training": 35},
            size=32, views=2, convert_workers=1, convert_chunking=("--chunk-samples", "16", "--shard-samples", "32"),
            infer_batch=2, infer_warmup=1, infer_iters=2, infer_models=DRY_INFERENCE_MODELS,
            predict_threads=(1,), predict_batch=4, predict_limit=6, predict_check=3,
            loader_threads=(1, 2), loader_batch=16, loader_seconds=0.5,
+           augment_batches=(8,), augment_seconds=0.5, augment_files=24,
            train_archs=(TRAIN_ARCHS[0], TRAIN_ARCHS[2]), train_batch=8, train_threads=1, max_epochs=1)
 
 
@@ -489,7 +498,44 @@ class Suite:
             rec["status"] = "failed"
         return rec
 
-    # ---------------------------------------------------------------- 4. training comparison
+    # ---------------------------------------------------------------- 4. device augmentation
+    def do_device_augment(self, box: float) -> dict:
+        """Issue 12's device step (benchmarks/device_augment.py): block rectangles of the carried JPEGs
+        -> re-encoded fresh crops -> model inputs, samples/s on the device, beside the crops layout's
+        CPU recipe for the same boxes (one thread)."""
+        deadline = time.monotonic() + box
+        results = self.work / "device_augment.jsonl"
+        results.unlink(missing_ok=True)
+        p = self.plan
+        if self.data is None:
+            raise RuntimeError("no JPEG source (set-up found none)")
+        source = self.data / "train" if (self.data / "train").is_dir() else self.data
+        stopped = []
+        for k, batch in enumerate(p.augment_batches):
+            left = deadline - time.monotonic()
+            if left < p.augment_seconds + 5:
+                stopped.append(f"batch {batch}")
+                continue
+            cmd = [self.py, REPO / "benchmarks" / "device_augment.py", "--source", source, "--device", p.device,
+                   "--threads", "1", "--batch", str(batch), "--size", str(p.size), "--seconds", str(p.augment_seconds),
+                   "--files", str(p.augment_files), "--batches", "4", "--results", results]
+            if k:
+                cmd.append("--no-reference")  # the CPU recipe's figure does not depend on the batch size
+            r = self.run(cmd, left)
+            if not r.ok:
+                _append(results, {"pipeline": "device", "batch": batch,
+                                  "error": "stopped at its time box" if r.timed_out else f"exit status {r.rc}: see log"})
+        rec = report_mod.summarize_augment(_jsonl(results), AUGMENT_TARGET_PER_S if not p.dry else None)
+        if stopped:
+            rec["status"] = "timeout"
+            rec["note"] = "time box spent before: " + ", ".join(stopped)
+        elif not rec["rows"] or any("error" in row for row in rec["rows"]):
+            rec["status"] = "failed"
+        if p.dry:
+            rec["note"] = "dry run: the CPU at tiny sizes; the 20,000 samples/s target is for one H200 at 224 px"
+        return rec
+
+    # ---------------------------------------------------------------- 5. training comparison
     def do_training(self, box: float) -> dict:
         deadline = time.monotonic() + box
         p = self.plan

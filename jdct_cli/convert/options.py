@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from ..dct import FDCT_METHODS
+from ..jpegmath.sample import FDCT_METHODS
 from ..errors import ConfigError
 from ..jpeg import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from ..store import DEFAULT_CHUNK_SAMPLES, DEFAULT_SHARD_SAMPLES, Codec, CropsLayout, ImagesLayout, \

@@ -1,4 +1,4 @@
-"""Quantization tables: ITU-T T.81 Annex K and libjpeg's (IJG's) quality scaling, numpy only.
+"""Quantization: ITU-T T.81 Annex K tables, libjpeg's (IJG's) quality scaling, hard quantization.
 
 jdct's one source of quantization tables: the conversion stores crops quantized with
 :func:`ijg_tables`, the C forward DCT takes them as arguments, and :func:`quality_fit` compares a
@@ -6,13 +6,16 @@ file's tables with them. They are exactly libjpeg's ``jpeg_set_quality(quality, 
 tables (tests compare with libjpeg-turbo's encoder for every quality 1..100).
 
 Tables are 64 entries in natural (row-major) order: index ``8*v + u``, ``v`` the vertical and
-``u`` the horizontal frequency, as everywhere in jdct.
+``u`` the horizontal frequency, as everywhere in jdct. :func:`quantize` and :func:`dequantize` take
+numpy arrays or torch tensors (see :mod:`jdct_cli.jpegmath._array`).
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import numpy as np
+
+from ._array import constant, is_floating, is_tensor, namespace
 
 __all__ = [
     "STD_LUMA_QTABLE",
@@ -21,6 +24,8 @@ __all__ = [
     "ijg_tables",
     "quality_fit",
     "estimate_quality",
+    "quantize",
+    "dequantize",
 ]
 
 # ITU-T T.81 Annex K tables K.1 (luminance) and K.2 (chrominance), natural order.
@@ -120,3 +125,37 @@ def estimate_quality(quant_table_64_natural: Sequence[int], *, chroma: bool = Fa
     """
     fit = quality_fit(quant_table_64_natural, chroma=chroma)
     return None if fit is None else fit[0]
+
+
+def _per_channel(table, like, channel_axis: int):
+    """``table`` (64 entries, or ``(B, 64)`` per sample) shaped to broadcast over ``like``'s channel
+    axis ``channel_axis`` of a ``(..., 64, bh, bw)`` plane, as ``like``'s kind, dtype and device."""
+    t = constant(table, like)
+    shape = [1] * like.ndim
+    shape[channel_axis] = t.shape[-1]
+    if t.ndim == 2:
+        shape[0] = t.shape[0]
+    return t.reshape(shape)
+
+
+def quantize(coefs, table, *, channel_axis: int = -3):
+    """libjpeg's hard quantization: ``coefs / table`` rounded half away from zero (``jcdctmgr.c``:
+    add half the divisor to the magnitude, divide, floor), as integer-valued floats of ``coefs``'s dtype.
+
+    ``coefs``: float ``(..., K, bh, bw)`` (channels on ``channel_axis``); ``table``: the divisors, K
+    entries (natural order, matching the channels) or ``(B, K)`` per sample of a batch (axis 0).
+    libjpeg's integer FDCT output (:func:`jdct_cli.jpegmath.blockdct.islow_fdct`, 8 times the DCT)
+    quantizes exactly with ``8 * table`` in float64. Not differentiable (a step function); a
+    learned quantizer replaces this stage.
+    """
+    xp = namespace(coefs)
+    t = _per_channel(table, coefs, channel_axis)
+    return xp.sign(coefs) * xp.floor((xp.abs(coefs) + t / 2) / t)
+
+
+def dequantize(levels, table, *, channel_axis: int = -3):
+    """Quantized coefficients ``levels`` (``(..., K, bh, bw)``) times their ``table`` (K entries, or
+    ``(B, K)`` per sample): float32 for integer ``levels``, else ``levels``'s dtype."""
+    if not is_floating(levels):
+        levels = levels.float() if is_tensor(levels) else levels.astype(np.float32)
+    return levels * _per_channel(table, levels, channel_axis)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..jpegmath.blockdct import dct_basis
 from .registry import register_model
 from .resnet import (Concat, FixedConv2d, Head, JdctNet, SameConv2d, Stage, build_stages, init_weights,
                      resnet_stage, rfa_stage)
@@ -114,20 +114,6 @@ class LateConcatDctNet(JdctNet):
         y = self.y_path(self.bn_y(y))
         c = self.cbcr_path(self.bn_cbcr(self.concatenate_1(cb, cr)))
         return self.head(self.body(self.concatenate_2(y, c)))
-
-
-def dct_basis() -> np.ndarray:
-    """The 64 JPEG DCT basis functions as conv filters: float64 [64, 1, 8, 8].
-
-    Filter 8*v+u at row y, column x is C(u) C(v) / 4 cos((2x+1) u pi/16) cos((2y+1) v pi/16),
-    C(0) = 1/sqrt(2), else 1 (orthonormal 2-D DCT-II, JPEG's normalization; u horizontal).
-    """
-    k = np.arange(8)
-    c = np.where(k == 0, 1 / math.sqrt(2), 1.0)
-    # cos1d[u, x] = C(u)/2 cos((2x+1) u pi / 16): the orthonormal 1-D DCT-II matrix.
-    cos1d = c[:, None] / 2 * np.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16)
-    basis = np.einsum("vy,ux->vuyx", cos1d, cos1d).reshape(64, 1, 8, 8)
-    return basis
 
 
 class PixelDctLayerNet(JdctNet):

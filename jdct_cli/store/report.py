@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from zarr.core import sync as zarr_sync
 
 from .. import jpeg
-from ..dct import psnr, reconstruct
+from ..jpegmath.sample import psnr, reconstruct
 from ..errors import ConfigError, IncompleteStoreError, Interrupted, JdctError, StoreCorruptionError, StoreError, \
     StoreMetadataError
 from ..inspect_jpeg import write_output

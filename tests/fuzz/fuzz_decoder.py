@@ -286,7 +286,7 @@ def main(argv: list[str]) -> None:
     atheris.instrument_func(_feature_chain)  # noqa: F821
     with atheris.instrument_imports():
         import jdct_cli.convert  # noqa: F401
-        import jdct_cli.dct  # noqa: F401
+        import jdct_cli.jpegmath.sample  # noqa: F401
         import jdct_cli.jpeg  # noqa: F401
         import jdct_cli.transforms  # noqa: F401
     # Setup(argv, ...) hands the remaining flags (-max_total_time, corpus folders...) to libFuzzer.
