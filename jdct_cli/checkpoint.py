@@ -67,7 +67,9 @@ REQUIRED_KEYS = ("format", "format_version", "arch", "num_classes", "classes", "
 RESUME_KEYS = ("mid_epoch", "epoch_sums", "scheduler", "optimizer", "scaler", "loader", "rng")
 #: Keys a weights-only export keeps (those present in the source checkpoint).
 EXPORT_KEYS = ("format", "format_version", "jdct_version", "arch", "num_classes", "classes", "input_kind",
-               "config", "store", "epoch", "step", "best_top1", "metrics", "model", "jpeg_tables")
+               "config", "store", "epoch", "step", "best_top1", "metrics", "model")
+#: Keys of some checkpoints only (a JPEG layer's tables) that an export keeps too.
+OPTIONAL_EXPORT_KEYS = ("jpeg_tables",)
 SCHEMA_NAME = "checkpoint.v1.schema.json"
 #: Room kept free beyond a checkpoint's own size: filesystem metadata and whatever else writes there.
 FREE_SPACE_MARGIN = 64 << 20
@@ -262,7 +264,7 @@ def export_weights(src: os.PathLike | str, dst: os.PathLike | str) -> dict[str, 
         raise CheckpointError("the export would overwrite its source checkpoint: give another file name", dst)
     if not dst.parent.is_dir():
         raise SourceNotFoundError("no such folder to write the export into", dst.parent)
-    out = {k: payload[k] for k in EXPORT_KEYS if k in payload}
+    out = {k: payload[k] for k in EXPORT_KEYS + OPTIONAL_EXPORT_KEYS if k in payload}
     out["weights_only"] = True
     size = save_checkpoint(dst, out)
     return {"source": os.fspath(src_path), "out": os.fspath(dst), "source_bytes": src_path.stat().st_size,
