@@ -1,8 +1,8 @@
 """Learned JPEG quantization on imagenette-5k: J4D tables vs IJG tables, JPEG-DL, quality augmentation.
 
     python3 benchmarks/learned_quant.py [--work bench-quant] [--size 96] [--epochs 8]
-        [--phases store,train,ijg,j4d,robust,report] [--rate-weights 0.1,0.3,1,3]
-        [--qualities 10,15,20,25,30,40,50,60,75,90] [--j4d-epochs 1] [--j4d-lr 0.5] [--j4d-hardness 2]
+        [--phases store,train,ijg,j4d,robust,rate,report] [--rate-weights 0.1,0.3,1,3]
+        [--qualities 10,15,20,25,30,40,50,60,75,90] [--j4d-epochs 1] [--j4d-lr 0.02] [--j4d-hardness 8]
 
 Every phase keeps its results in ``--work`` and is skipped when they are there, so the script can
 be stopped and run again (the CPU runs take hours on 2 cores). Phases:
@@ -19,6 +19,8 @@ be stopped and run again (the CPU runs take hours on 2 cores). Phases:
   weight, from the quality-50 tables; the tables go to ``benchmarks/learned_quant/j4d-<w>.json``
   and are evaluated the same way.
 - ``robust``: base and aug networks on val requantized at qualities 10, 20, ..., 100.
+- ``rate``: the rate estimate against real sizes on 100 val originals (224 px), IJG qualities
+  10..95 and the learned tables: Spearman and relative errors (``--work/rate.json``).
 - ``report``: the plot ``benchmarks/learned_quant/learned_quant.png`` (top-1 against real bpp:
   IJG vs J4D; the robustness curves), ``results.json`` beside it, and Markdown tables on stdout:
   for each J4D point the bits the IJG curve needs for the same top-1 (linear interpolation between
@@ -166,6 +168,62 @@ def phase_robust(args, store: Path) -> None:
             save(path, done)
 
 
+def phase_rate(args) -> None:
+    """How well the rate estimate tracks real sizes: the first 10 val images of each class (224 px
+    originals), IJG qualities 10..95 and the learned tables of ``benchmarks/learned_quant``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from scipy.stats import spearmanr
+
+    from jdct_cli import _decoder
+    from jdct_cli.jpegmath import learned
+    from jdct_cli.jpegmath.quant import ijg_tables
+    from jdct_cli.tables import encode_with_tables, entropy_coded_bytes, read_tables
+
+    val = shared_data() / "imagenette-5k" / "val"
+    images = [np.ascontiguousarray(np.asarray(Image.open(f).convert("RGB")))
+              for c in sorted(d for d in val.iterdir() if d.is_dir()) for f in sorted(c.iterdir())[:10]]
+    sets = [(f"q{q}", *ijg_tables(q)) for q in range(10, 100, 5)]
+    sets += [(f.stem, *read_tables(f).arrays()) for f in sorted(OUT.glob("j4d-*.json"))]
+    ones = np.ones(64, np.uint16)
+    planes = []
+    for rgb in images:
+        y, cb, cr, _ = _decoder.forward_dct(rgb, ones, ones)
+        planes.append([torch.as_tensor(np.moveaxis(p, -1, 0)[None].astype(np.float64)) for p in (y, cb, cr)])
+    pixels = sum(r.shape[0] * r.shape[1] for r in images)
+    rows, pairs = [], []
+    for name, luma, chroma in sets:
+        lq, cq = torch.as_tensor(luma.astype(np.float64)), torch.as_tensor(chroma.astype(np.float64))
+        pooled = learned.IndexCounts()
+        real = 0
+        for rgb, p in zip(images, planes):
+            pooled.add(p, lq, cq)
+            bits = 8 * entropy_coded_bytes(encode_with_tables(rgb, luma, chroma))
+            real += bits
+            pairs.append((float(learned.estimate_bits(p, lq, cq)), bits))
+        rows.append({"tables": name, "estimated_bpp": pooled.bits() / pixels, "real_bpp": real / pixels})
+    est = [r["estimated_bpp"] for r in rows]
+    real = [r["real_bpp"] for r in rows]
+    per_image_rel = [(e - r) / r for e, r in pairs]
+    out = {"images": len(images), "tables": rows,
+           "spearman_tables": float(spearmanr(est, real).statistic),
+           "spearman_pairs": float(spearmanr([e for e, _ in pairs], [r for _, r in pairs]).statistic),
+           "mean_relative_error_pooled": float(np.mean([(e - r) / r for e, r in zip(est, real)])),
+           "mean_abs_relative_error_pooled": float(np.mean([abs(e - r) / r for e, r in zip(est, real)])),
+           "mean_relative_error_per_image": float(np.mean(per_image_rel)),
+           "mean_abs_relative_error_per_image": float(np.mean(np.abs(per_image_rel)))}
+    save(Path(args.work) / "rate.json", out)
+    print("\n| tables | estimated bpp | real bpp | relative error |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['tables']} | {r['estimated_bpp']:.3f} | {r['real_bpp']:.3f} | "
+              f"{100 * (r['estimated_bpp'] - r['real_bpp']) / r['real_bpp']:+.1f} % |")
+    print(f"Spearman: per tables {out['spearman_tables']:.4f}, per (image, tables) {out['spearman_pairs']:.4f}; "
+          f"mean relative error pooled {100 * out['mean_relative_error_pooled']:+.1f} % "
+          f"(abs {100 * out['mean_abs_relative_error_pooled']:.1f} %), per image "
+          f"{100 * out['mean_relative_error_per_image']:+.1f} % (abs {100 * out['mean_abs_relative_error_per_image']:.1f} %)")
+
+
 def ijg_bpp_at(ijg: list[tuple[float, float]], top1: float):
     """Real bpp the IJG curve needs for ``top1``: its points in bpp order, each raised to the best
     top-1 at or below its rate (the monotone upper envelope: a higher quality never counts as worse),
@@ -267,12 +325,12 @@ def main() -> None:
     p.add_argument("--work", default="bench-quant")
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--phases", default="store,train,ijg,j4d,robust,report")
+    p.add_argument("--phases", default="store,train,ijg,j4d,robust,rate,report")
     p.add_argument("--qualities", default="10,15,20,25,30,40,50,60,75,90")
     p.add_argument("--rate-weights", default="0.1,0.3,1,3")
     p.add_argument("--j4d-epochs", type=float, default=1.0)
-    p.add_argument("--j4d-lr", type=float, default=0.5)
-    p.add_argument("--j4d-hardness", type=float, default=2.0)
+    p.add_argument("--j4d-lr", type=float, default=0.02)
+    p.add_argument("--j4d-hardness", type=float, default=8.0)
     p.add_argument("--j4d-init", default="q50")
     p.add_argument("--torch-threads", type=int, default=2)
     args = p.parse_args()
@@ -294,6 +352,8 @@ def main() -> None:
         phase_j4d(args, store)
     if "robust" in phases:
         phase_robust(args, store)
+    if "rate" in phases:
+        phase_rate(args)
     if "report" in phases:
         phase_report(args)
 

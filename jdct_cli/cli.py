@@ -657,10 +657,12 @@ def _requantize_line(r: dict) -> str:
               help="lambda in loss = cross-entropy + lambda x estimated bits per pixel (larger: fewer bits).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Passes over --split (fractions allowed).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
-              help="Adam's learning rate for the table steps.")
-@click.option("--hardness", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
-              help="h of the soft quantizer (alpha = h / q^2).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+              help="Adam's learning rate, on the logarithm of the steps (about the relative change of "
+                   "every step per optimizer step).")
+@click.option("--hardness", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="h of the soft quantizer (alpha = h / q^2); softer (smaller) inflates the rate estimate: "
+                   "every coefficient then spreads probability over its neighbours.")
 @click.option("--init", default="q50", show_default=True, metavar="qQUALITY|TABLES.json|checkpoint",
               help="Starting tables: libjpeg's of a quality, a tables file, or the checkpoint's own learned ones.")
 @click.option("--split", default="train", show_default=True, metavar="SPLIT", help="Split the tables are learned on.")
@@ -679,7 +681,7 @@ def learn_tables_command(checkpoint, data, out, rate_weight, epochs, lr, hardnes
 
     \b
     The network is frozen; the luma and chroma tables (natural order, libjpeg's scale) are
-    trained with Adam to minimize cross-entropy + L x bits per pixel, where the bits are the
+    trained with Adam (on their logarithms) to minimize cross-entropy + L x bits per pixel, where the bits are the
     soft quantizer's rate estimate (per frequency, the entropy of the batch's index
     distribution; Cb and Cr pooled). The tables are kept in 1..255 and written rounded (what
     libjpeg uses), with the float steps beside them. Then, on --val-split, the network is

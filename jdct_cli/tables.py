@@ -284,7 +284,7 @@ def _init_tables(init: str, learned_default) -> tuple[np.ndarray, np.ndarray, st
 
 
 def learn_tables(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str], out: os.PathLike | str, *,
-                 rate_weight: float, epochs: float = 1.0, lr: float = 0.05, hardness: float = 2.0,
+                 rate_weight: float, epochs: float = 1.0, lr: float = 0.02, hardness: float = 8.0,
                  init: str = "q50", split: str = "train", val_split: Optional[str] = "val",
                  batch_size: Optional[int] = None, device: str = "auto", threads: Optional[int] = None,
                  seed: int = 0, real_size: bool = True, progress: Progress = None) -> dict[str, Any]:
@@ -296,8 +296,9 @@ def learn_tables(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str
     through the soft quantizer with the tables (``hardness``), the result becomes the network's
     input exactly as the loader would make it; bpp is the soft rate estimate (per frequency, the
     entropy of the batch's marginal index distribution; Cb and Cr pooled) over the batch's
-    pixels. Adam (``lr``) steps the tables, kept in [1, 255] (libjpeg's range) after every step,
-    for ``epochs`` passes (fractions allowed) over ``split``, without flips.
+    pixels. Adam (``lr``) steps the tables' logarithms (so ``lr`` is about the relative change of
+    every step per optimizer step), the tables kept in [1, 255] (libjpeg's range) after every
+    step, for ``epochs`` passes (fractions allowed) over ``split``, without flips.
 
     Afterwards, on ``val_split`` (None: skip) with the integer tables (rounded, 1..255): top-1 and
     loss of the network on hard-requantized inputs, the estimated bpp (hard indices, the split's
@@ -350,7 +351,7 @@ def learn_tables(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str
     if hasattr(model, "tables"):
         learned_default = (model.tables.luma.detach().cpu().numpy(), model.tables.chroma.detach().cpu().numpy())
     luma0, chroma0, init_name = _init_tables(init, learned_default)
-    tables = learned.QuantTables(luma0, chroma0, q_min=1.0).to(dev)
+    tables = learned.LogQuantTables(luma0, chroma0, q_min=1.0).to(dev)
     opt = torch.optim.Adam(tables.parameters(), lr=lr)
 
     loader = make_loader(data, split, batch_size=bs, train=False, seed=seed, device=dev, output="dct",

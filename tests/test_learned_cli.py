@@ -353,7 +353,7 @@ def test_learn_tables_trades_accuracy_for_bits_with_its_weight(tiny, plain_run, 
     reports = {}
     for weight in (0.0, 20.0):
         out = tmp_path / f"t{weight:g}.json"
-        reports[weight] = learn_tables(plain_run / "last.pt", store, out, rate_weight=weight, epochs=4, lr=2.0,
+        reports[weight] = learn_tables(plain_run / "last.pt", store, out, rate_weight=weight, epochs=4, lr=0.1,
                                        hardness=2.0, init="q50", batch_size=8, device="cpu", threads=1)
         doc = json.loads(out.read_text())
         jsonschema.validate(doc, _schema("quant-tables.v1.schema.json"))

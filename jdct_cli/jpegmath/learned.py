@@ -61,6 +61,7 @@ __all__ = [
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "QuantTables",
+    "LogQuantTables",
     "CoefficientJpegLayer",
     "PixelJpegLayer",
     "JpegLayerModel",
@@ -353,6 +354,35 @@ class QuantTables(nn.Module):
 
     def as_libjpeg(self) -> tuple[list[int], list[int]]:
         """(luma, chroma): 64 ints each, natural order, rounded and clamped to 1..255."""
+        return libjpeg_tables(self.luma).tolist(), libjpeg_tables(self.chroma).tolist()
+
+
+class LogQuantTables(nn.Module):
+    """Two 64-entry tables learned through their logarithms (``luma = exp(log_luma)``...): an
+    optimizer step then changes every step by the same *relative* amount, whether it is 2 or 200,
+    which suits tables that span 1..255. ``clamp_()`` keeps them in ``[q_min, Q_MAX]``."""
+
+    def __init__(self, luma, chroma, q_min: float = 1.0):
+        super().__init__()
+        self.q_min = float(q_min)
+        start = [torch.as_tensor(t, dtype=torch.float32).reshape(64).clamp(self.q_min, Q_MAX) for t in (luma, chroma)]
+        self.log_luma = nn.Parameter(start[0].log())
+        self.log_chroma = nn.Parameter(start[1].log())
+
+    @property
+    def luma(self) -> torch.Tensor:
+        return self.log_luma.exp()
+
+    @property
+    def chroma(self) -> torch.Tensor:
+        return self.log_chroma.exp()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        for p in (self.log_luma, self.log_chroma):
+            p.clamp_(math.log(self.q_min), math.log(Q_MAX))
+
+    def as_libjpeg(self) -> tuple[list[int], list[int]]:
         return libjpeg_tables(self.luma).tolist(), libjpeg_tables(self.chroma).tolist()
 
 

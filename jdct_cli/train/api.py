@@ -14,13 +14,13 @@ from ..config import (RESUME_OVERRIDABLE, TrainConfig, absolute_location, build_
 from ..errors import CheckpointError, ConfigError
 from ..models import get_model_info
 from ..store import read_metadata
+from ..tables import parse_quality_augment
 from .distributed import Dist, close_dist, init_dist, resumed_partial_sums
 from .loop import Position, Progress, Session, TrainResult, fit
 from .rundir import RunDir
-from .runtime import build_model, make_loader, resolve_device, usable_samples
 from .quality import InputStage, QualityAugmenter
+from .runtime import build_model, make_loader, resolve_device, usable_samples
 from .signals import StopFlag
-from ..tables import parse_quality_augment
 
 #: Store metadata a checkpoint keeps so that ``predict`` can rebuild the val inputs without the store.
 STORE_KEYS_FOR_PREDICT = ("size", "quality", "subsampling", "quant_tables", "stats", "transform", "coefficient_order")
