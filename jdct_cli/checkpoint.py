@@ -25,6 +25,12 @@ bools, None — no pickled classes). The JSON-like part (every key except the te
     loader: {...}                  the training DCTLoader's state_dict (position in the epoch)
     rng: {"torch": uint8 tensor}   the CPU generator state
 
+Runs with a trainable JPEG layer (``jdct train --jpeg-layer learned``) add two keys (absent
+otherwise, so older checkpoints read as before): ``jpeg_tables`` {"luma", "chroma": 64 ints
+1..255 (what libjpeg would use), "luma_float", "chroma_float": the learned steps} and
+``jpeg_optimizer``, the tables' own optimizer state (resume only). The tables themselves are
+also in ``model`` (``jpeg.tables.luma``...), next to the layer's normalization buffers.
+
 A *weights-only export* (``jdct export``, :func:`export_weights`) is the same format without the
 resume state: ``weights_only: true``, no ``mid_epoch``/``epoch_sums``/``scheduler`` and none of
 ``optimizer``, ``scaler``, ``loader``, ``rng`` (half the size: SGD's momentum buffers are as large
@@ -55,13 +61,15 @@ FORMAT_NAME = "jdct-checkpoint"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 #: Keys holding tensors or torch state; everything else is JSON-like and schema-checked.
-TENSOR_KEYS = ("model", "optimizer", "scaler", "rng", "loader")
+TENSOR_KEYS = ("model", "optimizer", "scaler", "rng", "loader", "jpeg_optimizer")
 REQUIRED_KEYS = ("format", "format_version", "arch", "num_classes", "classes", "input_kind", "config", "model")
 #: What a resumable checkpoint has beyond REQUIRED_KEYS, and a weights-only export leaves out.
 RESUME_KEYS = ("mid_epoch", "epoch_sums", "scheduler", "optimizer", "scaler", "loader", "rng")
 #: Keys a weights-only export keeps (those present in the source checkpoint).
 EXPORT_KEYS = ("format", "format_version", "jdct_version", "arch", "num_classes", "classes", "input_kind",
                "config", "store", "epoch", "step", "best_top1", "metrics", "model")
+#: Keys of some checkpoints only (a JPEG layer's tables) that an export keeps too.
+OPTIONAL_EXPORT_KEYS = ("jpeg_tables",)
 SCHEMA_NAME = "checkpoint.v1.schema.json"
 #: Room kept free beyond a checkpoint's own size: filesystem metadata and whatever else writes there.
 FREE_SPACE_MARGIN = 64 << 20
@@ -197,6 +205,19 @@ def build_payload(*, config: dict, arch: str, classes: list, input_kind: str, st
     }
 
 
+def jpeg_layer_entries(tables, optimizer) -> dict[str, Any]:
+    """The checkpoint keys of a JPEG layer: ``jpeg_tables`` (JSON-like: libjpeg's integer tables
+    and the float steps) and ``jpeg_optimizer`` (the tables' optimizer state, on the CPU).
+    ``tables``: a :class:`jdct_cli.jpegmath.learned.QuantTables`."""
+    luma, chroma = tables.as_libjpeg()
+    return {
+        "jpeg_tables": {"luma": luma, "chroma": chroma,
+                        "luma_float": [float(v) for v in tables.luma.detach().cpu().tolist()],
+                        "chroma_float": [float(v) for v in tables.chroma.detach().cpu().tolist()]},
+        "jpeg_optimizer": _to_cpu(optimizer.state_dict()),
+    }
+
+
 def _to_cpu(state: Any) -> Any:
     """``state`` (nested dicts/lists/tuples of tensors, e.g. an optimizer's state_dict) with every
     tensor on the CPU: a checkpoint written on a GPU must load where there is none (the optimizer
@@ -243,7 +264,7 @@ def export_weights(src: os.PathLike | str, dst: os.PathLike | str) -> dict[str, 
         raise CheckpointError("the export would overwrite its source checkpoint: give another file name", dst)
     if not dst.parent.is_dir():
         raise SourceNotFoundError("no such folder to write the export into", dst.parent)
-    out = {k: payload[k] for k in EXPORT_KEYS if k in payload}
+    out = {k: payload[k] for k in EXPORT_KEYS + OPTIONAL_EXPORT_KEYS if k in payload}
     out["weights_only"] = True
     size = save_checkpoint(dst, out)
     return {"source": os.fspath(src_path), "out": os.fspath(dst), "source_bytes": src_path.stat().st_size,

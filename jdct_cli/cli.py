@@ -86,6 +86,7 @@ def main():
     jdct verify OUT.zarr               check every chunk of a store
     jdct models                        the model zoo
     jdct train / eval / predict        train and use the networks
+    jdct learn-tables                  JPEG quantization tables learned for a trained network
     jdct export CKPT OUT               weights only (.pt), ONNX (.onnx) or torch.export (.pt2)
 
     Ctrl-C stops any command with exit code 130 (train and convert keep their work: run the
@@ -509,6 +510,23 @@ def _milestones(_ctx, _param, value):
               help="Loader threads per process reading store chunks [default: CPU count, at most 4].")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA [default: on]; ignored on CPU.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
+@click.option("--jpeg-layer", type=click.Choice(["learned", "none"]),
+              help="'learned': a trainable JPEG layer (JPEG-DL) in front of the network: soft quantization "
+                   "of the coefficients with learned luma and chroma tables (for pixel networks: block DCT, "
+                   "soft quantization, IDCT); the tables go to RUN_DIR/tables.json [default: none].")
+@click.option("--jpeg-hardness", type=click.FloatRange(min=0, min_open=True),
+              help="h of the soft quantizer (alpha = h / q^2; larger: closer to rounding) [default: 0.7].")
+@click.option("--jpeg-lr", type=click.FloatRange(min=0), help="The tables' learning rate [default: 0.01].")
+@click.option("--jpeg-optimizer", type=click.Choice(["adam", "sgd"]),
+              help="The tables' optimizer, without weight decay (sgd: with --momentum) [default: adam].")
+@click.option("--jpeg-init", metavar="data|STEP|qQUALITY",
+              help="Starting tables: 'data' = 2 E|x| / sqrt(2^(b-1)) per frequency over training data, a "
+                   "constant step (1.0 = quality 100), or libjpeg's tables of a quality (q50) [default: data].")
+@click.option("--jpeg-bits", type=click.IntRange(3, 16),
+              help="b: the soft quantizer's candidate indices stay in b-bit range [default: 11].")
+@click.option("--quality-augment", metavar="LOW:HIGH|TABLES.json",
+              help="Requantize every training sample on the device: to the tables of an IJG quality drawn "
+                   "per sample from LOW..HIGH (e.g. 30:100), or to a tables file's [default: off].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
               help="YAML or JSON file of these options (underscores or dashes); flags override it.")
 @click.option("--resume", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=str),
@@ -517,8 +535,9 @@ def _milestones(_ctx, _param, value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @library_errors
 def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, momentum, weight_decay, label_smoothing,
-                  warmup_epochs, milestones, seed, val_split, device, threads, amp, compile_, config_file, resume,
-                  quiet):
+                  warmup_epochs, milestones, seed, val_split, device, threads, amp, compile_, jpeg_layer,
+                  jpeg_hardness, jpeg_lr, jpeg_optimizer, jpeg_init, jpeg_bits, quality_augment, config_file,
+                  resume, quiet):
     """Train a network of the zoo on a jdct store (the paper's ResNet-50 recipe).
 
     \b
@@ -537,6 +556,8 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
       jdct train --config recipe.yaml --epochs 30 --batch-size 128
       jdct train --arch late_concat --data train-only.zarr --val-split none
       jdct train --resume runs/ups
+      jdct train --arch late_concat_rfa_thinner --data in.zarr --jpeg-layer learned --jpeg-lr 0.01
+      jdct train --arch resnet50_rgb --data in.zarr --quality-augment 30:100
       torchrun --nproc_per_node=8 -m jdct_cli train --arch late_concat_rfa_thinner --data in.zarr
     """
     from .config import build_config
@@ -546,7 +567,9 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
                  head_lr_scale=head_lr_scale, momentum=momentum,
                  weight_decay=weight_decay, label_smoothing=label_smoothing, warmup_epochs=warmup_epochs,
                  milestones=milestones, seed=seed, val_split=val_split, device=device, threads=threads, amp=amp,
-                 compile=compile_)
+                 compile=compile_, jpeg_layer=jpeg_layer, jpeg_hardness=jpeg_hardness, jpeg_lr=jpeg_lr,
+                 jpeg_optimizer=jpeg_optimizer, jpeg_init=jpeg_init, jpeg_bits=jpeg_bits,
+                 quality_augment=quality_augment)
     if resume is not None:
         if config_file is not None:
             raise click.UsageError("--resume uses the run's saved config; drop --config")
@@ -587,9 +610,14 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
               help="Images per batch; does not change the results [default: the training batch size].")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads.")
+@click.option("--requantize", metavar="QUALITY|TABLES.json",
+              help="Requantize every sample with libjpeg's tables of this quality (1..100) or a tables file "
+                   "(jdct learn-tables, RUN_DIR/tables.json) first, and report the bits per pixel they cost.")
+@click.option("--no-real-size", is_flag=True,
+              help="With --requantize: skip writing the real JPEG files (only the estimated bits per pixel).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
 @library_errors
-def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
+def eval_command(checkpoint, data, split, batch_size, device, threads, requantize, no_real_size, as_json):
     """Loss, top-1 and top-5 of a checkpoint on a split of a store.
 
     \b
@@ -597,10 +625,21 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
     without label smoothing. Top-5 is left out (null in JSON) with 5 classes or fewer.
 
     \b
+    --requantize: each sample's coefficients are quantized again with the given tables
+    (round(x/q) q, on the device) before the network sees them; the report adds the estimated
+    bits per pixel (entropy of the indices, per frequency over the split) and the real bits per
+    pixel of baseline 4:2:0 JPEGs written by libjpeg with those tables and optimized Huffman
+    tables from each sample's image (entropy-coded bytes only: headers and tables excluded).
+
+    \b
     Examples:
       jdct eval --checkpoint runs/ups/best.pt
       jdct eval --checkpoint runs/ups --data imagenet.zarr --split train --json
+      jdct eval --checkpoint runs/ups/best.pt --requantize 50
+      jdct eval --checkpoint runs/ups/best.pt --requantize j4d.json --json
     """
+    if no_real_size and requantize is None:
+        raise click.UsageError("--no-real-size goes with --requantize")
     import json
 
     from tqdm import tqdm
@@ -618,7 +657,7 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
 
     try:
         res = evaluate(checkpoint, data, split=split, batch_size=batch_size, device=device, threads=threads,
-                       progress=progress)
+                       progress=progress, requantize=requantize, real_size=not no_real_size)
     finally:
         if bar is not None:
             bar.close()
@@ -628,6 +667,121 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, as_json):
         top5 = "" if res["top5"] is None else f"  top-5 {_pct(res['top5'])}"
         click.echo(f"{res['arch']} on {res['data']} [{res['split']}], {res['samples']} samples: "
                    f"loss {res['loss']:.4f}  top-1 {_pct(res['top1'])}{top5}")
+        if "requantize" in res:
+            click.echo(_requantize_line(res["requantize"]))
+
+
+def _bpp(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _requantize_line(r: dict) -> str:
+    """The cost line of a requantized evaluation."""
+    what = f"IJG quality {r['quality']}" if r.get("quality") is not None else f"tables {r.get('tables_file')}"
+    line = f"  requantized with {what}: estimated {_bpp(r['estimated_bpp'])} bpp"
+    if r.get("real_bpp") is not None:
+        line += (f", real JPEGs {_bpp(r['real_bpp'])} bpp (per image {_bpp(r.get('real_bpp_min'))}.."
+                 f"{_bpp(r.get('real_bpp_max'))}; entropy-coded bytes, headers excluded)")
+    return line
+
+
+@main.command("learn-tables")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=str), metavar="CKPT",
+              help="The trained network (a checkpoint, an export or a RUN_DIR); it stays frozen.")
+@click.option("--data", type=click.Path(path_type=str), metavar="STORE",
+              help="The store to learn on [default: the store the checkpoint was trained on].")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), metavar="TABLES.json",
+              help="Where to write the learned tables (jdct-quant-tables format).")
+@click.option("--rate-weight", required=True, type=click.FloatRange(min=0), metavar="L",
+              help="lambda in loss = cross-entropy + lambda x estimated bits per pixel (larger: fewer bits).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Passes over --split (fractions allowed).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+              help="Adam's learning rate, on the logarithm of the steps (about the relative change of "
+                   "every step per optimizer step).")
+@click.option("--hardness", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="h of the soft quantizer (alpha = h / q^2); softer (smaller) inflates the rate estimate: "
+                   "every coefficient then spreads probability over its neighbours.")
+@click.option("--init", default="q50", show_default=True, metavar="qQUALITY|TABLES.json|checkpoint",
+              help="Starting tables: libjpeg's of a quality, a tables file, or the checkpoint's own learned ones.")
+@click.option("--split", default="train", show_default=True, metavar="SPLIT", help="Split the tables are learned on.")
+@click.option("--val-split", default="val", show_default=True, metavar="SPLIT",
+              help="Split the learned tables are evaluated on ('none': skip).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per step [default: the training batch size].")
+@click.option("--no-real-size", is_flag=True, help="Skip writing real JPEGs when evaluating (estimate only).")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(min=1), help="Loader reading threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@library_errors
+def learn_tables_command(checkpoint, data, out, rate_weight, epochs, lr, hardness, init, split, val_split, batch_size,
+                         no_real_size, device, threads, as_json, quiet):
+    """Learn JPEG quantization tables for a trained network (J4D): fewer bits, same accuracy.
+
+    \b
+    The network is frozen; the luma and chroma tables (natural order, libjpeg's scale) are
+    trained with Adam (on their logarithms) to minimize cross-entropy + L x bits per pixel, where the bits are the
+    soft quantizer's rate estimate (per frequency, the entropy of the batch's index
+    distribution; Cb and Cr pooled). The tables are kept in 1..255 and written rounded (what
+    libjpeg uses), with the float steps beside them. Then, on --val-split, the network is
+    evaluated on inputs requantized with the written tables, with the estimated and the real
+    bits per pixel (JPEGs written by libjpeg with them, headers excluded).
+
+    \b
+    Examples:
+      jdct learn-tables --checkpoint runs/thin/best.pt --rate-weight 0.5 --out j4d-0.5.json
+      jdct eval --checkpoint runs/thin/best.pt --requantize j4d-0.5.json
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from .tables import learn_tables
+
+    bars = {}
+
+    def progress(ev):
+        if quiet:
+            return
+        kind = ev["event"]
+        if kind == "start":
+            bars["train"] = tqdm(total=ev["steps"], desc="learning tables", unit="step", disable=None, leave=False)
+        elif kind == "step" and "train" in bars:
+            bars["train"].update(1)
+            bars["train"].set_postfix(loss=f"{ev['loss']:.3f}", bpp=f"{ev['bpp']:.3f}", refresh=False)
+        elif kind == "val_start":
+            for bar in bars.values():
+                bar.close()
+            bars["val"] = tqdm(total=ev["total"], desc="evaluating", unit="batch", disable=None, leave=False)
+        elif kind == "val_step" and "val" in bars:
+            bars["val"].update(1)
+
+    try:
+        res = learn_tables(checkpoint, data, out, rate_weight=rate_weight, epochs=epochs, lr=lr, hardness=hardness,
+                           init=init, split=split, val_split=None if val_split.lower() == "none" else val_split,
+                           batch_size=batch_size, device=device, threads=threads, real_size=not no_real_size,
+                           progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    last = res["train_last"] or {}
+    click.echo(f"wrote {res['out']}: tables learned for {res['arch']} with rate weight {res['rate_weight']:g} "
+               f"({_plural(res['steps'], 'step')} on {res['split']!r} from {res['init']}; last step: "
+               f"cross-entropy {last.get('task_loss', float('nan')):.4f}, estimated {_bpp(last.get('bpp'))} bpp)")
+    q = res["estimated_quality"]
+    click.echo(f"  nearest IJG qualities: luma {q['luma']}, chroma {q['chroma']}")
+    if "val" in res:
+        v = res["val"]
+        top5 = "" if v["top5"] is None else f"  top-5 {_pct(v['top5'])}"
+        click.echo(f"  on {val_split!r} ({v['samples']} samples), requantized with the written tables: loss "
+                   f"{v['loss']:.4f}  top-1 {_pct(v['top1'])}{top5}")
+        line = f"  estimated {_bpp(v['estimated_bpp'])} bpp"
+        if v.get("real_bpp") is not None:
+            line += f", real JPEGs {_bpp(v['real_bpp'])} bpp (entropy-coded bytes, headers excluded)"
+        click.echo(line)
 
 
 @main.command("predict")

@@ -38,6 +38,10 @@ REFERENCE_CLASSES = 1000
 
 #: Values of ``val_split`` (case-insensitive) meaning "no validation".
 NO_SPLIT = ("", "none", "null")
+#: Values of ``jpeg_layer`` (None: no layer).
+JPEG_LAYERS = (None, "learned")
+#: Optimizers of the JPEG layer's tables.
+JPEG_OPTIMIZERS = ("adam", "sgd")
 #: Fields that may differ when a run is resumed (they change where/how it runs, not what it learns).
 RESUME_OVERRIDABLE = ("device", "threads", "compile", "out", "data")
 
@@ -65,6 +69,15 @@ class TrainConfig:
     compile: bool = False
     train_split: str = "train"
     val_split: Optional[str] = "val"  # None (--val-split none): no validation
+    # JPEG-DL: a trainable JPEG layer (soft quantizer) in front of the network (None: no layer)
+    jpeg_layer: Optional[str] = None  # "learned" or None
+    jpeg_hardness: float = 0.7  # h in alpha = h / q^2
+    jpeg_lr: float = 0.01  # the tables' own learning rate (their optimizer has no weight decay)
+    jpeg_optimizer: str = "adam"  # "adam", or "sgd" (with --momentum)
+    jpeg_init: str = "data"  # "data" (2 E|x| / sqrt(2^(b-1))), a constant step, or "qQUALITY" (IJG tables)
+    jpeg_bits: int = 11  # b: the soft quantizer's candidate indices stay within b bits
+    # Requantize each training sample: "LOW:HIGH" IJG qualities, or a tables file (None: off)
+    quality_augment: Optional[str] = None
     # Filled by resolve() (milestones too, when not given):
     world_size: Optional[int] = None
     global_batch_size: Optional[int] = None
@@ -86,11 +99,15 @@ def _check_type(name: str, value: Any, source: str) -> Any:
     kind = type(default) if default is not None else None
     if name in ("lr", "warmup_epochs", "head_lr_scale"):
         kind = float
-    elif name in ("arch", "data", "out"):
+    elif name in ("arch", "data", "out", "quality_augment"):
         kind = str
-    elif name == "val_split":
+    elif name in ("val_split", "jpeg_layer"):
         if isinstance(value, str) and value.strip().lower() in NO_SPLIT:
             return None
+        kind = str
+    elif name == "jpeg_init":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
         kind = str
     elif name == "threads":
         kind = int
@@ -210,6 +227,43 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"milestones must be epochs > 0 (fractions allowed), not {cfg.milestones!r}", src)
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"threads must be >= 1, not {cfg.threads}", src)
+    if cfg.jpeg_layer not in JPEG_LAYERS:
+        raise ConfigError(f"jpeg layer must be one of {', '.join(str(k) for k in JPEG_LAYERS if k)} or none, "
+                          f"not {cfg.jpeg_layer!r}", src)
+    if not cfg.jpeg_hardness > 0:
+        raise ConfigError(f"jpeg hardness must be > 0, not {cfg.jpeg_hardness}", src)
+    if cfg.jpeg_lr < 0:
+        raise ConfigError(f"jpeg learning rate must be >= 0, not {cfg.jpeg_lr}", src)
+    if cfg.jpeg_optimizer not in JPEG_OPTIMIZERS:
+        raise ConfigError(f"jpeg optimizer must be one of {', '.join(JPEG_OPTIMIZERS)}, not {cfg.jpeg_optimizer!r}",
+                          src)
+    if not 3 <= cfg.jpeg_bits <= 16:
+        raise ConfigError(f"jpeg bits must be in 3..16, not {cfg.jpeg_bits}", src)
+    parse_jpeg_init(cfg.jpeg_init)
+    if cfg.quality_augment is not None:
+        from .tables import parse_quality_augment
+
+        parse_quality_augment(cfg.quality_augment)
+
+
+def parse_jpeg_init(value: str) -> tuple[str, Optional[float]]:
+    """``--jpeg-init``: ("data", None), ("constant", step) or ("quality", Q); ConfigError otherwise."""
+    text = str(value).strip().lower()
+    if text == "data":
+        return "data", None
+    if text.startswith("q") and text[1:].isdigit():
+        quality = int(text[1:])
+        if not 1 <= quality <= 100:
+            raise ConfigError(f"jpeg init quality must be in 1..100, not {quality}", "--jpeg-init")
+        return "quality", float(quality)
+    try:
+        step = float(text)
+    except ValueError:
+        raise ConfigError(f"jpeg init must be 'data', a step (e.g. 1.0) or qQUALITY (e.g. q50), not {value!r}",
+                          "--jpeg-init") from None
+    if not (math.isfinite(step) and 0 < step <= 255):
+        raise ConfigError(f"a constant jpeg init step must be in (0, 255], not {value!r}", "--jpeg-init")
+    return "constant", step
 
 
 def default_milestones(epochs: int) -> list[float]:

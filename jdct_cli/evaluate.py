@@ -37,7 +37,7 @@ def load_for_inference(checkpoint) -> tuple[dict, Any, str]:
     """(payload, model in eval mode on the CPU, input_kind) from a checkpoint file, a weights-only
     export or a RUN_DIR (its last.pt). CheckpointError when the weights do not fit the network."""
     payload = ckpt.load_checkpoint(checkpoint)
-    model, kind = build_model(payload["arch"], int(payload["num_classes"]))
+    model, kind = build_model(payload["arch"], int(payload["num_classes"]), payload.get("config"))
     if kind != payload["input_kind"]:
         raise CheckpointError(
             f"architecture {payload['arch']!r} now takes {kind!r} inputs, the checkpoint was trained on "
@@ -61,7 +61,8 @@ def training_store(payload: dict, checkpoint) -> str:
 
 def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = None, *, split: str = "val",
              batch_size: Optional[int] = None, device: str = "auto", threads: Optional[int] = None,
-             progress: Progress = None) -> dict[str, Any]:
+             progress: Progress = None, requantize: Optional[str | int] = None,
+             real_size: bool = True) -> dict[str, Any]:
     """Loss, top-1 and top-5 of ``checkpoint`` on ``split`` of the store ``data``.
 
     ``checkpoint``: a ``.pt`` file (training checkpoint or weights-only export) or a RUN_DIR (its
@@ -70,6 +71,12 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     "checkpoint", "arch", "data", "split", "loss", "top1", "top5", "samples"} (top-k as
     fractions; ``top5`` null with fewer than 6 classes). Raises CheckpointError, StoreError
     (missing split, other classes), SourceNotFoundError, ConfigError.
+
+    ``requantize``: an IJG quality (1..100) or a tables file (:mod:`jdct_cli.tables`): every
+    sample's coefficients are requantized with those tables (``round(x/q) q``) before they become
+    the network's inputs, and the result gains a ``requantize`` entry: the tables, the estimated
+    bits per pixel (entropy of the indices) and, with ``real_size``, the mean real bits per pixel
+    of the JPEG files those tables produce from each sample's image (entropy-coded bytes only).
     """
     payload, model, kind = load_for_inference(checkpoint)
     if data is None:
@@ -90,12 +97,17 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     bs = int(batch_size or cfg["batch_size"])
     if bs < 1:
         raise ConfigError(f"batch size must be >= 1, not {bs}", "--batch-size")
+    stats = (payload.get("store") or {}).get("stats")
+    amp = bool(cfg.get("amp", True) and on_cuda)
+    if requantize is not None:
+        return _evaluate_requantized(checkpoint, payload, model, kind, data, split, requantize, stats,
+                                     batch_size=bs, device=dev, threads=threads, amp=amp,
+                                     channels_last=channels_last, real_size=real_size, progress=progress)
     loader = make_loader(data, split, batch_size=bs, train=False, seed=int(cfg.get("seed", 0)), device=dev,
-                         output=kind, threads=threads, stats=(payload.get("store") or {}).get("stats"))
+                         output=kind, threads=threads, stats=stats)
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
-    val = run_validation(model, loader, device=dev, amp=bool(cfg.get("amp", True) and on_cuda),
-                         channels_last=channels_last, progress=progress)
+    val = run_validation(model, loader, device=dev, amp=amp, channels_last=channels_last, progress=progress)
     return {
         "format": EVAL_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -107,6 +119,34 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
         "top1": val["top1"],
         "top5": val["top5"],
         "samples": val["samples"],
+    }
+
+
+def _evaluate_requantized(checkpoint, payload, model, kind, data, split, requantize, stats, *, batch_size, device,
+                          threads, amp, channels_last, real_size, progress) -> dict[str, Any]:
+    """:func:`evaluate` with ``requantize``: the same metrics on requantized inputs, plus their cost."""
+    from .tables import table_spec
+    from .train.quality import requantized_eval
+
+    spec = table_spec(requantize)
+    val = requantized_eval(model, kind, stats, data, split, spec.luma, spec.chroma, batch_size=batch_size,
+                           device=device, threads=threads, real_size=real_size, amp=amp,
+                           channels_last=channels_last, progress=progress)
+    cost = spec.to_dict()
+    cost.update({"estimated_bpp": val["estimated_bpp"], "real_bpp": val.get("real_bpp"),
+                 "real_bpp_min": val.get("real_bpp_min"), "real_bpp_max": val.get("real_bpp_max")})
+    return {
+        "format": EVAL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "checkpoint": os.fspath(checkpoint),
+        "arch": payload["arch"],
+        "data": os.fspath(data),
+        "split": split,
+        "loss": val["loss"],
+        "top1": val["top1"],
+        "top5": val["top5"],
+        "samples": val["samples"],
+        "requantize": cost,
     }
 
 

@@ -10,13 +10,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import checkpoint as ckpt
 from ..config import (RESUME_OVERRIDABLE, TrainConfig, absolute_location, build_config, default_head_lr_scale,
-                      from_dict, resolve)
+                      from_dict, parse_jpeg_init, resolve)
 from ..errors import CheckpointError, ConfigError
 from ..models import get_model_info
 from ..store import read_metadata
+from ..tables import parse_quality_augment
 from .distributed import Dist, close_dist, init_dist, resumed_partial_sums
 from .loop import Position, Progress, Session, TrainResult, fit
 from .rundir import RunDir
+from .quality import InputStage, QualityAugmenter
 from .runtime import build_model, make_loader, resolve_device, usable_samples
 from .signals import StopFlag
 
@@ -151,13 +153,22 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
             f"{max(1, usable // dctx.world_size)})", cfg.data)
 
     torch.manual_seed(cfg.seed)
-    model, input_kind = build_model(cfg.arch, len(classes))
+    model, input_kind = build_model(cfg.arch, len(classes), cfg.to_dict())
+    if cfg.jpeg_layer and payload is None:
+        set_up_jpeg_layer(model, cfg, info, input_kind)
     model.to(device)
     channels_last = bool(cfg.channels_last and on_cuda)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    augmenter = input_stage = None
+    if cfg.quality_augment is not None:
+        # requantization needs coefficients: the loader gives them dequantized, the stage then makes
+        # the network's inputs from the requantized ones
+        augmenter = QualityAugmenter(parse_quality_augment(cfg.quality_augment), cfg.seed, device)
+        input_stage = InputStage(input_kind, info.metadata.stats.by_plane(), device)
     train_loader = make_loader(cfg.data, cfg.train_split, batch_size=cfg.batch_size, train=True, seed=cfg.seed,
-                               device=device, output=input_kind, dctx=dctx, threads=cfg.threads)
+                               device=device, output="dct" if augmenter else input_kind, dctx=dctx,
+                               threads=cfg.threads, normalize=augmenter is None)
     val_loader = None
     if cfg.val_split is not None:
         val_loader = make_loader(cfg.data, cfg.val_split, batch_size=cfg.batch_size, train=False, seed=cfg.seed,
@@ -166,6 +177,7 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
     if payload is None and cfg.head_lr_scale is None:
         cfg.head_lr_scale = default_head_lr_scale(len(classes))
     optimizer = make_optimizer(model, cfg)
+    jpeg_optimizer = make_jpeg_optimizer(model, cfg)
     # bf16 autocast needs no loss scaling; the scaler is kept (disabled) so that checkpoints have
     # one layout whatever the precision.
     scaler = torch.amp.GradScaler(device.type, enabled=False)
@@ -178,6 +190,12 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"the optimizer state does not fit this run ({exc})", run.last) from None
         scaler.load_state_dict(payload.get("scaler") or {})
+        if jpeg_optimizer is not None:
+            try:
+                jpeg_optimizer.load_state_dict(payload["jpeg_optimizer"])
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"the JPEG tables' optimizer state does not fit this run ({exc})",
+                                      run.last) from None
         pos = Position(step=int(payload["step"]), epochs_done=int(payload["epoch"]),
                        best_top1=payload.get("best_top1"), last_metrics=payload.get("metrics"),
                        mid_epoch=bool(payload.get("mid_epoch")))
@@ -202,7 +220,8 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
                       model=model, train_model=train_model, input_kind=input_kind, classes=list(classes),
                       optimizer=optimizer, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
                       steps_per_epoch=steps_per_epoch, store_facts=store_facts(info), run=run, stop=stop,
-                      progress=progress)
+                      progress=progress, jpeg_optimizer=jpeg_optimizer, augmenter=augmenter,
+                      input_stage=input_stage)
     session.emit({"event": "start", "arch": cfg.arch, "input_kind": input_kind, "device": str(device),
                   "world_size": dctx.world_size, "epochs": cfg.epochs, "start_epoch": pos.epochs_done,
                   "step": pos.step, "steps_per_epoch": steps_per_epoch, "lr": cfg.lr,
@@ -210,7 +229,8 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
                   "warmup_epochs": cfg.warmup_epochs, "milestones": list(cfg.milestones),
                   "global_batch_size": cfg.global_batch_size, "run_dir": os.fspath(run.path),
                   "resumed": payload is not None, "complete": pos.epochs_done >= cfg.epochs and not pos.mid_epoch,
-                  "validation": cfg.val_split, "checkpoint_bytes": checkpoint_bytes})
+                  "validation": cfg.val_split, "checkpoint_bytes": checkpoint_bytes,
+                  "jpeg_layer": cfg.jpeg_layer, "quality_augment": augmenter.spec.describe() if augmenter else None})
     return session, pos
 
 
@@ -221,7 +241,8 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.SGD:
     A config without ``head_lr_scale`` (a run begun before it existed, being resumed) gets the single
     group those runs had, so that its optimizer state loads and it continues exactly.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    jpeg = {id(p) for p in getattr(model, "jpeg_parameters", list)()}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in jpeg]
     if cfg.head_lr_scale is None:
         groups = [{"params": params, "lr_scale": 1.0}]
     else:
@@ -229,6 +250,96 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.SGD:
         groups = [{"params": [p for p in params if id(p) not in head], "lr_scale": 1.0},
                   {"params": [p for p in params if id(p) in head], "lr_scale": float(cfg.head_lr_scale)}]
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_jpeg_optimizer(model, cfg: TrainConfig) -> Optional[torch.optim.Optimizer]:
+    """The JPEG layer's tables' own optimizer (None without the layer): Adam at ``cfg.jpeg_lr``, or
+    SGD with the network's momentum; never weight decay (it would pull every step towards 0, i.e.
+    towards quality 100). The schedule scales its LR like the network's (``lr_scale`` 1)."""
+    params = list(getattr(model, "jpeg_parameters", list)())
+    if not params:
+        return None
+    groups = [{"params": params, "lr_scale": 1.0}]
+    if cfg.jpeg_optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.jpeg_lr, momentum=cfg.momentum, weight_decay=0.0)
+    return torch.optim.Adam(groups, lr=cfg.jpeg_lr, weight_decay=0.0)
+
+
+#: Training samples (the first ones of the train split, store order) the data-driven table
+#: initialization averages |coefficient| over.
+JPEG_INIT_SAMPLES = 2048
+
+
+def set_up_jpeg_layer(model, cfg: TrainConfig, info, kind: str) -> None:
+    """Give a new run's JPEG layer its normalization (the training store's) and starting tables.
+
+    ``jpeg_init``: ``data`` = JPEG-DL's ``2 E|x| / sqrt(2^(b-1))`` per frequency, over the first
+    :data:`JPEG_INIT_SAMPLES` training samples in the layer's own domain (the stored 4:2:0
+    coefficients for DCT networks, the 4:4:4 block DCT of the pixels otherwise); a constant step;
+    or ``qQUALITY``, libjpeg's tables of that quality.
+    """
+    import numpy as np
+
+    from ..data import device_constants
+    from ..jpegmath import learned
+    from ..jpegmath.quant import ijg_tables
+    from ..store import COEFFICIENT_ARRAYS
+
+    layer = model.jpeg
+    stats = info.metadata.stats.by_plane()
+    if kind == "dct":
+        consts = device_constants({n: np.ones(64) for n in COEFFICIENT_ARRAYS}, stats, output="dct", normalize=True,
+                                  device="cpu")
+        layer.scale.copy_(torch.cat([consts[n][0].reshape(1, 64) for n in COEFFICIENT_ARRAYS]))
+        layer.shift.copy_(torch.cat([consts[n][1].reshape(1, 64) for n in COEFFICIENT_ARRAYS]))
+    else:
+        consts = device_constants({n: np.ones(64) for n in COEFFICIENT_ARRAYS}, stats, output=kind, normalize=True,
+                                  device="cpu")
+        layer.mean.copy_(consts["pix_mean"].reshape(3))
+        layer.std.copy_(consts["pix_std"].reshape(3))
+    how, value = parse_jpeg_init(cfg.jpeg_init)
+    if how == "constant":
+        layer.tables.set_(torch.full((64,), value), torch.full((64,), value))
+    elif how == "quality":
+        luma, chroma = ijg_tables(int(value))
+        layer.tables.set_(torch.as_tensor(luma.astype("float32")), torch.as_tensor(chroma.astype("float32")))
+    else:
+        luma_abs, chroma_abs = training_abs_mean(cfg, kind)
+        layer.tables.set_(learned.init_tables_from_abs_mean(luma_abs, cfg.jpeg_bits),
+                          learned.init_tables_from_abs_mean(chroma_abs, cfg.jpeg_bits))
+
+
+def training_abs_mean(cfg: TrainConfig, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(luma, chroma) float64 ``[64]``: mean |coefficient| per frequency over the first
+    :data:`JPEG_INIT_SAMPLES` samples of the train split (view 0, store order, no flips), in the
+    JPEG layer's domain for a network of ``kind``. The same on every process."""
+    from ..jpegmath import learned
+
+    loader = make_loader(cfg.data, cfg.train_split, batch_size=min(cfg.batch_size, JPEG_INIT_SAMPLES), train=False,
+                         seed=cfg.seed, device="cpu", output="dct" if kind == "dct" else kind, threads=cfg.threads,
+                         normalize=False)
+    sums = torch.zeros(2, 64, dtype=torch.float64)
+    counts = torch.zeros(2, dtype=torch.float64)
+    seen = 0
+    with torch.no_grad():
+        for inputs, labels in loader:
+            keep = labels >= 0
+            if kind == "dct":
+                groups = (inputs[0][keep], torch.cat([inputs[1][keep], inputs[2][keep]]))
+            else:
+                pix = inputs[keep] * 255.0
+                ycc = learned.rgb_to_ycbcr(pix) if kind == "rgb" else pix
+                b = ycc.shape[0]
+                coefs = learned.block_dct(ycc.reshape(b * 3, 1, *ycc.shape[-2:]) - 128.0)
+                coefs = coefs.reshape(b, 3, 64, *coefs.shape[-2:])
+                groups = (coefs[:, 0], coefs[:, 1:].reshape(-1, 64, *coefs.shape[-2:]))
+            for g, x in enumerate(groups):
+                sums[g] += x.double().abs().sum(dim=(0, 2, 3))
+                counts[g] += x.shape[0] * x.shape[2] * x.shape[3]
+            seen += int(keep.sum())
+            if seen >= JPEG_INIT_SAMPLES:
+                break
+    return sums[0] / counts[0].clamp_min(1), sums[1] / counts[1].clamp_min(1)
 
 
 def estimate_checkpoint_bytes(model, momentum: float) -> int:

@@ -77,6 +77,9 @@ class Session:
     run: RunDir
     stop: StopFlag
     progress: Progress = None
+    jpeg_optimizer: Optional[torch.optim.Optimizer] = None  # the JPEG layer's tables (None: no layer)
+    augmenter: Any = None  # a QualityAugmenter (the train loader then gives dequantized coefficients)
+    input_stage: Any = None  # an InputStage: requantized coefficients -> the network's inputs
 
     def emit(self, event: dict) -> None:
         if self.progress is not None:
@@ -105,12 +108,26 @@ class Position:
 
 def checkpoint_payload(s: Session, pos: Position, *, mid_epoch: bool) -> dict:
     """The checkpoint of ``pos`` (``mid_epoch``: saved inside epoch ``pos.epochs_done + 1``)."""
-    return ckpt.build_payload(
+    payload = ckpt.build_payload(
         config=s.cfg.to_dict(), arch=s.cfg.arch, classes=s.classes, input_kind=s.input_kind, store=s.store_facts,
         epoch=pos.epochs_done, step=pos.step, mid_epoch=mid_epoch, epoch_sums=pos.epoch_sums,
         best_top1=pos.best_top1, metrics=pos.last_metrics, steps_per_epoch=s.steps_per_epoch, model=s.model,
         optimizer=s.optimizer, scaler=s.scaler, loader_state=s.train_loader.state_dict(),
         rng_state=torch.get_rng_state())
+    if s.jpeg_optimizer is not None:
+        payload.update(ckpt.jpeg_layer_entries(s.model.tables, s.jpeg_optimizer))
+    return payload
+
+
+def _step_jpeg_tables(s: Session, step: int) -> None:
+    """Step the JPEG layer's tables at their own LR (on the network's schedule), then clamp them."""
+    cfg = s.cfg
+    factor = lr_at(step, base_lr=1.0, steps_per_epoch=s.steps_per_epoch, warmup_epochs=cfg.warmup_epochs,
+                   milestones=cfg.milestones)
+    for group in s.jpeg_optimizer.param_groups:
+        group["lr"] = cfg.jpeg_lr * factor
+    s.jpeg_optimizer.step()
+    s.model.clamp_tables_()
 
 
 def train_epoch(s: Session, pos: Position, epoch: int) -> tuple[bool, int, float]:
@@ -133,11 +150,18 @@ def train_epoch(s: Session, pos: Position, epoch: int) -> tuple[bool, int, float
     sums = torch.tensor([pos.epoch_sums["loss"], pos.epoch_sums["correct"], pos.epoch_sums["count"]],
                         dtype=torch.float64, device=device)
     shown_loss = float("nan")
+    plan = s.train_loader.plan(epoch) if s.augmenter is not None else None
     for batch in s.train_loader:
         lr = s.lr(pos.step)
         for group in s.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         inputs, labels = batch_to_device(batch, device, s.channels_last)
+        if plan is not None:
+            # the batch's store samples: it is batch (step - epoch * steps_per_epoch) of this epoch
+            samples = plan.batch(pos.step - epoch * s.steps_per_epoch)
+            inputs = s.input_stage.to_inputs(s.augmenter(inputs, epoch, samples))
+            if s.channels_last:
+                inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
         with autocast(device, s.amp):
             logits = s.train_model(*inputs)
         logits = logits.float()
@@ -146,8 +170,12 @@ def train_epoch(s: Session, pos: Position, epoch: int) -> tuple[bool, int, float
         reg = s.model.regularization_loss()
         total_loss = loss if reg is None else loss + reg
         s.optimizer.zero_grad(set_to_none=True)
+        if s.jpeg_optimizer is not None:
+            s.jpeg_optimizer.zero_grad(set_to_none=True)
         total_loss.backward()
         s.optimizer.step()
+        if s.jpeg_optimizer is not None:
+            _step_jpeg_tables(s, pos.step)
         pos.step += 1
         seen += labels.shape[0]
         with torch.no_grad():
@@ -210,7 +238,10 @@ def end_epoch(s: Session, pos: Position, epoch: int, seen: int, train_time: floa
     if improved:
         pos.best_top1 = val["top1"]
     s.run.log_epoch(metrics)
-    s.run.save(checkpoint_payload(s, pos, mid_epoch=False), best=improved)
+    payload = checkpoint_payload(s, pos, mid_epoch=False)
+    s.run.save(payload, best=improved)
+    if s.jpeg_optimizer is not None:
+        s.run.save_tables(payload["jpeg_tables"], epoch=epoch + 1, best=improved)
     s.emit({"event": "epoch_end", **metrics, "best": improved, "checkpoint_bytes": s.run.last_checkpoint_bytes})
     return metrics
 

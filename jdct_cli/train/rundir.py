@@ -8,6 +8,8 @@
     best.pt         the epoch with the best val top-1 so far (a hard link to that last.pt when the
                     filesystem allows, so it costs no space until last.pt moves on); not written
                     when the run has no validation split
+    tables.json     with --jpeg-layer learned: the learned quantization tables after the last
+                    epoch (jdct-quant-tables format), and best_tables.json those of best.pt
     tb/             TensorBoard scalars, only when tensorboard is installed
 """
 from __future__ import annotations
@@ -91,6 +93,19 @@ class RunDir:
         self.last_checkpoint_bytes = ckpt.save_checkpoint(self.last, payload)
         if best:
             ckpt.atomic_link(self.last, self.best)
+
+    def save_tables(self, tables: dict, epoch: int, best: bool = False) -> None:
+        """Write the JPEG layer's tables (``jpeg_tables`` of a checkpoint) as ``tables.json``
+        (and ``best_tables.json`` when ``best``), in the jdct-quant-tables format."""
+        if not self.active:
+            return
+        from ..tables import write_tables
+
+        source = {"kind": "jpeg-dl", "run": os.fspath(self.path.resolve()), "epoch": int(epoch)}
+        names = ("tables.json", "best_tables.json") if best else ("tables.json",)
+        for name in names:
+            write_tables(self.path / name, tables["luma"], tables["chroma"], luma_float=tables["luma_float"],
+                         chroma_float=tables["chroma_float"], source=source)
 
     def close(self) -> None:
         if self.tb is not None:

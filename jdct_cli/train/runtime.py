@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..data import DCTLoader
 from ..errors import ConfigError
+from ..jpegmath import learned
 from ..models import create_model, get_model_info
 from .distributed import Dist, all_reduce_sum
 
@@ -42,22 +43,42 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def build_model(arch: str, num_classes: int):
-    """(model, input_kind) of zoo network ``arch``; UnknownModelError (with a suggestion) otherwise."""
+def build_model(arch: str, num_classes: int, config: Optional[dict] = None):
+    """(model, input_kind) of zoo network ``arch``; UnknownModelError (with a suggestion) otherwise.
+
+    ``config``: a run's config (dict); when its ``jpeg_layer`` is ``"learned"`` the network comes
+    behind a trainable JPEG layer (:class:`jdct_cli.jpegmath.learned.JpegLayerModel`, tables and
+    normalization at their neutral values until set up for training or loaded from a checkpoint).
+    """
     info = get_model_info(arch)
-    return create_model(arch, num_classes), info.input_kind
+    model = create_model(arch, num_classes)
+    if config and config.get("jpeg_layer"):
+        model = wrap_jpeg_layer(model, info.input_kind, hardness=float(config.get("jpeg_hardness", 0.7)),
+                                bits=int(config.get("jpeg_bits", learned.DEFAULT_BITS)))
+    return model, info.input_kind
+
+
+def wrap_jpeg_layer(net, kind: str, *, hardness: float, bits: Optional[int]):
+    """``net`` behind a JPEG layer for its input kind: in the coefficient domain for DCT networks,
+    DCT -> soft quantization -> IDCT on pixels for the others."""
+    if kind == "dct":
+        layer = learned.CoefficientJpegLayer(hardness=hardness, bits=bits)
+    else:
+        layer = learned.PixelJpegLayer(kind, hardness=hardness, bits=bits)
+    return learned.JpegLayerModel(net, layer)
 
 
 def make_loader(store, split: str, *, batch_size: int, train: bool, seed: int, device: torch.device,
                 output: str, dctx: Optional[Dist] = None, threads: Optional[int] = None,
-                stats: Optional[dict] = None) -> DCTLoader:
+                stats: Optional[dict] = None, normalize: bool = True) -> DCTLoader:
     """The loader of one split: ``train=True`` shuffles, flips and drops the last partial batch
     (every rank the same number of full batches); ``train=False`` reads every sample once in store
-    order. ``stats``: normalization statistics other than the store's (a checkpoint's)."""
+    order. ``stats``: normalization statistics other than the store's (a checkpoint's);
+    ``normalize=False``: dequantized coefficients (or [0, 1] pixels), not standardized."""
     dctx = dctx or Dist()
     return DCTLoader(store, split, batch_size=batch_size, shuffle=train, seed=seed, device=device,
                      drop_last=train, flip=train, output=output, stats=stats, rank=dctx.rank,
-                     world_size=dctx.world_size, threads=threads)
+                     world_size=dctx.world_size, threads=threads, normalize=normalize)
 
 
 def usable_samples(store, split: str) -> int:
