@@ -22,7 +22,7 @@ import torch
 from . import checkpoint as ckpt
 from .data import device_constants, dequantized_to_pixels
 from .errors import CheckpointError, ConfigError, SourceNotFoundError, StoreError
-from .store import read_metadata
+from .store import as_location, read_metadata
 from .train import build_model, make_loader, resolve_device, run_validation
 
 EVAL_FORMAT = "jdct-eval"
@@ -59,7 +59,8 @@ def training_store(payload: dict, checkpoint) -> str:
 
 def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = None, *, split: str = "val",
              batch_size: Optional[int] = None, device: str = "auto", threads: Optional[int] = None,
-             progress: Progress = None) -> dict[str, Any]:
+             progress: Progress = None, storage_options: Optional[dict] = None, cache_dir=None,
+             cache_bytes: Optional[int] = None) -> dict[str, Any]:
     """Loss, top-1 and top-5 of ``checkpoint`` on ``split`` of the store ``data``.
 
     ``checkpoint``: a ``.pt`` file (training checkpoint or weights-only export) or a RUN_DIR (its
@@ -67,11 +68,13 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     ``batch_size`` defaults to the training batch size. Returns {"format", "format_version",
     "checkpoint", "arch", "data", "split", "loss", "top1", "top5", "samples"} (top-k as
     fractions; ``top5`` null with fewer than 6 classes). Raises CheckpointError, StoreError
-    (missing split, other classes), SourceNotFoundError, ConfigError.
+    (missing split, other classes), SourceNotFoundError, ConfigError, StorageError. A store on object
+    storage: ``storage_options``, ``cache_dir``, ``cache_bytes`` as for :class:`jdct_cli.data.DCTLoader`.
     """
     payload, model, kind = load_for_inference(checkpoint)
     if data is None:
         data = training_store(payload, checkpoint)
+    data = as_location(data, storage_options)
     info = read_metadata(data)
     info.split(split)  # StoreError naming the store when the split is absent
     if info.classes != list(payload["classes"]):
@@ -89,7 +92,8 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     if bs < 1:
         raise ConfigError(f"batch size must be >= 1, not {bs}", "--batch-size")
     loader = make_loader(data, split, batch_size=bs, train=False, seed=int(cfg.get("seed", 0)), device=dev,
-                         output=kind, threads=threads, stats=(payload.get("store") or {}).get("stats"))
+                         output=kind, threads=threads, stats=(payload.get("store") or {}).get("stats"),
+                         cache_dir=cache_dir, cache_bytes=cache_bytes)
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
     val = run_validation(model, loader, device=dev, amp=bool(cfg.get("amp", True) and on_cuda),
@@ -99,7 +103,7 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
         "format_version": FORMAT_VERSION,
         "checkpoint": os.fspath(checkpoint),
         "arch": payload["arch"],
-        "data": os.fspath(data),
+        "data": str(data),
         "split": split,
         "loss": val["loss"],
         "top1": val["top1"],
