@@ -130,6 +130,8 @@ _SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code
              b"<Message>Please reduce your request rate.</Message></Error>")
 _INTERNAL = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
              b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+           b"<Message>Access Denied</Message></Error>")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "te", "trailer",
         "upgrade"}
 
@@ -140,21 +142,24 @@ class FaultProxy:
     ``faults``: {"503": p, "500": p, "reset": p, "truncate": p} probabilities per request (their
     sum at most 1); ``latency``: seconds added to every request. ``counts``: faults injected by
     kind and ``"forwarded"``; ``requests``: (method, path, Range header, response body bytes) of
-    every forwarded request."""
+    every forwarded request. ``deny``: a predicate of (method, path); requests it holds are
+    answered 403 AccessDenied (counted as "denied")."""
 
     def __init__(self, upstream: tuple[str, int], faults: Optional[dict] = None, seed: int = 0,
-                 latency: float = 0.0):
+                 latency: float = 0.0, deny=None):
         self.upstream = upstream
+        self.deny = deny  # (method, path) -> True: answer 403 AccessDenied (a permission taken away)
         self.faults = dict(faults or {})
         self.rng = random.Random(seed)
         self.latency = latency
         self.lock = threading.Lock()
-        self.counts = {"forwarded": 0, "503": 0, "500": 0, "reset": 0, "truncate": 0}
+        self.counts = {"forwarded": 0, "503": 0, "500": 0, "reset": 0, "truncate": 0, "denied": 0}
         self.requests: list[tuple[str, str, Optional[str], int]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
             def log_message(self, *args):
                 pass
@@ -189,6 +194,10 @@ class FaultProxy:
                 body = self._body()
                 if proxy.latency:
                     time.sleep(proxy.latency)
+                if proxy.deny is not None and proxy.deny(self.command, self.path):
+                    with proxy.lock:
+                        proxy.counts["denied"] += 1
+                    return self._error(403, _DENIED)
                 fault = proxy._draw()
                 if fault == "503":
                     return self._error(503, _SLOWDOWN)

@@ -265,8 +265,10 @@ class ObjectLock:
             if etag is not None:
                 break
             doc, etag = self._current()
+            if doc is not None and doc.get("run") == self.run:
+                break  # ours: a first attempt landed, its answer was lost and the retry found it
             if doc is not None and self._stale(doc):
-                etag = self.objects.replace(LOCK_OBJECT, self._record(), etag)
+                etag = self._replace(etag)
                 if etag is not None:
                     self.took_over = doc
                     break
@@ -288,10 +290,20 @@ class ObjectLock:
                 f"then run the command again (the lock of a conversion that died expires {self.lease_s:.0f} s after "
                 f"its last renewal; {LOCK_OBJECT} at the store's root)")
 
+    def _replace(self, etag: Optional[str]) -> Optional[str]:
+        """Replace the lock object (still at ``etag``) by this conversion's record: the new etag, or
+        None when another conversion's record is there now."""
+        new = self.objects.replace(LOCK_OBJECT, self._record(), etag)
+        if new is None:
+            doc, now = self._current()
+            if doc is not None and doc.get("run") == self.run:
+                return now  # a first attempt landed, its answer was lost
+        return new
+
     def _renew(self) -> None:
         while not self._stop.wait(self.renew_s):
             try:
-                etag = self.objects.replace(LOCK_OBJECT, self._record(), self._etag)
+                etag = self._replace(self._etag)
             except (StorageError, OSError):
                 continue  # a transient failure: the lease outlasts a few missed renewals
             if etag is None:

@@ -93,8 +93,9 @@ _STATUS = re.compile(r"status code: (\d{3})(?: ([A-Za-z][A-Za-z ]*[A-Za-z]))?")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _RETRIES = re.compile(r"after (\d+) retr")
 
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "HOME")
 # Built stores, per process (obstore's clients are not fork-safe and never travel between
-# processes): keyed by (url, options, read_only, pid).
+# processes): keyed by (url, options, read_only, pid, the environment's storage variables).
 _BUILT: dict[tuple, Any] = {}
 _BUILT_LOCK = threading.Lock()
 
@@ -247,7 +248,9 @@ class StoreLocation:
         return self._built(False)[0]
 
     def _built(self, read_only: bool):
-        key = (self.url, self.options, read_only, os.getpid())
+        # the environment is part of the configuration (credentials, endpoint, profile, config files)
+        env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+        key = (self.url, self.options, read_only, os.getpid(), env)
         with _BUILT_LOCK:
             hit = _BUILT.get(key)
         if hit is not None:
@@ -278,6 +281,72 @@ def is_url(target) -> bool:
         return False
     m = _SCHEME.match(text)
     return m is not None and m.group(1).lower() != "file"
+
+
+# ---------------------------------------------------------------------------------------------------
+# retries on top of the client's
+# ---------------------------------------------------------------------------------------------------
+
+#: Failures obstore's own retries do not cover: a response whose body broke off after its status
+#: (a listing, a small object) and transport errors of requests it does not consider idempotent
+#: (conditional PUTs: their callers check whether a first attempt landed).
+_TRANSIENT_WORDS = ("error sending request", "response body error", "error decoding response body", "error reading a body",
+                    "connection reset", "Connection reset", "broken pipe", "unexpected end of file",
+                    "connection closed before message completed", "IncompleteMessage", "operation timed out")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transient failure that the client did not retry already (its own
+    retries of 5xx, throttling and dropped connections end with "after N retries": not again)."""
+    if not (type(exc).__module__ or "").startswith("obstore"):
+        return False
+    text = str(exc)
+    return _RETRIES.search(text) is None and any(w in text for w in _TRANSIENT_WORDS)
+
+
+def _retry_settings(loc: "StoreLocation") -> tuple[int, float, float]:
+    opts = loc.options_dict
+    try:
+        tries = int(opts.get("max_retries", DEFAULT_RETRIES["max_retries"]))
+    except ValueError:
+        tries = int(DEFAULT_RETRIES["max_retries"])
+    first = _seconds("retry_init_backoff", opts.get("retry_init_backoff", DEFAULT_RETRIES["retry_init_backoff"]))
+    most = _seconds("retry_max_backoff", opts.get("retry_max_backoff", DEFAULT_RETRIES["retry_max_backoff"]))
+    return tries, first, most
+
+
+def _backoff(attempt: int, first: float, most: float) -> float:
+    import random
+
+    return random.uniform(0, min(most, first * 2 ** attempt))
+
+
+def retrying(loc: "StoreLocation", fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, again (jittered exponential backoff) while it fails transiently."""
+    import time
+
+    tries, first, most = _retry_settings(loc)
+    for attempt in range(tries + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if attempt >= tries or not is_transient(exc):
+                raise
+            time.sleep(_backoff(attempt, first, most))
+
+
+async def retrying_async(loc: "StoreLocation", make):
+    """``await make()`` (a coroutine factory), again while it fails transiently."""
+    import asyncio
+
+    tries, first, most = _retry_settings(loc)
+    for attempt in range(tries + 1):
+        try:
+            return await make()
+        except Exception as exc:  # noqa: BLE001
+            if attempt >= tries or not is_transient(exc):
+                raise
+            await asyncio.sleep(_backoff(attempt, first, most))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -405,7 +474,7 @@ class _ObstoreObjects(Objects):
         import obstore as obs
 
         try:
-            return bytes(obs.get(self.store, key).bytes())
+            return bytes(retrying(self.loc, lambda: obs.get(self.store, key).bytes()))
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):
                 raise self._fail(exc, key, "read") from None
@@ -417,7 +486,7 @@ class _ObstoreObjects(Objects):
         import obstore as obs
 
         try:
-            obs.put(self.store, key, data, use_multipart=len(data) > SINGLE_PUT_MAX)
+            retrying(self.loc, obs.put, self.store, key, data, use_multipart=len(data) > SINGLE_PUT_MAX)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, key, "write") from None
 
@@ -426,9 +495,9 @@ class _ObstoreObjects(Objects):
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            return obs.put(self.store, key, data, mode="create", use_multipart=False)["e_tag"] or "?"
+            return retrying(self.loc, obs.put, self.store, key, data, mode="create", use_multipart=False)["e_tag"] or "?"
         except (AlreadyExistsError, PreconditionError):
-            return None
+            return None  # (or a first attempt that landed before its answer was lost: the caller checks)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, key, "write") from None
 
@@ -436,7 +505,7 @@ class _ObstoreObjects(Objects):
         import obstore as obs
 
         try:
-            meta = obs.head(self.store, key)
+            meta = retrying(self.loc, obs.head, self.store, key)
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):
                 raise self._fail(exc, key, "read") from None
@@ -452,9 +521,10 @@ class _ObstoreObjects(Objects):
         if etag is None:
             return None
         try:
-            return obs.put(self.store, key, data, mode={"e_tag": etag}, use_multipart=False)["e_tag"] or "?"
+            return retrying(self.loc, obs.put, self.store, key, data, mode={"e_tag": etag},
+                            use_multipart=False)["e_tag"] or "?"
         except (PreconditionError, FileNotFoundError):
-            return None
+            return None  # (or a first attempt that landed before its answer was lost: the caller checks)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, key, "write") from None
 
@@ -462,7 +532,7 @@ class _ObstoreObjects(Objects):
         import obstore as obs
 
         try:
-            metas = obs.list(self.store, prefix=prefix.rstrip("/") or None).collect()
+            metas = retrying(self.loc, lambda: obs.list(self.store, prefix=prefix.rstrip("/") or None).collect())
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, prefix, "list") from None
         return sorted((m["path"], int(m["size"])) for m in metas)
@@ -470,12 +540,15 @@ class _ObstoreObjects(Objects):
     def first_keys(self, prefix="", n=2):
         import obstore as obs
 
-        try:
+        def first():
             for batch in obs.list(self.store, prefix=prefix.rstrip("/") or None, chunk_size=max(n, 1)):
                 return [m["path"] for m in batch][:n]
+            return []
+
+        try:
+            return retrying(self.loc, first)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, prefix, "list") from None
-        return []
 
     def delete(self, keys):
         import obstore as obs
@@ -483,7 +556,7 @@ class _ObstoreObjects(Objects):
         keys = list(keys)
         for i in range(0, len(keys), 1000):
             try:
-                obs.delete(self.store, keys[i:i + 1000])
+                retrying(self.loc, obs.delete, self.store, keys[i:i + 1000])
             except FileNotFoundError:
                 pass
             except Exception as exc:  # noqa: BLE001
@@ -654,9 +727,11 @@ def _s3_credentials(loc: StoreLocation, config: dict):
 
 
 def _build_obstore(loc: StoreLocation, read_only: bool):
-    from obstore.exceptions import UnknownConfigurationKeyError
-    from obstore.store import from_url
-    from zarr.storage import ObjectStore
+    try:
+        from obstore.exceptions import UnknownConfigurationKeyError
+        from obstore.store import from_url
+    except ImportError:
+        raise ConfigError(f"{loc.scheme}:// stores need obstore: pip install 'jdct[remote]'", loc.url) from None
 
     service = OBSTORE_SCHEMES[loc.scheme]
     client: dict[str, Any] = dict(DEFAULT_CLIENT)
@@ -704,7 +779,7 @@ def _build_obstore(loc: StoreLocation, read_only: bool):
                           loc.url) from None
     except Exception as exc:  # noqa: BLE001 - obstore's configuration errors
         raise storage_error(exc, loc) or ConfigError(f"cannot use {loc.url}: {_first_line(exc)}") from None
-    return _ObstoreObjects(loc, store), _SinglePutObjectStore(store, read_only=read_only)
+    return _ObstoreObjects(loc, store), _SinglePutObjectStore(store, read_only=read_only, loc=loc)
 
 
 def _build_fsspec(loc: StoreLocation, read_only: bool):
@@ -737,15 +812,67 @@ def _single_put_store_class():
     from zarr.storage import ObjectStore
 
     class SinglePutObjectStore(ObjectStore):
-        """zarr's ObjectStore writing each object with one PUT (up to :data:`SINGLE_PUT_MAX`):
-        a shard appears whole or not at all, and a killed writer leaves no multipart upload behind."""
+        """zarr's ObjectStore writing each object with one PUT (up to :data:`SINGLE_PUT_MAX`): a
+        shard appears whole or not at all, and a killed writer leaves no multipart upload behind.
+        Every request is also retried on the transient failures obstore leaves to its caller
+        (:func:`is_transient`: a body cut short after the status line, e.g. of a listing)."""
+
+        location: Optional[StoreLocation] = None
+
+        def _again(self, make):
+            return retrying_async(self.location or StoreLocation("s3://x"), make)
+
+        def with_read_only(self, read_only: bool = False):
+            other = super().with_read_only(read_only)
+            other.location = self.location
+            return other
 
         async def set(self, key, value) -> None:
             import obstore as obs
 
             self._check_writable()
             buf = value.as_buffer_like()
-            await obs.put_async(self.store, key, buf, use_multipart=len(buf) > SINGLE_PUT_MAX)
+            await self._again(lambda: obs.put_async(self.store, key, buf, use_multipart=len(buf) > SINGLE_PUT_MAX))
+
+        async def set_if_not_exists(self, key, value) -> None:
+            return await self._again(lambda: ObjectStore.set_if_not_exists(self, key, value))
+
+        async def get(self, key, prototype, byte_range=None):
+            return await self._again(lambda: ObjectStore.get(self, key, prototype, byte_range))
+
+        async def get_partial_values(self, prototype, key_ranges):
+            key_ranges = list(key_ranges)
+            return await self._again(lambda: ObjectStore.get_partial_values(self, prototype, key_ranges))
+
+        async def exists(self, key):
+            return await self._again(lambda: ObjectStore.exists(self, key))
+
+        async def delete(self, key):
+            return await self._again(lambda: ObjectStore.delete(self, key))
+
+        async def delete_dir(self, prefix):
+            return await self._again(lambda: ObjectStore.delete_dir(self, prefix))
+
+        async def getsize(self, key):
+            return await self._again(lambda: ObjectStore.getsize(self, key))
+
+        async def _list(self, prefix=None):
+            # a listing is taken whole (with retries), then handed out
+            async def collect():
+                return [item async for item in ObjectStore._list(self, prefix)]
+
+            for item in await self._again(collect):
+                yield item
+
+        def list_dir(self, prefix):
+            async def collect():
+                return [item async for item in ObjectStore.list_dir(self, prefix)]
+
+            async def gen():
+                for item in await self._again(collect):
+                    yield item
+
+            return gen()
 
     return SinglePutObjectStore
 
@@ -753,11 +880,13 @@ def _single_put_store_class():
 _SINGLE_PUT_CLASS = None
 
 
-def _SinglePutObjectStore(store, read_only: bool):
+def _SinglePutObjectStore(store, read_only: bool, loc: StoreLocation):
     global _SINGLE_PUT_CLASS
     if _SINGLE_PUT_CLASS is None:
         _SINGLE_PUT_CLASS = _single_put_store_class()
-    return _SINGLE_PUT_CLASS(store, read_only=read_only)
+    zstore = _SINGLE_PUT_CLASS(store, read_only=read_only)
+    zstore.location = loc
+    return zstore
 
 
 # ---------------------------------------------------------------------------------------------------
