@@ -290,7 +290,8 @@ def is_url(target) -> bool:
 #: Failures obstore's own retries do not cover: a response whose body broke off after its status
 #: (a listing, a small object) and transport errors of requests it does not consider idempotent
 #: (conditional PUTs: their callers check whether a first attempt landed).
-_TRANSIENT_WORDS = ("error sending request", "response body error", "error decoding response body", "error reading a body",
+_TRANSIENT_WORDS = ("error sending request", "response body error", "error decoding response body",
+                    "error reading a body",
                     "connection reset", "Connection reset", "broken pipe", "unexpected end of file",
                     "connection closed before message completed", "IncompleteMessage", "operation timed out")
 
@@ -495,7 +496,8 @@ class _ObstoreObjects(Objects):
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            return retrying(self.loc, obs.put, self.store, key, data, mode="create", use_multipart=False)["e_tag"] or "?"
+            put = retrying(self.loc, obs.put, self.store, key, data, mode="create", use_multipart=False)
+            return put["e_tag"] or "?"
         except (AlreadyExistsError, PreconditionError):
             return None  # (or a first attempt that landed before its answer was lost: the caller checks)
         except Exception as exc:  # noqa: BLE001

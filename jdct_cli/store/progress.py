@@ -46,7 +46,7 @@ class ProgressFolder:
     def exists(self) -> bool:
         if self.path is not None:
             return self.path.is_dir()
-        return bool(self.objects.list(PROGRESS_DIR))
+        return bool(self.objects.first_keys(PROGRESS_DIR, 1))
 
     def create(self) -> None:
         if self.path is not None:

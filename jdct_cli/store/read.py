@@ -15,8 +15,8 @@ from typing import Any, Optional, Union
 from ..errors import IncompleteStoreError, JdctError, SourceNotFoundError, StorageError, StoreError
 from ..jpeg import sniff_format
 from ..sources import is_image_name
-from .format import LOCK_OBJECT, PROGRESS_DIR, CropsLayout, ImagesLayout, ImagesMeta, ImagesSplitMeta, SplitMeta, StoreMeta, \
-    parse_group_json
+from .format import LOCK_OBJECT, PROGRESS_DIR, CropsLayout, ImagesLayout, ImagesMeta, ImagesSplitMeta, SplitMeta, \
+    StoreMeta, parse_group_json
 from .location import StoreLocation, as_location, storage_error
 
 #: How many entries of a folder without zarr.json are looked at to recognise a folder of images.
@@ -145,14 +145,14 @@ def _read_remote_metadata(loc: StoreLocation) -> StoreInfo:
     objects = loc.objects()
     data = objects.get("zarr.json")
     if data is None:
-        found = objects.list("")  # a missing bucket fails here, as BucketNotFoundError
+        found = objects.first_keys("", 2)  # a missing bucket fails here, as BucketNotFoundError
         if not found:
             raise SourceNotFoundError("no such store (nothing is stored under this URL)", loc.url)
-        if any(key.startswith(PROGRESS_DIR + "/") for key, _ in found):
+        if found == [LOCK_OBJECT] or objects.first_keys(PROGRESS_DIR, 1):
             raise IncompleteStoreError("store is incomplete: its conversion did not get as far as creating the "
                                        "Zarr group; run the same `jdct convert` again to resume it", loc.url)
         raise StoreError("not a Zarr v3 store (no zarr.json under this URL): not a jdct store", loc.url)
-    return _parsed(loc, loc.url, data, lambda: bool(objects.list(PROGRESS_DIR)))
+    return _parsed(loc, loc.url, data, lambda: bool(objects.first_keys(PROGRESS_DIR, 1)))
 
 
 def _not_a_store_file(path: Path) -> str:
