@@ -241,6 +241,9 @@ class DCTLoader:
         try:
             labels = np.asarray(self._arrays["label"][:], dtype=np.int64)
         except Exception as exc:  # zarr raises many types for damaged data
+            mapped = None if self.location.is_local else storage_error(exc, self.location, op="read")
+            if mapped is not None:
+                raise mapped from None
             raise StoreCorruptionError(f"cannot read {split}/label ({exc})", self.path) from None
         if labels.size and (int(labels.max()) >= len(self.classes) or int(labels.min()) < -1):
             bad = int(labels.max()) if int(labels.max()) >= len(self.classes) else int(labels.min())

@@ -62,10 +62,12 @@ OBSTORE_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "az
 #: The largest object written with one PUT (S3's limit is 5 GiB): one request, all or nothing, and
 #: nothing left behind by a kill. Larger objects go up as multipart uploads.
 SINGLE_PUT_MAX = (5 << 30) - 1
-#: Defaults of the HTTP client and its retries (each overridable by a storage option). Retries
+#: Defaults of the HTTP client and its retries (each overridable by a storage option): a connection
+#: must open within 5 s, a response go silent for at most 60 s, a request (a shard's upload
+#: included) finish within 10 min. Retries
 #: cover 5xx answers, throttling, dropped connections and timeouts, with jittered exponential
 #: backoff; 4xx answers (missing bucket, refused credentials, access denied) are not retried.
-DEFAULT_CLIENT = {"connect_timeout": "5s", "timeout": "10min"}
+DEFAULT_CLIENT = {"connect_timeout": "5s", "read_timeout": "60s", "timeout": "10min"}
 DEFAULT_RETRIES = {"max_retries": 10, "retry_timeout": 180.0, "retry_init_backoff": 0.1, "retry_max_backoff": 15.0}
 
 #: Alternative names accepted for storage options (s3fs' and boto3's names) -> obstore's.
@@ -305,8 +307,8 @@ def is_transient(exc: BaseException) -> bool:
     return _RETRIES.search(text) is None and any(w in text for w in _TRANSIENT_WORDS)
 
 
-def _retry_settings(loc: "StoreLocation") -> tuple[int, float, float]:
-    opts = loc.options_dict
+def _retry_settings(loc: Optional["StoreLocation"]) -> tuple[int, float, float]:
+    opts = loc.options_dict if loc is not None else {}
     try:
         tries = int(opts.get("max_retries", DEFAULT_RETRIES["max_retries"]))
     except ValueError:
@@ -322,7 +324,7 @@ def _backoff(attempt: int, first: float, most: float) -> float:
     return random.uniform(0, min(most, first * 2 ** attempt))
 
 
-def retrying(loc: "StoreLocation", fn, *args, **kwargs):
+def retrying(loc: Optional["StoreLocation"], fn, *args, **kwargs):
     """``fn(*args, **kwargs)``, again (jittered exponential backoff) while it fails transiently."""
     import time
 
@@ -336,7 +338,7 @@ def retrying(loc: "StoreLocation", fn, *args, **kwargs):
             time.sleep(_backoff(attempt, first, most))
 
 
-async def retrying_async(loc: "StoreLocation", make):
+async def retrying_async(loc: Optional["StoreLocation"], make):
     """``await make()`` (a coroutine factory), again while it fails transiently."""
     import asyncio
 
@@ -822,7 +824,7 @@ def _single_put_store_class():
         location: Optional[StoreLocation] = None
 
         def _again(self, make):
-            return retrying_async(self.location or StoreLocation("s3://x"), make)
+            return retrying_async(self.location, make)
 
         def with_read_only(self, read_only: bool = False):
             other = super().with_read_only(read_only)
