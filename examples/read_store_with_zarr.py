@@ -2,6 +2,11 @@
 """Read a jdct store with plain zarr-python (no jdct import): metadata, one batch, one picture.
 
     python3 examples/read_store_with_zarr.py STORE.zarr [--split train] [--view 0]
+    python3 examples/read_store_with_zarr.py s3://bucket/imagenette.zarr   # object storage (obstore)
+
+A store on object storage is opened with zarr's own ObjectStore over obstore
+(``pip install obstore``); credentials, region and endpoint come from the environment
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for MinIO/Ceph...).
 
 Shows the whole contract a foreign reader needs: attrs["jdct"] in the root group, arrays
 <split>/y|cb|cr (int16 [V, N, 64, h, w], natural order 8*v+u), label (-1 = failed sample),
@@ -9,6 +14,7 @@ image (index into attrs files), box; dequantize with the quant tables; 8x8 inver
 """
 import argparse
 import json
+import os
 
 import numpy as np
 import zarr
@@ -23,6 +29,18 @@ def idct_plane(coefs, table):
     return np.einsum("vy,ux,vuij->iyjx", c, c, f).reshape(8 * bh, 8 * bw) + 128
 
 
+def open_store(url: str):
+    """What zarr opens: the path itself, or for s3://, gs://, az:// an ObjectStore (read-only)."""
+    if not url.startswith(("s3://", "gs://", "az://")):
+        return url
+    from obstore.store import from_url
+    from zarr.storage import ObjectStore
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    options = {"client_options": {"allow_http": True}} if endpoint.startswith("http://") else {}
+    return ObjectStore(from_url(url, **options), read_only=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store")
@@ -30,7 +48,7 @@ def main():
     ap.add_argument("--view", type=int, default=0)
     args = ap.parse_args()
 
-    root = zarr.open_group(args.store, mode="r")
+    root = zarr.open_group(open_store(args.store), mode="r", zarr_format=3)
     meta = root.attrs.get("jdct")
     if meta is None:
         raise SystemExit(f"{args.store}: no attrs['jdct']: the conversion did not finish")

@@ -61,6 +61,51 @@ def library_errors(func):
     return wrapper
 
 
+def storage_option(func):
+    """``--storage-option KEY=VALUE`` (repeatable): options of a store given by URL."""
+    return click.option(
+        "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+        help="For a store given by URL (s3://bucket/x.zarr, gs://..., az://...), repeatable: endpoint=URL, "
+             "region=NAME, profile=NAME, access_key_id=ID, secret_access_key=KEY, skip_signature=true, "
+             "max_retries=N, timeout=SECONDS... (credentials and endpoint otherwise come from the environment "
+             "and ~/.aws as usual).")(func)
+
+
+def _storage_options(pairs) -> dict:
+    from .store import parse_storage_options
+
+    return parse_storage_options(pairs)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+               "t": 1 << 40, "tb": 1 << 40, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def _byte_size(_ctx, _param, value):
+    """``--cache-size 50G`` -> bytes (K, M, G, T: powers of 1024)."""
+    if value is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", value)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 500M, 50G)")
+    size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    if size < 1:
+        raise click.BadParameter("must be positive")
+    return size
+
+
+def cache_options(func):
+    """``--cache-dir`` and ``--cache-size``: the loader's local disk cache of a remote store."""
+    func = click.option("--cache-size", callback=_byte_size, metavar="SIZE",
+                        help="Bound of --cache-dir (e.g. 200G; K/M/G/T) [default: 32G].")(func)
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str), metavar="DIR",
+                        help="Keep the byte ranges the loader reads from an object store on local disk, for the "
+                             "next epochs (least recently used out beyond --cache-size; several processes may "
+                             "share it).")(func)
+
+
 class JdctGroup(click.Group):
     """The ``jdct`` group: one interrupt policy for every command. Ctrl-C anywhere in a command ends it
     with one line on stderr and exit code 130; commands that keep their work (train, convert) say
@@ -116,9 +161,10 @@ def main():
                    "written back losslessly; an images store's JPEG as stored).")
 @click.option("--no-coefficients", is_flag=True,
               help="Read only the markers (fast on big files); zero fractions are then not reported.")
+@storage_option
 @library_errors
-def inspect_command(paths, as_json, plot, dump, sample, split, save_jpeg, no_coefficients):
-    """Show what is inside JPEG files (or a jdct store: a folder or *.zarr).
+def inspect_command(paths, as_json, plot, dump, sample, split, save_jpeg, no_coefficients, storage_options):
+    """Show what is inside JPEG files (or a jdct store: a folder, *.zarr or a URL such as s3://b/x.zarr).
 
     \b
     For each JPEG: dimensions, colour space, sampling (4:2:0, 4:4:4...), baseline/progressive/
@@ -132,6 +178,7 @@ def inspect_command(paths, as_json, plot, dump, sample, split, save_jpeg, no_coe
       jdct inspect photo.jpg --plot photo.png --dump-coefficients photo.npz
       jdct inspect data/imagenette.zarr --split val --sample 8 --plot sample8.png
       jdct inspect data/imagenette.zarr --sample 8 --save-jpeg sample8.jpg
+      jdct inspect s3://bucket/imagenette.zarr --storage-option endpoint=http://minio:9000
 
     A file that cannot be read prints "Error: <file>: <reason>" on stderr; the others are still
     shown and the exit code is 1.
@@ -142,7 +189,7 @@ def inspect_command(paths, as_json, plot, dump, sample, split, save_jpeg, no_coe
 
     docs, failed = [], False
     results = inspect_paths(list(paths), coefficients=not no_coefficients, plot=plot, dump=dump, sample=sample,
-                            split=split, save_jpeg=save_jpeg)
+                            split=split, save_jpeg=save_jpeg, storage_options=_storage_options(storage_options))
     for i, result in enumerate(results):
         if result.error is not None:
             failed = True
@@ -272,13 +319,19 @@ class _TqdmProgress:
                    "with its reason and go on; fail: stop at the first one.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store at OUT and convert again.")
 @click.option("--dask-scheduler", metavar="ADDRESS",
-              help="Run the shard tasks on this Dask distributed scheduler (OUT on a shared filesystem).")
+              help="Run the shard tasks on this Dask distributed scheduler (tcp://host:8786); its workers read "
+                   "SRC at the same path (a shared filesystem) and write OUT (a shared filesystem or an "
+                   "object-store URL).")
+@storage_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @library_errors
 def convert_command(src, out, layout, size, quality, views, seed, exif, exact_decode, labels, workers,
                     chunk_samples, codec, max_side, restart_segments, check, stats_images, shard_samples, on_error,
-                    overwrite, dask_scheduler, quiet):
+                    overwrite, dask_scheduler, storage_options, quiet):
     """Convert JPEG folders SRC into a sharded Zarr v3 store OUT (crops or images).
+
+    OUT is a folder or an object-store URL (s3://bucket/in.zarr, gs://, az://): every worker
+    writes its shards straight there.
 
     \b
     SRC layouts: SRC/train/<class>/*.jpg and/or SRC/val/<class>/*.jpg (each a split), or
@@ -301,6 +354,8 @@ def convert_command(src, out, layout, size, quality, views, seed, exif, exact_de
       jdct convert ~/imagenet/val val.zarr --labels val_labels.csv --size 224
       jdct convert tiny/ tiny.zarr --size 64 --shard-samples 256 --chunk-samples 32
       jdct convert ~/imagenet in.zarr --layout images --max-side 512
+      jdct convert ~/imagenet s3://bucket/in224.zarr --workers 16
+      jdct convert /shared/imagenet s3://bucket/in.zarr --dask-scheduler tcp://10.0.0.1:8786
     """
     from .convert import ConvertOptions, convert
     from .convert.options import DEFAULT_MAX_SIDE
@@ -313,7 +368,8 @@ def convert_command(src, out, layout, size, quality, views, seed, exif, exact_de
     bar = _TqdmProgress(quiet)
     try:
         summary = convert(src, out, options=opts, labels=labels, workers=workers, on_error=on_error,
-                          overwrite=overwrite, dask_scheduler=dask_scheduler, progress=bar)
+                          overwrite=overwrite, dask_scheduler=dask_scheduler, progress=bar,
+                          storage_options=_storage_options(storage_options))
     finally:
         bar.close()
     if not quiet:
@@ -325,8 +381,9 @@ def convert_command(src, out, layout, size, quality, views, seed, exif, exact_de
 @click.argument("store", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; print only problems.")
+@storage_option
 @library_errors
-def verify_command(store, as_json, quiet):
+def verify_command(store, as_json, quiet, storage_options):
     """Read every chunk of a jdct store and check it.
 
     \b
@@ -336,16 +393,19 @@ def verify_command(store, as_json, quiet):
     Exit code 0 when intact, 1 when anything is damaged or missing.
 
     \b
-    Example:
+    Examples:
       jdct verify imagenette.zarr
+      jdct verify s3://bucket/imagenette.zarr
     """
     import json
 
+    from .store import as_location
     from .store.report import render_verify_text, verify_store
 
+    location = as_location(store, _storage_options(storage_options))
     bar = _TqdmProgress(quiet)
     try:
-        report = verify_store(store, progress=bar)
+        report = verify_store(location, progress=bar)
     finally:
         bar.close()
     if as_json:
@@ -532,12 +592,14 @@ def _milestones(_ctx, _param, value):
 @click.option("--resume", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=str),
               help="Continue the run saved in RUN_DIR exactly (step, LR, optimizer, data order); with "
                    "--data if its store has moved.")
+@storage_option
+@cache_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @library_errors
 def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, momentum, weight_decay, label_smoothing,
                   warmup_epochs, milestones, seed, val_split, device, threads, amp, compile_, jpeg_layer,
                   jpeg_hardness, jpeg_lr, jpeg_optimizer, jpeg_init, jpeg_bits, quality_augment, config_file,
-                  resume, quiet):
+                  resume, storage_options, cache_dir, cache_size, quiet):
     """Train a network of the zoo on a jdct store (the paper's ResNet-50 recipe).
 
     \b
@@ -559,6 +621,11 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
       jdct train --arch late_concat_rfa_thinner --data in.zarr --jpeg-layer learned --jpeg-lr 0.01
       jdct train --arch resnet50_rgb --data in.zarr --quality-augment 30:100
       torchrun --nproc_per_node=8 -m jdct_cli train --arch late_concat_rfa_thinner --data in.zarr
+      jdct train --arch upsampling --data s3://bucket/in.zarr --cache-dir /scratch/jdct --cache-size 200G
+
+    
+    A store given by URL is streamed from object storage (--storage-option, --cache-dir,
+    --cache-size are not recorded in the run: give them again with --resume).
     """
     from .config import build_config
     from .train import train
@@ -578,7 +645,8 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
         config = build_config(config_file, **given)
     progress = _TrainProgress(quiet)
     try:
-        result = train(config, resume=resume, progress=progress)
+        result = train(config, resume=resume, progress=progress, storage_options=_storage_options(storage_options),
+                       cache_dir=cache_dir, cache_bytes=cache_size)
     finally:
         progress.close()
     if result.rank != 0:
@@ -616,8 +684,11 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
 @click.option("--no-real-size", is_flag=True,
               help="With --requantize: skip writing the real JPEG files (only the estimated bits per pixel).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/eval.v1.schema.json).")
+@storage_option
+@cache_options
 @library_errors
-def eval_command(checkpoint, data, split, batch_size, device, threads, requantize, no_real_size, as_json):
+def eval_command(checkpoint, data, split, batch_size, device, threads, requantize, no_real_size, as_json,
+                 storage_options, cache_dir, cache_size):
     """Loss, top-1 and top-5 of a checkpoint on a split of a store.
 
     \b
@@ -657,7 +728,9 @@ def eval_command(checkpoint, data, split, batch_size, device, threads, requantiz
 
     try:
         res = evaluate(checkpoint, data, split=split, batch_size=batch_size, device=device, threads=threads,
-                       progress=progress, requantize=requantize, real_size=not no_real_size)
+                       progress=progress, requantize=requantize, real_size=not no_real_size,
+                       storage_options=_storage_options(storage_options), cache_dir=cache_dir,
+                       cache_bytes=cache_size)
     finally:
         if bar is not None:
             bar.close()

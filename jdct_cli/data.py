@@ -42,7 +42,15 @@ page fault (that was a fifth of a sample's CPU time): zarr decodes into recycled
 Threads and forks: reads go through zarr's public API (``arr[v, c0:c1]`` on chunk boundaries) from
 a ``ThreadPoolExecutor``; zarr >= 3.1 resets its event loop in forked children, and the loader
 re-opens its arrays when it finds itself in another process, so loaders created (or iterated) after
-a fork and several loaders iterating at once in one process are safe (both are tested).
+a fork and several loaders iterating at once in one process are safe (both are tested). A store on
+object storage is read through obstore, which is not fork-safe: such a loader works in spawned
+processes (torchrun, spawn/forkserver pools; it pickles) but refuses to read in a forked child.
+
+Object storage (``s3://``, ``gs://``, ``az://`` stores, :mod:`jdct_cli.store.location`): each chunk is
+one ranged GET per array (the three coefficient arrays of a chunk in flight at once, ``threads``
+chunks at a time), the shard indexes are kept in memory, and with ``cache_dir`` every range read is
+kept on local disk (bounded by ``cache_bytes``, least recently used out) for the next epochs
+(:mod:`jdct_cli.store.cache`). Ranks read only the chunks of their own part of each epoch.
 """
 from __future__ import annotations
 
@@ -52,16 +60,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, StoreCorruptionError, StoreError
+from .errors import CheckpointError, ConfigError, StorageError, StoreCorruptionError, StoreError
 from .jpegmath.blockdct import FLIP_SIGN, idct_blocks, plane_stats_from_coefficients
 from .jpegmath.chroma import upsample
 from .jpegmath.color import ycbcr_to_rgb
-from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, read_metadata
+from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, as_location, read_metadata, storage_error
 
 #: Version of the dict returned by :meth:`DCTLoader.state_dict` (kept inside training checkpoints).
 STATE_VERSION = 1
@@ -179,10 +187,13 @@ class DCTLoader:
     batches assembled ahead; ``channels_last`` (default: on CUDA devices); ``stats``: the
     per-channel statistics ``normalize`` standardizes with (the store's ``stats`` layout), instead of
     the store's own: a network evaluated on another store must see its *training* store's
-    normalization (dequantization always uses this store's quant tables).
+    normalization (dequantization always uses this store's quant tables). ``storage_options``:
+    for a store given by URL (``s3://...``; see :mod:`jdct_cli.store.location`; credentials and
+    endpoint otherwise come from the environment); ``cache_dir``: keep every byte range read on
+    local disk, at most ``cache_bytes`` (default 32 GiB) for the whole folder.
 
     Raises SourceNotFoundError / StoreError / IncompleteStoreError / StoreVersionError for an unusable
-    store or split, ConfigError for bad arguments.
+    store or split, StorageError when an object store fails, ConfigError for bad arguments.
     """
 
     def __init__(self, store, split: str = "train", *, batch_size: int, shuffle: Optional[bool] = None,
@@ -190,9 +201,14 @@ class DCTLoader:
                  threads: Optional[int] = None, device="cpu", drop_last: Optional[bool] = None,
                  flip: Optional[bool] = None, output: str = "dct", dtype: torch.dtype = torch.float32,
                  normalize: bool = True, window_chunks: int = 8, prefetch_batches: int = 4,
-                 channels_last: Optional[bool] = None, stats: Optional[dict] = None):
-        self.info: StoreInfo = read_metadata(store)
-        self.path = Path(self.info.path)
+                 channels_last: Optional[bool] = None, stats: Optional[dict] = None,
+                 storage_options: Optional[Mapping[str, Any]] = None, cache_dir=None,
+                 cache_bytes: Optional[int] = None):
+        self.info: StoreInfo = read_metadata(as_location(store, storage_options))
+        self.location = self.info.location
+        self.path = self.info.path  # a Path, or the store's URL
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.cache_bytes = cache_bytes
         self.split = split
         self._split_meta = self.info.split(split)  # StoreError naming the store when absent
         self._layout = self.info.layout
@@ -227,6 +243,9 @@ class DCTLoader:
         try:
             labels = np.asarray(self._arrays["label"][:], dtype=np.int64)
         except Exception as exc:  # zarr raises many types for damaged data
+            mapped = None if self.location.is_local else storage_error(exc, self.location, op="read")
+            if mapped is not None:
+                raise mapped from None
             raise StoreCorruptionError(f"cannot read {split}/label ({exc})", self.path) from None
         if labels.size and (int(labels.max()) >= len(self.classes) or int(labels.min()) < -1):
             bad = int(labels.max()) if int(labels.max()) >= len(self.classes) else int(labels.min())
@@ -248,14 +267,16 @@ class DCTLoader:
         self._resume_batch = 0   # first batch of the next iteration (set by load_state_dict)
         self._position = 0       # batches of self.epoch handed out so far
 
-    # Reused memory and its lock stay with the process: a pickled loader (spawned workers) starts afresh.
-    _UNPICKLED = ("_pools_lock", "_idle_pools", "_outputs", "_free_chunks", "_chunk_pid", "_device_consts")
+    # Reused memory and its lock stay with the process: a pickled loader (spawned workers) starts afresh,
+    # and opens the store again there.
+    _UNPICKLED = ("_pools_lock", "_idle_pools", "_outputs", "_free_chunks", "_chunk_pid", "_device_consts", "_arrays")
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._arrays, self._pid = None, None
         self._reset_memory()
 
     def _reset_memory(self):
@@ -280,22 +301,53 @@ class DCTLoader:
             raise ConfigError(f"dtype must be a floating torch dtype (got {self.dtype!r})")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device} requested but CUDA is not available")
+        if self.cache_bytes is not None and int(self.cache_bytes) < 1:
+            raise ConfigError(f"cache_bytes must be positive (got {self.cache_bytes})")
+
+    def _zarr_target(self):
+        """What zarr opens: the local path, or (object store, or any store with ``cache_dir``) the
+        store wrapped with the shard-index memory and the disk cache (:mod:`jdct_cli.store.cache`)."""
+        from .store.cache import DEFAULT_CACHE_BYTES, DiskCache, caching_store
+
+        local = self.location.is_local
+        if local and self.cache_dir is None:
+            return self.location.zarr_target(read_only=True)
+        disk = None
+        if self.cache_dir is not None:
+            disk = DiskCache(self.cache_dir, self.location.cache_namespace(self.info.zarr_json),
+                             int(self.cache_bytes or DEFAULT_CACHE_BYTES))
+        if local:
+            from zarr.storage import LocalStore
+
+            return caching_store(LocalStore(self.location.path, read_only=True), disk)
+        return caching_store(self.location.zarr_target(read_only=True), disk)
 
     def _open(self):
         """(Re)open the split's arrays in this process (zarr objects are not carried across forks)."""
         import zarr
 
         try:
-            group = zarr.open_group(os.fspath(self.path), mode="r")
+            group = zarr.open_group(self._zarr_target(), mode="r", zarr_format=3)
             self._arrays = {name: group[f"{self.split}/{name}"] for name in COEFFICIENT_ARRAYS + ("label",)}
         except KeyError as exc:
             raise StoreCorruptionError(f"split {self.split!r} lacks its array {exc}", self.path) from None
+        except StorageError:
+            raise
         except Exception as exc:
+            mapped = storage_error(exc, self.location)
+            if mapped is not None:
+                raise mapped from None
             raise StoreError(f"cannot open the zarr arrays of split {self.split!r} ({exc})", self.path) from None
         self._pid = os.getpid()
 
     def _arrays_here(self):
         if self._pid != os.getpid():
+            if self._pid is not None and not self.location.is_local:
+                # obstore's client (threads, connections) does not survive fork: a child that uses
+                # it, even through a new client, can hang or crash
+                raise StoreError("a loader reading an object store cannot be used in a forked process (obstore is "
+                                 "not fork-safe): create it in the child, or start children with spawn or "
+                                 "forkserver (a loader pickles)", self.path)
             self._open()
         return self._arrays
 
@@ -625,6 +677,21 @@ def dequantized_to_pixels(deq, consts: dict[str, Any], output: str) -> torch.Ten
     return x.sub_(consts["pix_mean"]).div_(consts["pix_std"])
 
 
+def read_planes(arrays: dict, selection, outs: list, *, executor=None) -> None:
+    """Read ``selection`` of the coefficient arrays (``arrays[name]`` for y, cb, cr) into ``outs``
+    (numpy arrays of the selection's shape, written in place). ``executor``: a thread pool on which
+    the three reads are in flight at once (over a network each is a round trip: a chunk then costs
+    one round trip of latency instead of three); None: one after the other, in this thread."""
+    if executor is None:
+        for name, out in zip(COEFFICIENT_ARRAYS, outs):
+            arrays[name].get_basic_selection(selection, out=_nd_buffer(out))
+        return
+    futures = [executor.submit(arrays[name].get_basic_selection, selection, out=_nd_buffer(out))
+               for name, out in zip(COEFFICIENT_ARRAYS, outs)]
+    for fut in futures:
+        fut.result()
+
+
 def _nd_buffer(array: np.ndarray):
     """``array`` wrapped as the ``out=`` of zarr's selection methods (written in place)."""
     from zarr.core.buffer import default_buffer_prototype
@@ -715,7 +782,11 @@ class _EpochRun:
         cuda = loader.device.type == "cuda"
         self.pool = loader._take_pool(loader.prefetch_batches + 2, shapes, pin=cuda)
         self.arrays = loader._arrays_here()
+        self.remote = not loader.location.is_local
         self.executor = ThreadPoolExecutor(max_workers=loader.threads, thread_name_prefix="jdct-read")
+        # object stores: each chunk's three arrays are read at once (see read_planes)
+        self.io = (ThreadPoolExecutor(max_workers=3 * loader.threads, thread_name_prefix="jdct-io")
+                   if self.remote else None)
         self.thread = threading.Thread(target=self._produce_guarded, name="jdct-loader", daemon=True)
         self.thread.start()
 
@@ -726,13 +797,15 @@ class _EpochRun:
         bufs = self.loader._take_chunk_buffers()
         try:
             # zarr decodes straight into reused buffers (its `out=`): no fresh 6 MB arrays to fault in.
-            parts = []
-            for name in COEFFICIENT_ARRAYS:
-                part = bufs[name][:hi - lo]
-                self.arrays[name].get_basic_selection((view, slice(lo, hi)), out=_nd_buffer(part))
-                parts.append(part)
+            parts = [bufs[name][:hi - lo] for name in COEFFICIENT_ARRAYS]
+            read_planes(self.arrays, (view, slice(lo, hi)), parts, executor=self.io)
             return bufs, tuple(parts)
+        except StorageError:
+            raise
         except Exception as exc:  # zarr/numcodecs raise many types for damaged data
+            mapped = None if not self.remote else storage_error(exc, self.loader.location, op="read")
+            if mapped is not None:
+                raise mapped from None
             raise StoreCorruptionError(f"cannot read samples {lo}..{hi - 1} of {self.loader.split} view {view} "
                                        f"({type(exc).__name__}: {exc})", self.loader.path) from None
 
@@ -833,6 +906,8 @@ class _EpochRun:
     def close(self):
         self.stop.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.io is not None:
+            self.io.shutdown(wait=False, cancel_futures=True)
         self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loader._give_pool(self.pool)

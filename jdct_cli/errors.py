@@ -15,7 +15,9 @@ class JdctError(Exception):
 
     def __init__(self, reason: str, path: Optional[os.PathLike | str] = None):
         self.reason = str(reason)
-        self.path = None if path is None else os.fspath(path)
+        # a path, or anything naming a place by its str() (a store URL, a StoreLocation)
+        self.path = None if path is None else (
+            os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path))
         super().__init__(self.reason if self.path is None else f"{self.path}: {self.reason}")
 
     def with_path(self, path):
@@ -84,6 +86,32 @@ class StoreMetadataError(StoreError):
 
 class StoreCorruptionError(StoreError):
     """A chunk failed its checksum or an array disagrees with the metadata."""
+
+
+class StorageError(JdctError, OSError):
+    """The object store (or remote filesystem) holding a store failed or refused a request, after
+    its retries: ``path`` is the store's URL, ``reason`` one line saying what happened."""
+
+
+class BucketNotFoundError(StorageError, FileNotFoundError):
+    """The bucket (or container) a store URL names does not exist on that endpoint; ``bucket``."""
+
+    def __init__(self, reason, path=None, bucket: Optional[str] = None):
+        super().__init__(reason, path)
+        self.bucket = bucket
+
+
+class CredentialsError(StorageError, PermissionError):
+    """No credentials were found for the object store, or it refused the ones given (an unknown
+    access key, a secret that does not match, an expired token)."""
+
+
+class AccessDeniedError(StorageError, PermissionError):
+    """The credentials are valid but lack the permission for the request (HTTP 403 AccessDenied)."""
+
+
+class EndpointUnreachableError(StorageError, ConnectionError):
+    """The object store's endpoint could not be reached (refused, unresolvable, timed out), after retries."""
 
 
 class SourceError(JdctError, ValueError):

@@ -24,7 +24,7 @@ from . import jpeg
 from .transforms import SampleRecipe, convert_image
 from .data import coefficients_to_inputs, device_constants
 from .errors import CheckpointError, ConfigError, JdctError, SourceNotFoundError, StoreError
-from .store import read_metadata
+from .store import as_location, read_metadata
 from .train import build_model, make_loader, resolve_device, run_validation
 
 EVAL_FORMAT = "jdct-eval"
@@ -62,7 +62,8 @@ def training_store(payload: dict, checkpoint) -> str:
 def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = None, *, split: str = "val",
              batch_size: Optional[int] = None, device: str = "auto", threads: Optional[int] = None,
              progress: Progress = None, requantize: Optional[str | int] = None,
-             real_size: bool = True) -> dict[str, Any]:
+             real_size: bool = True, storage_options: Optional[dict] = None, cache_dir=None,
+             cache_bytes: Optional[int] = None) -> dict[str, Any]:
     """Loss, top-1 and top-5 of ``checkpoint`` on ``split`` of the store ``data``.
 
     ``checkpoint``: a ``.pt`` file (training checkpoint or weights-only export) or a RUN_DIR (its
@@ -70,7 +71,8 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     ``batch_size`` defaults to the training batch size. Returns {"format", "format_version",
     "checkpoint", "arch", "data", "split", "loss", "top1", "top5", "samples"} (top-k as
     fractions; ``top5`` null with fewer than 6 classes). Raises CheckpointError, StoreError
-    (missing split, other classes), SourceNotFoundError, ConfigError.
+    (missing split, other classes), SourceNotFoundError, ConfigError, StorageError. A store on object
+    storage: ``storage_options``, ``cache_dir``, ``cache_bytes`` as for :class:`jdct_cli.data.DCTLoader`.
 
     ``requantize``: an IJG quality (1..100) or a tables file (:mod:`jdct_cli.tables`): every
     sample's coefficients are requantized with those tables (``round(x/q) q``) before they become
@@ -81,6 +83,7 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     payload, model, kind = load_for_inference(checkpoint)
     if data is None:
         data = training_store(payload, checkpoint)
+    data = as_location(data, storage_options)
     info = read_metadata(data)
     info.split(split)  # StoreError naming the store when the split is absent
     if info.classes != list(payload["classes"]):
@@ -104,7 +107,7 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
                                      batch_size=bs, device=dev, threads=threads, amp=amp,
                                      channels_last=channels_last, real_size=real_size, progress=progress)
     loader = make_loader(data, split, batch_size=bs, train=False, seed=int(cfg.get("seed", 0)), device=dev,
-                         output=kind, threads=threads, stats=stats)
+                         output=kind, threads=threads, stats=stats, cache_dir=cache_dir, cache_bytes=cache_bytes)
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
     val = run_validation(model, loader, device=dev, amp=amp, channels_last=channels_last, progress=progress)
@@ -113,7 +116,7 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
         "format_version": FORMAT_VERSION,
         "checkpoint": os.fspath(checkpoint),
         "arch": payload["arch"],
-        "data": os.fspath(data),
+        "data": str(data),
         "split": split,
         "loss": val["loss"],
         "top1": val["top1"],
@@ -140,7 +143,7 @@ def _evaluate_requantized(checkpoint, payload, model, kind, data, split, requant
         "format_version": FORMAT_VERSION,
         "checkpoint": os.fspath(checkpoint),
         "arch": payload["arch"],
-        "data": os.fspath(data),
+        "data": str(data),
         "split": split,
         "loss": val["loss"],
         "top1": val["top1"],

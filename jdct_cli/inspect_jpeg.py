@@ -25,6 +25,7 @@ from . import jpeg
 from .errors import ConfigError, JdctError
 from .fileio import atomic_write
 from .jpegmath.quant import quality_fit
+from .store.location import as_location, is_url
 
 FORMAT_NAME = "jdct-inspect"
 FORMAT_VERSION = 1
@@ -337,7 +338,10 @@ class InspectResult:
 
 
 def is_store_path(path: os.PathLike | str) -> bool:
-    """True for a directory or a path ending in ``.zarr``: those are jdct stores, not JPEGs."""
+    """True for a directory, a path ending in ``.zarr`` or a store URL (``s3://...``): those are
+    jdct stores, not JPEGs."""
+    if is_url(path):
+        return True
     p = Path(path)
     return p.suffix.lower() == ".zarr" or p.is_dir()
 
@@ -368,6 +372,7 @@ def inspect_paths(
     sample: Optional[int] = None,
     split: Optional[str] = None,
     save_jpeg: Optional[os.PathLike | str] = None,
+    storage_options: Optional[dict] = None,
 ) -> Iterator[InspectResult]:
     """Inspect every path in turn, yielding an :class:`InspectResult` each (errors included).
 
@@ -376,7 +381,8 @@ def inspect_paths(
     ``*.zarr`` paths go to :func:`jdct_cli.store.report.inspect_store` (with ``sample``, ``split``,
     ``plot`` and ``save_jpeg``). A JdctError stops only its own path. Options that apply to no given path (``sample``
     without a store, ``dump`` without a JPEG) raise ConfigError before anything is read, instead of
-    being silently ignored.
+    being silently ignored. ``storage_options``: for the stores given by URL (see
+    :mod:`jdct_cli.store.location`).
     """
     stores = [is_store_path(p) for p in paths]
     if sample is not None and not any(stores):
@@ -395,7 +401,8 @@ def inspect_paths(
         if is_store_path(path):
             result = InspectResult(name, "store")
             try:
-                result.doc = _inspect_store(path, sample=sample, split=split,
+                where = as_location(path, storage_options) if is_url(path) else path
+                result.doc = _inspect_store(where, sample=sample, split=split,
                                             plot=output_for(plot, path, several, taken_plot), save_jpeg=save_jpeg)
             except JdctError as exc:
                 result.error = exc

@@ -44,3 +44,27 @@ def real_tree(photo_tree) -> Path:
     if HAVE_SHARED and (SHARED_DATA / "tiny-imagenet-20").is_dir():
         return SHARED_DATA / "tiny-imagenet-20"
     return photo_tree
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One local S3-compatible server for the whole session (moto's server mode on 127.0.0.1 with
+    IAM enforcement, tests/s3server.py), started on first use; its admin credentials, endpoint and
+    region are put in the environment (what clients and the subprocesses of tests read)."""
+    pytest.importorskip("moto")
+    pytest.importorskip("obstore")
+    from s3server import MotoServer
+
+    server = MotoServer(log=tmp_path_factory.mktemp("moto") / "moto.log")
+    saved = {k: _os.environ.get(k) for k in (*server.env(), "AWS_EC2_METADATA_DISABLED", "AWS_PROFILE")}
+    _os.environ.update(server.env(), AWS_EC2_METADATA_DISABLED="true")
+    _os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                _os.environ.pop(k, None)
+            else:
+                _os.environ[k] = v

@@ -17,7 +17,7 @@ from .. import __version__
 from ..jpeg import libjpeg_version
 from ..jpegmath.quant import ijg_tables
 from ..sources import SPLIT_IDS, discover
-from ..store import Failure, Plan, PlanSplit, QuantTables, Software
+from ..store import Failure, Plan, PlanSplit, QuantTables, Software, as_location
 from .failures import error_of
 from .options import ConvertOptions
 from .runners import InProcess
@@ -117,8 +117,10 @@ def stats_stride(num_files: int, stats_images: int) -> int:
     return -(-num_files // stats_images)
 
 
-def shard_tasks(out: Path, plan: Plan, *, fail_fast: bool, run: str = "") -> list[ShardTask]:
-    """One task per shard of every view of every split, in the plan's order."""
+def shard_tasks(out, plan: Plan, *, fail_fast: bool, run: str = "") -> list[ShardTask]:
+    """One task per shard of every view of every split, in the plan's order (``out``: the store's
+    path or :class:`~jdct_cli.store.StoreLocation`)."""
+    out = as_location(out)
     opts = ConvertOptions.from_dict(plan.options)
     stats_split = plan.stats_split
     stride = stats_stride(len(plan.splits[stats_split].files), opts.stats_images) if opts.layout == "images" else 0
@@ -130,7 +132,7 @@ def shard_tasks(out: Path, plan: Plan, *, fail_fast: bool, run: str = "") -> lis
         if (name, view) not in orders:
             orders[name, view] = sample_order(opts.seed, sid, view, len(sp.files))
         items = tuple((int(i), sp.files[i], int(sp.labels[i])) for i in orders[name, view][s0:s1])
-        tasks.append(ShardTask(out=os.fspath(out), root=plan.root, split=name, split_id=sid, view=view,
+        tasks.append(ShardTask(out=out, root=plan.root, split=name, split_id=sid, view=view,
                                shard=shard, start=s0, stop=s1, options=opts, train=name == "train",
                                stats=name == stats_split, quant=plan.quant, items=items, fail_fast=fail_fast,
                                run=run, stats_stride=stride))

@@ -6,9 +6,7 @@ worker finished first.
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +26,7 @@ from ..store import (
     Stats,
     StoreMeta,
     Transform,
+    as_location,
     dir_bytes,
     raw_sample_bytes,
 )
@@ -128,9 +127,11 @@ def _transform(opts: ConvertOptions) -> Transform:
     )
 
 
-def summarize(out: Path, meta: "StoreMeta | ImagesMeta", *, seconds: float, convert_seconds: float,
+def summarize(out, meta: "StoreMeta | ImagesMeta", *, seconds: float, convert_seconds: float,
               new_samples: int, resumed_shards: int, already_complete: bool = False) -> dict[str, Any]:
-    """The end-of-run summary (see :func:`jdct_cli.convert.convert`)."""
+    """The end-of-run summary (see :func:`jdct_cli.convert.convert`); ``out``: the store's path or
+    :class:`~jdct_cli.store.StoreLocation`."""
+    out = as_location(out)
     samples = sum(sp.views * sp.num_samples for sp in meta.splits.values())
     total_bytes = dir_bytes(out)
     if isinstance(meta, ImagesMeta):
@@ -143,7 +144,7 @@ def summarize(out: Path, meta: "StoreMeta | ImagesMeta", *, seconds: float, conv
         extra = {"layout": "images", "treatments": dict(treatments), "stored_bytes": stored, "source_bytes": source,
                  "bytes_vs_source": total_bytes / source if source else math.nan}
     else:
-        coef_bytes = sum(dir_bytes(out / split / a) for split in meta.splits for a in COEFFICIENT_ARRAYS)
+        coef_bytes = sum(dir_bytes(out, f"{split}/{a}") for split in meta.splits for a in COEFFICIENT_ARRAYS)
         extra = {"layout": "crops"}
     kinds: Counter = Counter()
     for sp in meta.splits.values():
@@ -153,7 +154,7 @@ def summarize(out: Path, meta: "StoreMeta | ImagesMeta", *, seconds: float, conv
                 seen.add(f.file)
                 kinds[f.kind or "other"] += 1
     return {
-        "out": os.fspath(out),
+        "out": str(out),
         "images": sum(sp.counts.files for sp in meta.splits.values()),
         "converted": sum(sp.counts.converted for sp in meta.splits.values()),
         "failed": sum(sp.counts.failed for sp in meta.splits.values()),

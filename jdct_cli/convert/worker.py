@@ -16,7 +16,7 @@ from numcodecs import blosc
 
 from .. import jpeg
 from ..errors import ImageTooLargeError, JdctError, NotAJpegError, SourceError, UnsupportedJpegError
-from ..store import TREATMENTS, Failure, ProgressFolder, QuantTables, ShardMarker, write_shard
+from ..store import TREATMENTS, Failure, ProgressFolder, QuantTables, ShardMarker, StoreLocation, write_shard
 from ..transforms import convert_image, image_rng
 from .failures import failure
 from .images import store_image
@@ -96,13 +96,14 @@ def _check_header(path: Path, max_pixels: int, max_file_bytes: int) -> None:
 @dataclass(frozen=True)
 class ShardTask:
     """Convert phase: samples ``start``..``stop`` of ``view`` of ``split`` (one shard of every
-    array). ``items``: ``(image index, file relative to root, label)`` per sample, in sample order;
+    array) of the store ``out`` (a local folder or an object store). ``items``: ``(image index,
+    file relative to root, label)`` per sample, in sample order;
     ``train``: the train transform (else val); ``stats``: accumulate statistics; ``quant``: the
     tables of the coefficients; ``fail_fast``: stop at the first failure and write nothing; ``run``:
     the conversion that owns OUT (a worker of another one writes nothing); ``stats_stride`` (images
     layout): the images whose index is a multiple of it give the statistics (0: none)."""
 
-    out: str
+    out: StoreLocation
     root: str
     split: str
     split_id: int
@@ -222,14 +223,17 @@ def _finish(task: ShardTask, marker: ShardMarker, arrays: dict[str, np.ndarray])
     failures = marker.failures
     if task.fail_fast and failures:
         return ShardResult(marker, not_written="stopped at the first failure")
-    progress = ProgressFolder(task.out)
-    if task.run and not still_owner(progress.path, task.run):
-        return ShardResult(marker, not_written="another conversion owns OUT now")
     try:
+        progress = ProgressFolder(task.out)
+        if task.run and not still_owner(progress, task.run):
+            return ShardResult(marker, not_written="another conversion owns OUT now")
         write_shard(task.out, task.split, task.view, task.start, task.stop, arrays)
         progress.write_marker(marker)
     except OSError as exc:
-        # returned, not raised: the error crosses process (and Dask) boundaries as plain data
+        # returned, not raised: the error crosses process (and Dask) boundaries as plain data. An
+        # object store's failure (StorageError, after its retries) is already one line.
+        if isinstance(exc, JdctError):
+            return ShardResult(marker, write_error=(exc.reason, exc.path))
         return ShardResult(marker, write_error=(exc.strerror or str(exc), exc.filename))
     return ShardResult(marker)
 

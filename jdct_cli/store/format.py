@@ -64,6 +64,9 @@ SUPPORTED_VERSIONS = (1, 2)
 ATTRS_KEY = "jdct"
 #: Files of an unfinished conversion (plan and per-shard completion markers) live here, inside OUT.
 PROGRESS_DIR = ".jdct-progress"
+#: The lock of a conversion into an object store (a local store is locked with flock): an object at
+#: the store's root, beside the progress folder so that starting afresh keeps it.
+LOCK_OBJECT = ".jdct-lock.json"
 PLAN_FILE = "plan.json"
 DEFAULT_CHUNK_SAMPLES = 64
 DEFAULT_SHARD_SAMPLES = 1024

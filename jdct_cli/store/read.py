@@ -1,4 +1,8 @@
-"""Opening a store: its metadata (without importing zarr), its arrays, its size on disk."""
+"""Opening a store: its metadata (without importing zarr for a local store), its arrays, its size.
+
+A store is a local folder or an object-store URL (:mod:`.location`); every function here takes
+either (a path, a URL string or a :class:`~.location.StoreLocation`).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,13 +10,14 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from ..errors import IncompleteStoreError, JdctError, SourceNotFoundError, StoreError
+from ..errors import IncompleteStoreError, JdctError, SourceNotFoundError, StorageError, StoreError
 from ..jpeg import sniff_format
 from ..sources import is_image_name
-from .format import PROGRESS_DIR, CropsLayout, ImagesLayout, ImagesMeta, ImagesSplitMeta, SplitMeta, StoreMeta, \
-    parse_group_json
+from .format import LOCK_OBJECT, PROGRESS_DIR, CropsLayout, ImagesLayout, ImagesMeta, ImagesSplitMeta, SplitMeta, \
+    StoreMeta, parse_group_json
+from .location import StoreLocation, as_location, storage_error
 
 #: How many entries of a folder without zarr.json are looked at to recognise a folder of images.
 _SCAN_ENTRIES = 2000
@@ -35,12 +40,16 @@ def quiet_zarr():
 
 @dataclass(frozen=True)
 class StoreInfo:
-    """A complete store: where it lives, its typed metadata (:class:`StoreMeta` for a crops store,
-    :class:`ImagesMeta` for an images store), and attrs["jdct"] as stored."""
+    """A complete store: where it lives (``path``: a local folder's Path, or the URL of an object
+    store; ``location``: the :class:`~.location.StoreLocation` to open it with), its typed metadata
+    (:class:`StoreMeta` for a crops store, :class:`ImagesMeta` for an images store), attrs["jdct"]
+    as stored, and ``zarr_json``: the root zarr.json's bytes."""
 
-    path: Path
+    path: Union[Path, str]
     metadata: "StoreMeta | ImagesMeta"
     meta: dict[str, Any]
+    location: Optional[StoreLocation] = None
+    zarr_json: bytes = b""
 
     @property
     def format_version(self) -> int:
@@ -80,15 +89,20 @@ class StoreInfo:
             raise exc.with_path(self.path) from None
 
 
-def read_metadata(path: os.PathLike | str) -> StoreInfo:
-    """Read and validate attrs["jdct"] of the store at ``path`` (zarr is not imported); either layout.
+def read_metadata(path: "os.PathLike | str | StoreLocation") -> StoreInfo:
+    """Read and validate attrs["jdct"] of the store at ``path`` (a local store: zarr is not
+    imported); either layout.
 
-    Raises SourceNotFoundError (no such path), StoreError (not a jdct store: a JPEG file, a folder
-    of images, not a Zarr v3 group...), IncompleteStoreError (group present but attrs["jdct"]
-    missing: interrupted conversion), StoreVersionError (a format version this jdct does not
-    read) and StoreMetadataError (a field is missing or invalid; the error names it).
+    Raises SourceNotFoundError (no such path, or no store at that URL), StoreError (not a jdct
+    store: a JPEG file, a folder of images, not a Zarr v3 group...), IncompleteStoreError (group
+    present but attrs["jdct"] missing: interrupted conversion), StoreVersionError (a format version
+    this jdct does not read), StoreMetadataError (a field is missing or invalid; the error names it)
+    and, on an object store, StorageError (missing bucket, credentials, access, endpoint).
     """
-    path = Path(path)
+    loc = as_location(path)
+    if not loc.is_local:
+        return _read_remote_metadata(loc)
+    path = loc.path
     if not path.exists():
         raise SourceNotFoundError("no such store", path)
     if not path.is_dir():
@@ -100,25 +114,45 @@ def read_metadata(path: os.PathLike | str) -> StoreInfo:
         data = zarr_json.read_bytes()
     except OSError as exc:
         raise StoreError(f"unreadable zarr.json ({exc.strerror or exc})", path) from None
+    return _parsed(loc, path, data, lambda: (path / PROGRESS_DIR).is_dir())
+
+
+def _parsed(loc: StoreLocation, where, data: bytes, has_progress) -> StoreInfo:
     try:
         meta, doc = parse_group_json(data)
     except JdctError as exc:
-        raise exc.with_path(path) from None
+        raise exc.with_path(where) from None
     if meta is None:
-        if not (path / PROGRESS_DIR).is_dir():
+        if not has_progress():
             # jdct convert makes its progress folder before zarr.json: without it nothing can resume
             raise IncompleteStoreError(
                 "store is incomplete: a Zarr group without jdct metadata (attrs['jdct']) and without an "
                 f"interrupted conversion to resume ({PROGRESS_DIR} absent): not a jdct store, or convert "
                 "it again with --overwrite",
-                path,
+                where,
             )
         raise IncompleteStoreError(
             "store is incomplete: its metadata (attrs['jdct']) was never written, so its conversion "
             "did not finish; run the same `jdct convert` again to resume it",
-            path,
+            where,
         )
-    return StoreInfo(path=path, metadata=meta, meta=doc)
+    return StoreInfo(path=where, metadata=meta, meta=doc, location=loc, zarr_json=data)
+
+
+def _read_remote_metadata(loc: StoreLocation) -> StoreInfo:
+    """:func:`read_metadata` of an object-store URL: one GET of zarr.json; when it is absent, one
+    listing tells a missing bucket, an empty place, an interrupted conversion and other files apart."""
+    objects = loc.objects()
+    data = objects.get("zarr.json")
+    if data is None:
+        found = objects.first_keys("", 2)  # a missing bucket fails here, as BucketNotFoundError
+        if not found:
+            raise SourceNotFoundError("no such store (nothing is stored under this URL)", loc.url)
+        if found == [LOCK_OBJECT] or objects.first_keys(PROGRESS_DIR, 1):
+            raise IncompleteStoreError("store is incomplete: its conversion did not get as far as creating the "
+                                       "Zarr group; run the same `jdct convert` again to resume it", loc.url)
+        raise StoreError("not a Zarr v3 store (no zarr.json under this URL): not a jdct store", loc.url)
+    return _parsed(loc, loc.url, data, lambda: bool(objects.first_keys(PROGRESS_DIR, 1)))
 
 
 def _not_a_store_file(path: Path) -> str:
@@ -168,15 +202,22 @@ def _holds_images(folder: Path) -> bool:
     return False
 
 
-def open_group(path: os.PathLike | str, mode: str = "r"):
-    """The store's root zarr group; StoreError when zarr cannot open it."""
+def open_group(path: "os.PathLike | str | StoreLocation", mode: str = "r"):
+    """The store's root zarr group; StoreError when zarr cannot open it (StorageError when the
+    object store fails)."""
     import zarr
 
+    loc = as_location(path)
     try:
         with quiet_zarr():
-            return zarr.open_group(os.fspath(path), mode=mode, zarr_format=3)
+            return zarr.open_group(loc.zarr_target(read_only=mode == "r"), mode=mode, zarr_format=3)
+    except StorageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - zarr raises many types for a broken hierarchy
-        raise StoreError(f"cannot open as a Zarr group ({exc})", path) from None
+        mapped = storage_error(exc, loc)
+        if mapped is not None:
+            raise mapped from None
+        raise StoreError(f"cannot open as a Zarr group ({exc})", str(loc)) from None
 
 
 def array_problem(layout: "CropsLayout | ImagesLayout", split: "SplitMeta | ImagesSplitMeta", name: str,
@@ -186,11 +227,14 @@ def array_problem(layout: "CropsLayout | ImagesLayout", split: "SplitMeta | Imag
                                 getattr(arr, "shards", None))
 
 
-def dir_bytes(path: os.PathLike | str) -> int:
-    """Bytes on disk of the files under ``path`` (a store or one of its arrays), skipping the
-    conversion's ``PROGRESS_DIR`` bookkeeping; files that vanish meanwhile count 0."""
+def dir_bytes(path: "os.PathLike | str | StoreLocation", sub: str = "") -> int:
+    """Bytes stored under ``path`` (a store; ``sub``: one of its folders, e.g. ``"train/y"``),
+    skipping the conversion's ``PROGRESS_DIR`` bookkeeping; files that vanish meanwhile count 0."""
+    loc = as_location(path)
+    if not loc.is_local:
+        return loc.objects().total_bytes(sub, skip=(PROGRESS_DIR + "/", LOCK_OBJECT))
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, dirnames, filenames in os.walk(loc.path / sub if sub else loc.path):
         dirnames[:] = [d for d in dirnames if d != PROGRESS_DIR]
         for name in filenames:
             try:

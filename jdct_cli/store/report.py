@@ -30,6 +30,7 @@ from ..inspect_jpeg import write_output
 from .format import ALL_ARRAYS, COEFFICIENT_ARRAYS, IMAGES_ARRAYS, PROGRESS_DIR, CropsLayout, ImagesLayout, \
     ImagesMeta, ImagesSplitMeta, SplitMeta, StoreMeta
 from .progress import ProgressFolder
+from .location import StoreLocation, as_location, storage_error
 from .read import array_problem, dir_bytes, open_group, read_metadata
 
 INSPECT_FORMAT = "jdct-store-inspect"
@@ -74,7 +75,7 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
     if isinstance(info.metadata, ImagesMeta):
         return inspect_images_store(info, sample=sample, plot=plot, split=split, save_jpeg=save_jpeg)
     meta = info.metadata
-    root = Path(path)
+    root = info.location
     group = open_group(root)
     splits = {}
     total_bytes = 0
@@ -83,7 +84,7 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
         coef_bytes = split_bytes = 0
         for a in ALL_ARRAYS:
             arr = group[f"{name}/{a}"]
-            nbytes = dir_bytes(root / name / a)
+            nbytes = dir_bytes(root, f"{name}/{a}")
             split_bytes += nbytes
             if a in COEFFICIENT_ARRAYS:
                 coef_bytes += nbytes
@@ -99,7 +100,7 @@ def inspect_store(path: os.PathLike | str, *, sample: Optional[int] = None, plot
         }
     doc: dict[str, Any] = {
         "kind": "store", "format": INSPECT_FORMAT, "format_version": INSPECT_VERSION,
-        "path": os.fspath(root), "store_format": info.meta["format"], "store_format_version": meta.format_version,
+        "path": str(root), "store_format": info.meta["format"], "store_format_version": meta.format_version,
         "jdct_version": meta.jdct_version, "libjpeg_version": meta.libjpeg_version,
         "size": meta.size, "quality": meta.quality, "subsampling": meta.subsampling,
         "coefficient_order": meta.coefficient_order, "seed": meta.seed,
@@ -140,7 +141,7 @@ def inspect_images_store(info, *, sample: Optional[int] = None, plot: Optional[s
     re-encoded), with the PSNR between them (99 for identical pixels) and whether the bytes are
     the source's; ``save_jpeg``: write the stored JPEG as it is."""
     meta: ImagesMeta = info.metadata
-    root = Path(info.path)
+    root = info.location
     group = open_group(root)
     splits = {}
     total_bytes = 0
@@ -149,7 +150,7 @@ def inspect_images_store(info, *, sample: Optional[int] = None, plot: Optional[s
         split_bytes = 0
         for a in IMAGES_ARRAYS:
             arr = group[f"{name}/{a}"]
-            nbytes = dir_bytes(root / name / a)
+            nbytes = dir_bytes(root, f"{name}/{a}")
             split_bytes += nbytes
             arrays[a] = {"shape": list(arr.shape), "dtype": "bytes" if a == "jpeg" else str(arr.dtype),
                          "chunks": list(arr.chunks), "shards": list(arr.shards) if arr.shards else None,
@@ -172,7 +173,7 @@ def inspect_images_store(info, *, sample: Optional[int] = None, plot: Optional[s
             "bytes_vs_source": split_bytes / sp.source_bytes if sp.source_bytes else None,
         }
     doc: dict[str, Any] = {
-        "kind": "store", "format": INSPECT_FORMAT, "format_version": 2, "path": os.fspath(root),
+        "kind": "store", "format": INSPECT_FORMAT, "format_version": 2, "path": str(root),
         "store_format": info.meta["format"], "store_format_version": meta.format_version, "layout": "images",
         "jdct_version": meta.jdct_version, "libjpeg_version": meta.libjpeg_version, "seed": meta.seed,
         "chunk_samples": meta.chunk_samples, "shard_samples": meta.shard_samples, "codec": meta.codec.to_dict(),
@@ -194,7 +195,7 @@ def inspect_images_store(info, *, sample: Optional[int] = None, plot: Optional[s
     return doc
 
 
-def _pick_samples(group, meta, root: Path, split: Optional[str], sample: Optional[int]):
+def _pick_samples(group, meta, root: StoreLocation, split: Optional[str], sample: Optional[int]):
     """``(split, [sample indices])``: ``sample`` of view 0 of ``split`` (checked), or the first 4
     converted samples; the errors of :func:`inspect_store`."""
     split = split or next(iter(meta.splits))
@@ -214,7 +215,7 @@ def _pick_samples(group, meta, root: Path, split: Optional[str], sample: Optiona
     return split, [sample], labels
 
 
-def _images_samples(group, meta: ImagesMeta, root: Path, split: Optional[str], sample: Optional[int]):
+def _images_samples(group, meta: ImagesMeta, root: StoreLocation, split: Optional[str], sample: Optional[int]):
     """Samples of an images store decoded to RGB, beside their source files re-made at the stored
     size: ([per-sample report], [(decoded, source or None)])."""
     split, indices, labels = _pick_samples(group, meta, root, split, sample)
@@ -247,7 +248,7 @@ def _images_samples(group, meta: ImagesMeta, root: Path, split: Optional[str], s
     return out, pictures
 
 
-def _jpeg_at(group, root: Path, split: str, index: int) -> bytes:
+def _jpeg_at(group, root: StoreLocation, split: str, index: int) -> bytes:
     """The JPEG bytes of sample ``index`` (a one-item slice: zarr wraps a scalar read of a
     variable-length array in nested 0-d arrays)."""
     return bytes(_read(group, root, split, "jpeg", (0, slice(index, index + 1)))[0])
@@ -265,7 +266,7 @@ def _source_image(source_file: Path, width: int, height: int, exif: str) -> np.n
         return np.asarray(im, dtype=np.uint8)
 
 
-def _reconstruct_samples(group, meta: StoreMeta, root: Path, split: Optional[str], sample: Optional[int]):
+def _reconstruct_samples(group, meta: StoreMeta, root: StoreLocation, split: Optional[str], sample: Optional[int]):
     """Reconstruct sample ``sample`` of view 0 of ``split`` (or, when None, its first 4 converted
     samples): ([per-sample report], [(reconstruction, source crop or None)])."""
     split = split or next(iter(meta.splits))
@@ -310,11 +311,15 @@ def _reconstruct_samples(group, meta: StoreMeta, root: Path, split: Optional[str
     return out, pictures
 
 
-def _read(group, root: Path, split: str, array: str, index):
-    """``group[split/array][index]``; a damaged chunk (checksum, decompression) is a StoreCorruptionError."""
+def _read(group, root: StoreLocation, split: str, array: str, index):
+    """``group[split/array][index]``; a damaged chunk (checksum, decompression) is a StoreCorruptionError,
+    an object store's failure a StorageError."""
     try:
         return group[f"{split}/{array}"][index]
     except Exception as exc:  # noqa: BLE001 - zarr raises ValueError, RuntimeError... for damage
+        mapped = storage_error(exc, root, key=f"{split}/{array}", op="read")
+        if mapped is not None:
+            raise mapped from None
         raise StoreCorruptionError(f"{split}/{array} is unreadable ({exc}); `jdct verify` lists the damage",
                                    root) from None
 
@@ -455,17 +460,18 @@ def _merge(problems: list[dict]) -> list[dict]:
     return merged
 
 
-def _report(root: Path, complete: bool, checked: int, problems: list[dict]) -> dict:
-    return {"store": os.fspath(root), "ok": not problems, "complete": complete, "checked_chunks": checked,
+def _report(root: StoreLocation, complete: bool, checked: int, problems: list[dict]) -> dict:
+    return {"store": str(root), "ok": not problems, "complete": complete, "checked_chunks": checked,
             "problems": _merge(problems)}
 
 
 class _Reader:
     """Reads shards chunk by chunk (zarr checks each chunk's CRC32C), counting chunks and progress."""
 
-    def __init__(self, root: Path, layout: "CropsLayout | ImagesLayout", total: int,
+    def __init__(self, root: StoreLocation, layout: "CropsLayout | ImagesLayout", total: int,
                  progress: Optional[ProgressFn]):
         self.root, self.layout, self.total, self.progress = root, layout, total, progress
+        self.objects = root.objects()
         self.checked = self.done = 0
         self.problems: list[dict] = []
 
@@ -474,7 +480,7 @@ class _Reader:
         self.done += s1 - s0
         if self.progress:
             self.progress("verify", self.done, self.total)
-        if not (self.root / split / array / self.layout.shard_key(array, view, shard)).is_file():
+        if not self.objects.exists(f"{split}/{array}/{self.layout.shard_key(array, view, shard)}"):
             self.problems.append(_problem(split, array, view, s0, s1, "shard file missing"))
             return None
         parts, ok = [], True
@@ -484,6 +490,9 @@ class _Reader:
             try:
                 parts.append(arr[view, c0:c1])
             except Exception as exc:  # noqa: BLE001 - checksum ValueError, decompression errors...
+                mapped = storage_error(exc, self.root, key=f"{split}/{array}", op="read")
+                if mapped is not None:
+                    raise mapped from None  # the store, not the data, failed: stop with one line
                 self.problems.append(_problem(split, array, view, c0, c1, f"unreadable chunk: {exc}"))
                 ok = False
         return np.concatenate(parts) if ok and parts else None
@@ -498,7 +507,7 @@ def verify_store(path: os.PathLike | str, progress: Optional[ProgressFn] = None)
     ``path`` does not exist, StoreError when it is not a jdct store at all, and
     :class:`~jdct_cli.errors.Interrupted` on Ctrl-C (zarr's pending reads are cancelled first).
     """
-    root = Path(path)
+    root = as_location(path)
     try:
         return _verify(root, progress)
     except KeyboardInterrupt:
@@ -507,7 +516,7 @@ def verify_store(path: os.PathLike | str, progress: Optional[ProgressFn] = None)
                           "to check the whole store", root) from None
 
 
-def _verify(root: Path, progress: Optional[ProgressFn]) -> dict:
+def _verify(root: StoreLocation, progress: Optional[ProgressFn]) -> dict:
     try:
         info = read_metadata(root)
     except IncompleteStoreError:
@@ -527,6 +536,9 @@ def _verify(root: Path, progress: Optional[ProgressFn]) -> dict:
             try:
                 arr = group[f"{name}/{a}"]
             except Exception as exc:  # noqa: BLE001
+                mapped = storage_error(exc, root, key=f"{name}/{a}/zarr.json", op="read")
+                if mapped is not None:
+                    raise mapped from None
                 reader.problems.append(_problem(name, a, None, 0, sp.num_samples,
                                                 f"array missing or unreadable ({exc})"))
                 continue
@@ -642,7 +654,7 @@ def _check_counts(problems: list, name: str, sp: SplitMeta, failed_samples: Opti
                                  f"{failed_samples} failed samples (label -1)"))
 
 
-def _verify_incomplete(root: Path, progress: Optional[ProgressFn]) -> dict:
+def _verify_incomplete(root: StoreLocation, progress: Optional[ProgressFn]) -> dict:
     """Verify an interrupted conversion: every chunk of its finished shards, and list the others."""
     folder = ProgressFolder(root)
     if folder.exists():

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -13,7 +14,7 @@ from ..config import (RESUME_OVERRIDABLE, TrainConfig, absolute_location, build_
                       from_dict, parse_jpeg_init, resolve)
 from ..errors import CheckpointError, ConfigError
 from ..models import get_model_info
-from ..store import read_metadata
+from ..store import StoreLocation, as_location, read_metadata
 from ..tables import parse_quality_augment
 from .distributed import Dist, close_dist, init_dist, resumed_partial_sums
 from .loop import Position, Progress, Session, TrainResult, fit
@@ -78,7 +79,8 @@ def prepare_config(config, resume) -> tuple[TrainConfig, Optional[dict]]:
 
 
 def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathLike | str] = None,
-          progress: Progress = None) -> TrainResult:
+          progress: Progress = None, storage_options: Optional[Mapping[str, Any]] = None, cache_dir=None,
+          cache_bytes: Optional[int] = None) -> TrainResult:
     """Train ``config.arch`` on ``config.data``; write RUN_DIR; return a :class:`TrainResult`.
 
     ``config``: a :class:`TrainConfig` (see :func:`jdct_cli.config.build_config`) or a dict of its
@@ -88,6 +90,11 @@ def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathL
     ``progress``: called (rank 0 only) with event dicts: ``{"event": "start", ...}``,
     ``"epoch_start"``, ``"step"`` (loss, lr, images_per_s), ``"val_start"``, ``"val_step"``,
     ``"epoch_end"`` (the metrics line), ``"interrupted"``, ``"done"``.
+
+    A store on object storage (``config.data`` an ``s3://...`` URL): ``storage_options`` (not
+    recorded in the run: give them again to resume, or use the environment), ``cache_dir`` and
+    ``cache_bytes`` (each process keeps the byte ranges it read on local disk, see
+    :class:`jdct_cli.data.DCTLoader`).
 
     On SIGINT/SIGTERM the current step finishes, a resumable ``last.pt`` is written (mid-epoch,
     with the loader position) and the result has ``interrupted=True``. Raises ConfigError,
@@ -102,7 +109,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathL
     with stop.installed():
         dctx = init_dist(cfg.device)
         try:
-            session, pos = _set_up(cfg, payload, dctx, progress if dctx.is_main else None, stop)
+            store = StoreAccess(as_location(cfg.data, storage_options), cache_dir, cache_bytes)
+            session, pos = _set_up(cfg, payload, dctx, progress if dctx.is_main else None, stop, store)
             try:
                 return fit(session, pos)
             finally:
@@ -111,8 +119,18 @@ def train(config: TrainConfig | dict | None = None, *, resume: Optional[os.PathL
             close_dist(dctx)
 
 
+@dataclass(frozen=True)
+class StoreAccess:
+    """How this process reads the training store: its location (with storage options) and the
+    loaders' local cache."""
+
+    location: StoreLocation
+    cache_dir: Any = None
+    cache_bytes: Optional[int] = None
+
+
 def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Progress,
-            stop: StopFlag) -> tuple[Session, Position]:
+            stop: StopFlag, store: StoreAccess) -> tuple[Session, Position]:
     get_model_info(cfg.arch)  # an unknown name fails first, with its suggestion
     if payload is None:
         cfg = resolve(cfg, dctx.world_size)
@@ -132,7 +150,7 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
         torch.backends.cudnn.benchmark = True
     run = RunDir(cfg.out, active=dctx.is_main)
 
-    info = read_metadata(cfg.data)
+    info = read_metadata(store.location)
     classes = info.classes
     if payload is not None and list(payload["classes"]) != classes:
         raise CheckpointError("the store's classes differ from the checkpoint's", cfg.data)
@@ -145,7 +163,7 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
             hint = (" (train without validation: --val-split none)" if option == "--val-split" else "")
             raise ConfigError(f"the store has no split {split!r} (it has: {', '.join(splits)}); choose another "
                               f"with {option}{hint}", cfg.data)
-    usable = usable_samples(cfg.data, cfg.train_split)
+    usable = usable_samples(store.location, cfg.train_split)
     if usable < cfg.batch_size * dctx.world_size:
         raise ConfigError(
             f"the {cfg.train_split!r} split has {usable} usable samples, fewer than one batch of {cfg.batch_size} "
@@ -155,7 +173,7 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
     torch.manual_seed(cfg.seed)
     model, input_kind = build_model(cfg.arch, len(classes), cfg.to_dict())
     if cfg.jpeg_layer and payload is None:
-        set_up_jpeg_layer(model, cfg, info, input_kind)
+        set_up_jpeg_layer(model, cfg, info, input_kind, store)
     model.to(device)
     channels_last = bool(cfg.channels_last and on_cuda)
     if channels_last:
@@ -166,13 +184,15 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
         # the network's inputs from the requantized ones
         augmenter = QualityAugmenter(parse_quality_augment(cfg.quality_augment), cfg.seed, device)
         input_stage = InputStage(input_kind, info.metadata.stats.by_plane(), device)
-    train_loader = make_loader(cfg.data, cfg.train_split, batch_size=cfg.batch_size, train=True, seed=cfg.seed,
-                               device=device, output="dct" if augmenter else input_kind, dctx=dctx,
-                               threads=cfg.threads, normalize=augmenter is None)
+    cache = {"cache_dir": store.cache_dir, "cache_bytes": store.cache_bytes}
+    train_loader = make_loader(store.location, cfg.train_split, batch_size=cfg.batch_size, train=True,
+                               seed=cfg.seed, device=device, output="dct" if augmenter else input_kind, dctx=dctx,
+                               threads=cfg.threads, normalize=augmenter is None, **cache)
     val_loader = None
     if cfg.val_split is not None:
-        val_loader = make_loader(cfg.data, cfg.val_split, batch_size=cfg.batch_size, train=False, seed=cfg.seed,
-                                 device=device, output=input_kind, dctx=dctx, threads=cfg.threads)
+        val_loader = make_loader(store.location, cfg.val_split, batch_size=cfg.batch_size, train=False,
+                                 seed=cfg.seed, device=device, output=input_kind, dctx=dctx, threads=cfg.threads,
+                                 **cache)
     steps_per_epoch = len(train_loader)
     if payload is None and cfg.head_lr_scale is None:
         cfg.head_lr_scale = default_head_lr_scale(len(classes))
@@ -270,7 +290,7 @@ def make_jpeg_optimizer(model, cfg: TrainConfig) -> Optional[torch.optim.Optimiz
 JPEG_INIT_SAMPLES = 2048
 
 
-def set_up_jpeg_layer(model, cfg: TrainConfig, info, kind: str) -> None:
+def set_up_jpeg_layer(model, cfg: TrainConfig, info, kind: str, store: Optional["StoreAccess"] = None) -> None:
     """Give a new run's JPEG layer its normalization (the training store's) and starting tables.
 
     ``jpeg_init``: ``data`` = JPEG-DL's ``2 E|x| / sqrt(2^(b-1))`` per frequency, over the first
@@ -304,20 +324,22 @@ def set_up_jpeg_layer(model, cfg: TrainConfig, info, kind: str) -> None:
         luma, chroma = ijg_tables(int(value))
         layer.tables.set_(torch.as_tensor(luma.astype("float32")), torch.as_tensor(chroma.astype("float32")))
     else:
-        luma_abs, chroma_abs = training_abs_mean(cfg, kind)
+        luma_abs, chroma_abs = training_abs_mean(cfg, kind, store)
         layer.tables.set_(learned.init_tables_from_abs_mean(luma_abs, cfg.jpeg_bits),
                           learned.init_tables_from_abs_mean(chroma_abs, cfg.jpeg_bits))
 
 
-def training_abs_mean(cfg: TrainConfig, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def training_abs_mean(cfg: TrainConfig, kind: str, store: Optional["StoreAccess"] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(luma, chroma) float64 ``[64]``: mean |coefficient| per frequency over the first
     :data:`JPEG_INIT_SAMPLES` samples of the train split (view 0, store order, no flips), in the
     JPEG layer's domain for a network of ``kind``. The same on every process."""
     from ..jpegmath import learned
 
-    loader = make_loader(cfg.data, cfg.train_split, batch_size=min(cfg.batch_size, JPEG_INIT_SAMPLES), train=False,
+    where = {"store": cfg.data} if store is None else {"store": store.location, "cache_dir": store.cache_dir,
+                                                        "cache_bytes": store.cache_bytes}
+    loader = make_loader(split=cfg.train_split, batch_size=min(cfg.batch_size, JPEG_INIT_SAMPLES), train=False,
                          seed=cfg.seed, device="cpu", output="dct" if kind == "dct" else kind, threads=cfg.threads,
-                         normalize=False)
+                         normalize=False, **where)
     sums = torch.zeros(2, 64, dtype=torch.float64)
     counts = torch.zeros(2, dtype=torch.float64)
     seen = 0

@@ -70,15 +70,19 @@ def wrap_jpeg_layer(net, kind: str, *, hardness: float, bits: Optional[int]):
 
 def make_loader(store, split: str, *, batch_size: int, train: bool, seed: int, device: torch.device,
                 output: str, dctx: Optional[Dist] = None, threads: Optional[int] = None,
-                stats: Optional[dict] = None, normalize: bool = True) -> DCTLoader:
+                stats: Optional[dict] = None, normalize: bool = True, cache_dir=None,
+                cache_bytes: Optional[int] = None) -> DCTLoader:
     """The loader of one split: ``train=True`` shuffles, flips and drops the last partial batch
     (every rank the same number of full batches); ``train=False`` reads every sample once in store
     order. ``stats``: normalization statistics other than the store's (a checkpoint's);
-    ``normalize=False``: dequantized coefficients (or [0, 1] pixels), not standardized."""
+    ``normalize=False``: dequantized coefficients (or [0, 1] pixels), not standardized. ``store``:
+    a path, a URL or a :class:`~jdct_cli.store.StoreLocation` (with its storage options);
+    ``cache_dir``/``cache_bytes``: the loader's local disk cache (object stores)."""
     dctx = dctx or Dist()
     return DCTLoader(store, split, batch_size=batch_size, shuffle=train, seed=seed, device=device,
                      drop_last=train, flip=train, output=output, stats=stats, rank=dctx.rank,
-                     world_size=dctx.world_size, threads=threads, normalize=normalize)
+                     world_size=dctx.world_size, threads=threads, normalize=normalize, cache_dir=cache_dir,
+                     cache_bytes=cache_bytes)
 
 
 def usable_samples(store, split: str) -> int:
