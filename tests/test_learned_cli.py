@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from jdct_cli import checkpoint as ckpt
-from jdct_cli import dct
+from jdct_cli.jpegmath import sample as dct_sample
 from jdct_cli.config import build_config
 from jdct_cli.data import DCTLoader
 from jdct_cli.errors import ConfigError
@@ -300,12 +300,12 @@ def test_eval_requantize_reports_accuracy_and_real_bits(tiny, plain_run):
         bits = _entropy_bits(iy[keep].transpose(1, 0, 2, 3).reshape(64, -1).T) + \
             _entropy_bits(ic[np.concatenate([keep, keep])].transpose(1, 0, 2, 3).reshape(64, -1).T)
         assert r["estimated_bpp"] == pytest.approx(bits / pixels, rel=1e-9)
-        # independent real size: each sample rebuilt with numpy (dct.reconstruct) and written by
+        # independent real size: each sample rebuilt with numpy (jpegmath.sample.reconstruct) and written by
         # Pillow at that quality (the same tables): within a few per cent of eval's files
         meta = read_metadata(store).metadata
         real = []
         for i in np.flatnonzero(keep):
-            rgb = dct.reconstruct(y[i], cb[i], cr[i], meta.quant_tables.luma, meta.quant_tables.chroma)
+            rgb = dct_sample.reconstruct(y[i], cb[i], cr[i], meta.quant_tables.luma, meta.quant_tables.chroma)
             import io
 
             from PIL import Image
