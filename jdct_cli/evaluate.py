@@ -111,6 +111,11 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
     val = run_validation(model, loader, device=dev, amp=amp, channels_last=channels_last, progress=progress)
+    return _eval_document(checkpoint, payload, data, split, val)
+
+
+def _eval_document(checkpoint, payload, data, split: str, val: dict, **extra) -> dict[str, Any]:
+    """The ``jdct-eval`` document (``schemas/eval.v1.schema.json``) of one validation pass."""
     return {
         "format": EVAL_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -122,6 +127,7 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
         "top1": val["top1"],
         "top5": val["top5"],
         "samples": val["samples"],
+        **extra,
     }
 
 
@@ -138,19 +144,7 @@ def _evaluate_requantized(checkpoint, payload, model, kind, data, split, requant
     cost = spec.to_dict()
     cost.update({"estimated_bpp": val["estimated_bpp"], "real_bpp": val.get("real_bpp"),
                  "real_bpp_min": val.get("real_bpp_min"), "real_bpp_max": val.get("real_bpp_max")})
-    return {
-        "format": EVAL_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "checkpoint": os.fspath(checkpoint),
-        "arch": payload["arch"],
-        "data": str(data),
-        "split": split,
-        "loss": val["loss"],
-        "top1": val["top1"],
-        "top5": val["top5"],
-        "samples": val["samples"],
-        "requantize": cost,
-    }
+    return _eval_document(checkpoint, payload, data, split, val, requantize=cost)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -515,3 +515,28 @@ def test_object_lock_one_conversion_at_a_time(case, s3_server, bucket):
     late.release()
     assert json.loads(loc.objects().get(LOCK_OBJECT))["run"] == other.run  # not removed by the loser
     other.release()
+
+
+def test_pool_workers_see_credentials_set_after_the_first_pool(case, s3_server, bucket, tmp_path):
+    """A program that converts once, then sets its credentials and converts into a bucket: the pool's
+    workers (forked by a forkserver that started with the old environment) use the new ones."""
+    src, _ = case
+    script = tmp_path / "later.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "from jdct_cli.convert import ConvertOptions, convert\n"
+        "if __name__ == '__main__':\n"
+        "    opts = ConvertOptions(size=32, views=1, chunk_samples=4, shard_samples=8)\n"
+        "    convert(sys.argv[1], sys.argv[2], options=opts, workers=2)  # starts the forkserver\n"
+        "    os.environ.update(json.loads(sys.argv[4]))\n"
+        "    convert(sys.argv[1], sys.argv[3], options=opts, workers=2)\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    clean.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
+                 AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), PYTHONPATH=str(REPO))
+    url = f"s3://{bucket}/later.zarr"
+    res = subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "first.zarr"), url,
+                          json.dumps(s3_server.env())], env=clean, cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert read_metadata(url).metadata.classes == read_metadata(tmp_path / "first.zarr").metadata.classes
+    assert verify_store(url)["ok"]

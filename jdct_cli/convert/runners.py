@@ -45,7 +45,8 @@ class Pool:
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self.lifeline = Lifeline()
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method),
-                                            initializer=worker_init, initargs=(self.lifeline.token(), lock))
+                                            initializer=worker_init,
+                                            initargs=(self.lifeline.token(), lock, dict(os.environ)))
         self.futures: list = []
 
     def map_unordered(self, fn, tasks: Iterable) -> Iterator:

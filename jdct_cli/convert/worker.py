@@ -32,10 +32,15 @@ HEADER_PREFIX_BYTES = 1 << 14
 _kept_fds: list[int] = []
 
 
-def worker_init(lifeline=None, lock=None) -> None:
+def worker_init(lifeline=None, lock=None, environ: Optional[dict] = None) -> None:
     """Initializer of a pool worker process: die with the conversion (``lifeline``, an fd from
-    :meth:`Lifeline.token`), share OUT's lock (``lock``), leave Ctrl-C to the parent, and keep
-    Blosc to one thread."""
+    :meth:`Lifeline.token`), share OUT's lock (``lock``), take the parent's environment as it is
+    now (``environ``), leave Ctrl-C to the parent, and keep Blosc to one thread."""
+    if environ is not None:
+        # A forkserver's children inherit the environment the server started with, which may be
+        # older than the parent's (credentials or an endpoint set since, by a program or a test).
+        os.environ.clear()
+        os.environ.update(environ)
     if lifeline is not None:
         watch_lifeline(lifeline)
     if lock is not None:

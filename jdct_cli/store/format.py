@@ -681,6 +681,24 @@ class Transform:
         return out
 
 
+def _parse_layout_and_splits(doc: Mapping, split_type) -> tuple[int, int, list[str], dict]:
+    """The fields both layouts share: ``(chunk_samples, shard_samples, classes, splits)``, the
+    splits parsed by ``split_type.parse`` (StoreMetadataError naming the first bad field)."""
+    chunk = parse_int(get(doc, "chunk_samples", ""), "chunk_samples", 1)
+    shard = parse_int(get(doc, "shard_samples", ""), "shard_samples", 1)
+    if shard % chunk:
+        raise _bad("shard_samples", f"a multiple of chunk_samples ({chunk})", shard)
+    classes = parse_str_items(get(doc, "classes", ""), "classes")
+    if len(set(classes)) != len(classes):
+        raise _bad("classes", "distinct class names", [c for c in classes if classes.count(c) > 1][:3])
+    splits_doc = parse_object(get(doc, "splits", ""), "splits")
+    if not splits_doc:
+        raise _bad("splits", "at least one split", {})
+    splits = {parse_str(name, "splits", nonempty=True): split_type.parse(sp, f"splits.{name}", len(classes))
+              for name, sp in splits_doc.items()}
+    return chunk, shard, classes, splits
+
+
 @dataclass(frozen=True)
 class StoreMeta:
     """attrs["jdct"] of a complete store (see the module docstring; the schema is
@@ -723,18 +741,7 @@ class StoreMeta:
         size = parse_int(get(doc, "size", w), "size", 16)
         if size % 16:
             raise _bad("size", "a multiple of 16", size)
-        chunk = parse_int(get(doc, "chunk_samples", w), "chunk_samples", 1)
-        shard = parse_int(get(doc, "shard_samples", w), "shard_samples", 1)
-        if shard % chunk:
-            raise _bad("shard_samples", f"a multiple of chunk_samples ({chunk})", shard)
-        classes = parse_str_items(get(doc, "classes", w), "classes")
-        if len(set(classes)) != len(classes):
-            raise _bad("classes", "distinct class names", [c for c in classes if classes.count(c) > 1][:3])
-        splits_doc = parse_object(get(doc, "splits", w), "splits")
-        if not splits_doc:
-            raise _bad("splits", "at least one split", {})
-        splits = {parse_str(name, "splits", nonempty=True): SplitMeta.parse(sp, f"splits.{name}", len(classes))
-                  for name, sp in splits_doc.items()}
+        chunk, shard, classes, splits = _parse_layout_and_splits(doc, SplitMeta)
         stats = Stats.parse(get(doc, "stats", w))
         if stats.split not in splits:
             raise _bad("stats.split", "one of the splits (" + ", ".join(splits) + ")", stats.split)
@@ -918,18 +925,7 @@ class ImagesMeta:
         if version != IMAGES_FORMAT_VERSION:
             raise StoreVersionError(f"an images store has format version {IMAGES_FORMAT_VERSION}, not {version}")
         parse_choice(get(doc, "layout", w), "layout", ("images",))
-        chunk = parse_int(get(doc, "chunk_samples", w), "chunk_samples", 1)
-        shard = parse_int(get(doc, "shard_samples", w), "shard_samples", 1)
-        if shard % chunk:
-            raise _bad("shard_samples", f"a multiple of chunk_samples ({chunk})", shard)
-        classes = parse_str_items(get(doc, "classes", w), "classes")
-        if len(set(classes)) != len(classes):
-            raise _bad("classes", "distinct class names", [c for c in classes if classes.count(c) > 1][:3])
-        splits_doc = parse_object(get(doc, "splits", w), "splits")
-        if not splits_doc:
-            raise _bad("splits", "at least one split", {})
-        splits = {parse_str(name, "splits", nonempty=True):
-                  ImagesSplitMeta.parse(sp, f"splits.{name}", len(classes)) for name, sp in splits_doc.items()}
+        chunk, shard, classes, splits = _parse_layout_and_splits(doc, ImagesSplitMeta)
         stats = _optional(doc, "stats", w, ImagesStats.parse)
         if stats is not None and stats.split not in splits:
             raise _bad("stats.split", "one of the splits (" + ", ".join(splits) + ")", stats.split)
