@@ -54,6 +54,7 @@ kept on local disk (bounded by ``cache_bytes``, least recently used out) for the
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -70,8 +71,8 @@ from .errors import CheckpointError, ConfigError, JdctError, StorageError, Store
 from .jpegmath.augment import HostBatch, reencode, to_device
 from .jpegmath.quant import ijg_tables
 from .transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, center_crop_box, crop_geometry, random_resized_crop_box
-from .jpegmath.blockdct import FLIP_SIGN, idct_blocks, plane_stats_from_coefficients
-from .jpegmath.chroma import upsample
+from .jpegmath.blockdct import FLIP_SIGN, coefficient_indices, idct_blocks, plane_stats_from_coefficients
+from .jpegmath.chroma import component_plans, upsample
 from .jpegmath.color import ycbcr_to_rgb
 from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, as_location, read_metadata, storage_error
 from .store.read import quiet_zarr
@@ -1231,11 +1232,9 @@ class _ImagesEpochRun(_EpochRun):
         extra = 0
         for j, i in enumerate(rows.tolist()):
             g = geometries[i]
-            for comp in range(len(g.factors)):
+            for comp, (picked, k) in enumerate(_coefficients_read(g.scale, g.factors, min(g.width, 65))):
                 r0, r1, c0, c1 = g.blocks(comp)
                 rects[j, comp] = (r0, c0, r1, c1)
-                picked = g.coefficient_indices(comp)
-                k = _square_side(picked)
                 if k:
                     ks[j, comp] = k
                     offsets[j, comp] = hb.offsets[i, comp]
@@ -1268,6 +1267,19 @@ class _ImagesEpochRun(_EpochRun):
         self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loader._give_flat_pool(self.pool)
+
+
+@functools.lru_cache(maxsize=1024)
+def _coefficients_read(scale: int, factors: tuple, width: int) -> tuple:
+    """Per component ``(indices, k)``: the coefficients the device reads at this decoding scale
+    (:func:`jdct_cli.transforms.CropGeometry.coefficient_indices`) and the side of the top-left
+    square they form (0: not a square). ``width`` matters only below 66 px (libjpeg's fancy
+    upsampling needs more than 2 chroma samples), so callers pass ``min(width, 65)``."""
+    out = []
+    for plan in component_plans(scale, factors, width):
+        picked = coefficient_indices(plan.idct_size)
+        out.append((picked, _square_side(picked)))
+    return tuple(out)
 
 
 def _square_side(indices: np.ndarray) -> int:
