@@ -1,6 +1,7 @@
 """Streaming loader: a jdct store -> shuffled, distributed, resumable batches on a device.
 
-:class:`DCTLoader` reads whole zarr chunks of int16 coefficients with a pool of threads, assembles
+:class:`DCTLoader` reads whole zarr chunks of int16 coefficients (crops layout; the images layout
+is described below) with a pool of threads, assembles
 batches ahead of the consumer (in pinned memory when the device is CUDA), and does everything that
 is arithmetic on the device: int16 -> float, the DCT-domain horizontal flip, dequantization and
 normalization, or the pixel reconstruction for the pixel baselines.
@@ -45,6 +46,28 @@ re-opens its arrays when it finds itself in another process, so loaders created 
 a fork and several loaders iterating at once in one process are safe (both are tested). A store on
 object storage is read through obstore, which is not fork-safe: such a loader works in spawned
 processes (torchrun, spawn/forkserver pools; it pickles) but refuses to read in a forked child.
+
+The images layout (:data:`LAYOUTS`; ``jdct convert --layout images``: each image once, as a JPEG)
+-----------------------------------------------------------------------------------------------
+Order, distribution over ranks, padding, flips and resuming are the same (a single view). What a
+batch is made of differs: every sample gets a fresh crop in every epoch.
+
+- Box: :meth:`DCTLoader.crop_boxes`, a pure function of ``(seed, epoch, sample)``: torchvision's
+  RandomResizedCrop (``random_crop``, default on the train split) or the val Resize + CenterCrop,
+  at the loader's ``size`` S (any multiple of 16, :meth:`DCTLoader.set_size` between epochs).
+- Host (the producer thread): the chunks of JPEG bytes, read by the thread pool as the crops
+  layout reads coefficient chunks; per sample its header (sampling factors) and
+  :func:`jdct_cli.transforms.crop_geometry` (decoding scale, MCU rectangle); the batch laid out as
+  a :class:`jdct_cli.jpegmath.augment.HostBatch` in reused memory (pinned on CUDA); then ONE
+  :func:`jdct_cli.jpeg.read_coefficient_rects_batch` call entropy-decodes every sample's
+  rectangle into it on ``threads`` C threads (GIL released, each file decoded only down to its
+  crop's last MCU row, or only its crop's restart segments). A damaged JPEG is a
+  StoreCorruptionError naming the store, the split, the sample and its source file.
+- Device: :func:`~jdct_cli.jpegmath.augment.to_device` ->
+  :func:`~jdct_cli.jpegmath.augment.reencode` at ``quality`` (default 100; the flip is folded into
+  the resize) -> :func:`coefficients_to_inputs` with the IJG tables of that quality and the
+  store's statistics: the same outputs as a crops store of size S and that quality would give.
+  Padding samples are grey (all-zero coefficients), label -1.
 
 Object storage (``s3://``, ``gs://``, ``az://`` stores, :mod:`jdct_cli.store.location`): each chunk is
 one ranged GET per array (the three coefficient arrays of a chunk in flight at once, ``threads``
