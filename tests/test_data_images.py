@@ -175,6 +175,35 @@ def test_host_batches_hold_the_crop_rectangles(mixed):
     assert {8} < scales and scales & {2, 4}, f"decoding scales seen: {sorted(scales)}"
 
 
+def test_golden_images_store(tmp_path):
+    """The committed v2 golden store (tests/golden/store-v2.zarr) reads: every valid sample once per
+    epoch with its label, at the size of its statistics (16) and at another, its val crops equal to
+    the crops recipe of its stored JPEGs (>= 40 dB)."""
+    from conftest import REPO
+
+    golden = REPO / "tests" / "golden" / "store-v2.zarr"
+    luma, chroma = ijg_tables(100)
+    for split in ("train", "val"):
+        datas, labels = _stored(golden, split)
+        for size in (None, 32):
+            ld = DCTLoader(golden, split, batch_size=3, shuffle=False, drop_last=False, normalize=False, size=size,
+                           threads=1)
+            assert ld.size == (size or 16)
+            plan = ld.plan()
+            got = []
+            for (y, cb, cr), lab in ld:
+                assert y.shape[1:] == (64, ld.size // 8, ld.size // 8)
+                got += list(zip(lab.tolist(), [tuple(np.rint(t[i].numpy()).astype(np.int64) for t in (y, cb, cr))
+                                               for i in range(len(y))]))
+            valid = plan.indices[plan.indices >= 0]
+            assert sorted(valid.tolist()) == np.flatnonzero(labels >= 0).tolist()
+            assert [g[0] for g in got] == labels[valid].tolist()
+            if split == "val":
+                for n, box, (_, mine) in zip(valid.tolist(), ld.crop_boxes(valid), got):
+                    ref, _ = _reference(bytes(datas[n]), box, ld.size, False, False)
+                    assert psnr(reconstruct(*mine, luma, chroma), reconstruct(*ref, luma, chroma)) >= 40
+
+
 # --------------------------------------------------------------------------------- fresh crops
 
 
