@@ -476,3 +476,27 @@ def test_train_eval_predict_on_an_images_store(coded, tiny_crops_store, tmp_path
     res = runner.invoke(main, ["train", "--arch", "late_concat_rfa_thinner", "--data", os.fspath(coded),
                                "--out", os.fspath(tmp_path / "bad2"), "--size-schedule", "32:50", "-q"])
     assert res.exit_code != 0 and "multiples of 16" in res.output
+
+
+# --------------------------------------------------------------------------------- object storage
+
+
+def test_images_store_on_object_storage(coded, s3_server, tmp_path):
+    """An images store converted into a bucket (local S3 server) gives the batches of the same
+    conversion on local disk, with and without the loader's disk cache."""
+    import uuid
+
+    from jdct_cli.convert import ConvertOptions, convert
+
+    name = s3_server.create_bucket(f"jdct-{uuid.uuid4().hex[:12]}")
+    url = f"s3://{name}/coded.zarr"
+    # the same conversion as the local store's (conversion is deterministic)
+    convert(coded.parent / "src", url, options=ConvertOptions(layout="images", size=32, chunk_samples=4,
+                                                               shard_samples=8), workers=1)
+    kw = dict(batch_size=4, seed=3, threads=2, normalize=False)
+    want = [(tuple(t.clone() for t in x), lab.clone()) for x, lab in DCTLoader(coded, "train", **kw)]
+    for cache in (None, tmp_path / "cache"):
+        got = [(tuple(t.clone() for t in x), lab.clone()) for x, lab in DCTLoader(url, "train", cache_dir=cache, **kw)]
+        assert len(got) == len(want)
+        for (a, la), (b, lb) in zip(got, want):
+            assert torch.equal(la, lb) and all(torch.equal(x, y) for x, y in zip(a, b))
