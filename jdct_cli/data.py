@@ -92,13 +92,13 @@ import torch
 from . import jpeg
 from .errors import CheckpointError, ConfigError, JdctError, StorageError, StoreCorruptionError, StoreError
 from .jpegmath.augment import HostBatch, reencode, to_device
-from .jpegmath.quant import ijg_tables
-from .transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, center_crop_box, crop_geometry, random_resized_crop_box
 from .jpegmath.blockdct import FLIP_SIGN, coefficient_indices, idct_blocks, plane_stats_from_coefficients
 from .jpegmath.chroma import component_plans, upsample
 from .jpegmath.color import ycbcr_to_rgb
+from .jpegmath.quant import ijg_tables
 from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, as_location, read_metadata, storage_error
 from .store.read import quiet_zarr
+from .transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, center_crop_box, crop_geometry, random_resized_crop_box
 
 #: Version of the dict returned by :meth:`DCTLoader.state_dict` (kept inside training checkpoints).
 STATE_VERSION = 1
