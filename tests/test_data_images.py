@@ -21,6 +21,7 @@ import torch
 import zarr
 
 import jpegfiles
+from conftest import HAVE_SHARED, SHARED_DATA
 from codedimages import convert_coded, write_coded_tree
 from photos import make_photo_tree
 from jdct_cli import jpeg, transforms
@@ -62,6 +63,34 @@ def mixed(photo_tree, tmp_path_factory):
     return _convert(src, root / "s.zarr")
 
 
+#: Where the equivalence test draws its stores from: the fixtures always; with ../shared, 96 train
+#: and 32 val files of each real data set too, at the paper's 224 px (slow).
+SOURCES = ["fixtures"] + ([pytest.param(name, marks=pytest.mark.slow) for name in ("imagenet-originals", "imagenette-5k")]
+                          if HAVE_SHARED else [])
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def equivalence_store(request, tmp_path_factory):
+    """``(store, size)``: the ``mixed`` store at 64 px, or a real data set's files at 224 px."""
+    if request.param == "fixtures":
+        return request.getfixturevalue("mixed"), SIZE
+    root = SHARED_DATA / request.param
+    src = tmp_path_factory.mktemp("real") / "src"
+    for split, count in (("train", 96), ("val", 32)):
+        top = root / split if (root / split).is_dir() else root
+        files = sorted(p for p in top.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+        for f in [files[int(i)] for i in np.linspace(0, len(files) - 1, count)]:
+            dest = src / split / f.parent.name / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(f.resolve())
+    from jdct_cli.convert import ConvertOptions, convert
+
+    out = src.parent / "s.zarr"
+    convert(src, out, options=ConvertOptions(layout="images", size=224, chunk_samples=16, shard_samples=32),
+            workers=1)
+    return out, 224
+
+
 def _stored(store, split):
     g = zarr.open_group(str(store), mode="r")
     return g[f"{split}/jpeg"][0], g[f"{split}/label"][0]
@@ -86,18 +115,19 @@ def _reference(data: bytes, box, size: int, train: bool, flip: bool):
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "val"])
-def test_loader_crops_equal_the_crops_recipe(mixed, train):
+def test_loader_crops_equal_the_crops_recipe(equivalence_store, train):
     """For every sample (two epochs of train, with flips), the loader's coefficients (``dct``,
     quality 100) vs ``convert_image``'s recipe for the same box, flip and size: reconstructed RGB
     PSNR >= 40 dB for >= 99 % of samples; its ``rgb`` output of the same crops vs the recipe's
     pixels. Val boxes are ``convert_image``'s own (centre crop)."""
+    mixed, size = equivalence_store
     split = "train" if train else "val"
     datas, labels = _stored(mixed, split)
     luma, chroma = ijg_tables(100)
     kw = dict(batch_size=16, shuffle=False, drop_last=False, normalize=False, seed=4, threads=2)
-    dct = DCTLoader(mixed, split, **kw)
-    rgb = DCTLoader(mixed, split, output="rgb", **kw)
-    assert dct.random_crop is train and dct.flip is train and dct.size == SIZE and dct.quality == 100
+    dct = DCTLoader(mixed, split, size=size, **kw)
+    rgb = DCTLoader(mixed, split, output="rgb", size=size, **kw)
+    assert dct.random_crop is train and dct.flip is train and dct.size == size and dct.quality == 100
     psnrs, pix_psnrs, equal, within, total = [], [], 0, 0, 0
     for epoch in ((0, 1) if train else (0,)):
         dct.set_epoch(epoch)
@@ -111,11 +141,11 @@ def test_loader_crops_equal_the_crops_recipe(mixed, train):
                 n, box = next(order)
                 data = bytes(datas[n])
                 if not train:
-                    recipe = transforms.SampleRecipe(size=SIZE, quality=100)
+                    recipe = transforms.SampleRecipe(size=size, quality=100)
                     _, _, _, ref_box = transforms.convert_image(data, None, train=False, rng=np.random.default_rng(0),
                                                                 opts=recipe)
                     assert np.allclose(ref_box, box)
-                ref, ref_rgb = _reference(data, box, SIZE, train, bool(plan.flips[n]))
+                ref, ref_rgb = _reference(data, box, size, train, bool(plan.flips[n]))
                 mine = tuple(np.rint(t[i].numpy()).astype(np.int64) for t in (y, cb, cr))
                 psnrs.append(min(psnr(reconstruct(*mine, luma, chroma), reconstruct(*ref, luma, chroma)), 99.0))
                 for a, b in zip(mine, ref):
