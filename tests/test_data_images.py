@@ -511,22 +511,42 @@ def test_train_eval_predict_on_an_images_store(coded, tiny_crops_store, tmp_path
 # --------------------------------------------------------------------------------- object storage
 
 
-def test_images_store_on_object_storage(coded, s3_server, tmp_path):
+@pytest.fixture(scope="module")
+def own_s3(tmp_path_factory):
+    """A local S3 server of this module's own, addressed by explicit storage options: the
+    session's ``s3_server`` puts its credentials in the environment, which would change what
+    every later test (and process pool) sees."""
+    pytest.importorskip("moto")
+    pytest.importorskip("obstore")
+    from s3server import REGION, MotoServer
+
+    server = MotoServer(log=tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield server, {"endpoint": server.endpoint, "access_key_id": server.admin[0],
+                       "secret_access_key": server.admin[1], "region": REGION, "allow_http": "true"}
+    finally:
+        server.stop()
+
+
+def test_images_store_on_object_storage(coded, own_s3, tmp_path):
     """An images store converted into a bucket (local S3 server) gives the batches of the same
     conversion on local disk, with and without the loader's disk cache."""
     import uuid
 
     from jdct_cli.convert import ConvertOptions, convert
+    from jdct_cli.store import as_location
 
-    name = s3_server.create_bucket(f"jdct-{uuid.uuid4().hex[:12]}")
+    server, options = own_s3
+    name = server.create_bucket(f"jdct-{uuid.uuid4().hex[:12]}")
     url = f"s3://{name}/coded.zarr"
     # the same conversion as the local store's (conversion is deterministic)
-    convert(coded.parent / "src", url, options=ConvertOptions(layout="images", size=32, chunk_samples=4,
-                                                               shard_samples=8), workers=1)
+    convert(coded.parent / "src", as_location(url, options),
+            options=ConvertOptions(layout="images", size=32, chunk_samples=4, shard_samples=8), workers=1)
     kw = dict(batch_size=4, seed=3, threads=2, normalize=False)
     want = [(tuple(t.clone() for t in x), lab.clone()) for x, lab in DCTLoader(coded, "train", **kw)]
     for cache in (None, tmp_path / "cache"):
-        got = [(tuple(t.clone() for t in x), lab.clone()) for x, lab in DCTLoader(url, "train", cache_dir=cache, **kw)]
+        got = [(tuple(t.clone() for t in x), lab.clone())
+               for x, lab in DCTLoader(url, "train", storage_options=options, cache_dir=cache, **kw)]
         assert len(got) == len(want)
         for (a, la), (b, lb) in zip(got, want):
             assert torch.equal(la, lb) and all(torch.equal(x, y) for x, y in zip(a, b))
