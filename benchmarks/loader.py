@@ -21,12 +21,14 @@ line, ``dct host side``, runs only the CPU half of the loader (``DCTLoader.host_
 reads, shuffling, int16 batch assembly with the flip's column reversal), i.e. the CPU work per batch
 of a CUDA run, where the float conversion happens on the GPU. A fourth, ``images host side``, is
 the CPU half of a GPU run over an images store (``jdct convert --layout images``, converted once
-like the crops store): per batch, one inner zarr chunk of 64 JPEGs read at a time (the small
-per-sample arrays are read once, as a loader keeps them), a fresh RandomResizedCrop box per
-sample and epoch, the block rectangle each component needs for it (the box plus the resize
-filter's support; computed here, see ``partial_decode.crop_rects``), and
-``read_coefficient_rects_batch`` on ``T`` C threads into one packed int16 batch buffer (the
-coefficients the device re-encodes), plus the flips and labels. Reported:
+like the crops store): ``DCTLoader.host_batches()`` of that store, i.e. per batch the chunks of
+JPEG bytes read, a fresh RandomResizedCrop box per sample and epoch, each sample's header and
+crop geometry (``transforms.crop_geometry``), the batch laid out (``augment.HostBatch``) and ONE
+``read_coefficient_rects_batch`` call on ``T`` C threads decoding every rectangle into it; the
+device would then re-encode. ``images raw`` (``--rows ...,images-raw``) is the same decoding
+without the loader (one inner chunk of 64 read at a time, rectangles computed here with
+``partial_decode.crop_rects``): the loader's own overhead is the difference. ``--limit N`` takes
+N files of ``--source`` (spread over its class folders) for a quick run. Reported:
 samples/s of wall time and samples per CPU-second of the process (all its threads): on a shared
 machine the latter is the honest "per core" figure. Ratios are dct / reference. ``--device cuda``
 delivers both pipelines' batches to the GPU (the reference through pinned memory, as
@@ -137,8 +139,31 @@ def _components(width: int, height: int, sampling: str) -> list[dict]:
     return out
 
 
+def run_images_loader(store: Path, threads: int, size: int, batch: int, seconds: float) -> dict:
+    """``DCTLoader.host_batches()`` of an images store: the CPU work of a GPU run (module docstring)."""
+    import torch
+    import zarr
+
+    zarr.config.set({"threading.max_workers": threads})
+    torch.set_num_threads(1)
+    from jdct_cli.data import DCTLoader
+
+    loader = DCTLoader(store, "train", batch_size=batch, threads=threads, shuffle=True, flip=True, drop_last=True,
+                       size=size)
+
+    def batches():
+        epoch = 0
+        while True:
+            loader.set_epoch(epoch)  # a fresh box for every sample in every epoch
+            for host_batch, labels in loader.host_batches():
+                yield host_batch, labels
+            epoch += 1
+
+    return _measure(batches(), seconds)
+
+
 def run_images_host(store: Path, threads: int, size: int, batch: int, seconds: float) -> dict:
-    """The CPU work of a GPU run over an images store (see the module docstring)."""
+    """The images layout's decoding without the loader (``images raw``; module docstring)."""
     import torch
     import warnings
     import zarr
@@ -187,6 +212,20 @@ def run_images_host(store: Path, threads: int, size: int, batch: int, seconds: f
     return _measure(((o, lab) for o, lab, *_ in batches()), seconds)
 
 
+def _subset(source: Path, limit: int, out: Path) -> Path:
+    """A tree of symbolic links to ``limit`` JPEGs of ``source`` (ImageFolder layout, train/ when
+    there is one), taken evenly over its sorted list so that every class folder contributes."""
+    root = source / "train" if (source / "train").is_dir() else source
+    files = _images(root)
+    picked = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(limit, len(files)))]
+    for f in picked:
+        rel = f.relative_to(root)
+        dest = out / "train" / (rel if len(rel.parts) > 1 else Path("all") / rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(f.resolve())
+    return out
+
+
 def _measure(it, seconds: float, device: str = "cpu") -> dict:
     import torch
 
@@ -219,8 +258,10 @@ def main() -> None:
                     help="convert the images store with --restart-segments (the loader then decodes a crop's "
                          "restart segments only)")
     ap.add_argument("--rows", default="reference,dct,dct-host,images-host",
-                    help="which pipelines to run (comma-separated)")
-    ap.add_argument("--worker", choices=["dct", "dct-host", "reference", "images-host"], help=argparse.SUPPRESS)
+                    help="which pipelines to run (comma-separated; also images-raw)")
+    ap.add_argument("--limit", type=int, help="use only this many files of --source (spread over its classes)")
+    ap.add_argument("--worker", choices=["dct", "dct-host", "reference", "images-host", "images-raw"],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.worker == "reference":
@@ -231,15 +272,18 @@ def main() -> None:
         print(json.dumps(run_dct(args.store, args.threads[0], args.batch_size, args.seconds,
                                  host_only=args.worker == "dct-host", device=args.device)))
         return
-    if args.worker == "images-host":
-        print(json.dumps(run_images_host(args.images_store, args.threads[0], args.size, args.batch_size,
-                                         args.seconds)))
+    if args.worker in ("images-host", "images-raw"):
+        run = run_images_loader if args.worker == "images-host" else run_images_host
+        print(json.dumps(run(args.images_store, args.threads[0], args.size, args.batch_size, args.seconds)))
         return
 
     if not args.source.is_dir():
         sys.exit(f"source not found: {args.source} (pass --source)")
     rows_wanted = args.rows.split(",")
     tmp = tempfile.TemporaryDirectory(prefix="jdct-bench-")
+    if args.limit:
+        args.source = _subset(args.source, args.limit, Path(tmp.name) / "source")
+        print(f"{args.limit} files of the source, linked into {args.source}", flush=True)
     store, images = args.store, args.images_store
     codec = {} if args.codec is None else {"codec": args.codec}
     if store is None and any(r.startswith("dct") for r in rows_wanted):
@@ -248,7 +292,7 @@ def main() -> None:
         convert(args.source, store, options=ConvertOptions(size=args.size, views=1, **codec), workers=1)
         print(f"converted {args.source} -> {store} in {time.perf_counter() - t:.1f} s "
               f"({args.codec or 'default'} codec)", flush=True)
-    if images is None and "images-host" in rows_wanted:
+    if images is None and ("images-host" in rows_wanted or "images-raw" in rows_wanted):
         images = Path(tmp.name) / "images.zarr"
         t = time.perf_counter()
         convert(args.source, images, options=ConvertOptions(layout="images", size=args.size,
@@ -262,7 +306,7 @@ def main() -> None:
                "--device", args.device]
         if kind.startswith("dct"):
             cmd += ["--store", str(store)]
-        if kind == "images-host":
+        if kind.startswith("images"):
             cmd += ["--images-store", str(images)]
         # die_with_parent: a benchmark that is killed takes its measuring child with it
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -271,12 +315,13 @@ def main() -> None:
 
     rows = []
     names = {"dct": f"dct (float batches on {args.device})", "dct-host": "dct host side (int16, as for a GPU)",
-             "images-host": "images host side (fresh crops, int16)"}
+             "images-host": "images host side (DCTLoader, fresh crops)",
+             "images-raw": "images raw decoding (no loader)"}
     for threads in args.threads:
         ref = child("reference", threads)
         row = {"threads": threads, "reference": ref}
         print(f"threads={threads}  reference {ref['per_s']:7.1f}/s {ref['per_cpu_s']:7.1f}/cpu-s", flush=True)
-        for kind in ("dct", "dct-host", "images-host"):
+        for kind in ("dct", "dct-host", "images-host", "images-raw"):
             if kind not in rows_wanted:
                 continue
             r = row[kind.replace("-", "_")] = child(kind, threads)

@@ -587,6 +587,14 @@ def _milestones(_ctx, _param, value):
 @click.option("--quality-augment", metavar="LOW:HIGH|TABLES.json",
               help="Requantize every training sample on the device: to the tables of an IJG quality drawn "
                    "per sample from LOW..HIGH (e.g. 30:100), or to a tables file's [default: off].")
+@click.option("--size", type=click.IntRange(min=16), metavar="PIXELS",
+              help="Crop side (a multiple of 16) of an images-layout store, cropped afresh every epoch; a "
+                   "crops-layout store has its size fixed at conversion [default: the size the store's "
+                   "statistics were made at, else 224].")
+@click.option("--size-schedule", metavar="LOW:HIGH",
+              help="Progressive resizing on an images-layout store: the training crop side grows linearly "
+                   "from LOW at the first epoch to HIGH at the last, in multiples of 16 (FFCV's ResNet-50 "
+                   "recipe: 160:192); validation at --size, else HIGH [default: off].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
               help="YAML or JSON file of these options (underscores or dashes); flags override it.")
 @click.option("--resume", metavar="RUN_DIR", type=click.Path(file_okay=False, path_type=str),
@@ -598,8 +606,8 @@ def _milestones(_ctx, _param, value):
 @library_errors
 def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, momentum, weight_decay, label_smoothing,
                   warmup_epochs, milestones, seed, val_split, device, threads, amp, compile_, jpeg_layer,
-                  jpeg_hardness, jpeg_lr, jpeg_optimizer, jpeg_init, jpeg_bits, quality_augment, config_file,
-                  resume, storage_options, cache_dir, cache_size, quiet):
+                  jpeg_hardness, jpeg_lr, jpeg_optimizer, jpeg_init, jpeg_bits, quality_augment, size, size_schedule,
+                  config_file, resume, storage_options, cache_dir, cache_size, quiet):
     """Train a network of the zoo on a jdct store (the paper's ResNet-50 recipe).
 
     \b
@@ -620,6 +628,7 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
       jdct train --resume runs/ups
       jdct train --arch late_concat_rfa_thinner --data in.zarr --jpeg-layer learned --jpeg-lr 0.01
       jdct train --arch resnet50_rgb --data in.zarr --quality-augment 30:100
+      jdct train --arch upsampling_rfa --data images.zarr --size-schedule 160:192 --size 224
       torchrun --nproc_per_node=8 -m jdct_cli train --arch late_concat_rfa_thinner --data in.zarr
       jdct train --arch upsampling --data s3://bucket/in.zarr --cache-dir /scratch/jdct --cache-size 200G
 
@@ -636,7 +645,7 @@ def train_command(arch, data, out, epochs, batch_size, lr, head_lr_scale, moment
                  milestones=milestones, seed=seed, val_split=val_split, device=device, threads=threads, amp=amp,
                  compile=compile_, jpeg_layer=jpeg_layer, jpeg_hardness=jpeg_hardness, jpeg_lr=jpeg_lr,
                  jpeg_optimizer=jpeg_optimizer, jpeg_init=jpeg_init, jpeg_bits=jpeg_bits,
-                 quality_augment=quality_augment)
+                 quality_augment=quality_augment, size=size, size_schedule=size_schedule)
     if resume is not None:
         if config_file is not None:
             raise click.UsageError("--resume uses the run's saved config; drop --config")

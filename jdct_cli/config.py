@@ -78,6 +78,10 @@ class TrainConfig:
     jpeg_bits: int = 11  # b: the soft quantizer's candidate indices stay within b bits
     # Requantize each training sample: "LOW:HIGH" IJG qualities, or a tables file (None: off)
     quality_augment: Optional[str] = None
+    # Images-layout stores: crop side (pixels, a multiple of 16; None: the store's default) and an
+    # optional progressive-resizing schedule "LOW:HIGH" (linear over the epochs, FFCV-style)
+    size: Optional[int] = None
+    size_schedule: Optional[str] = None
     # Filled by resolve() (milestones too, when not given):
     world_size: Optional[int] = None
     global_batch_size: Optional[int] = None
@@ -99,7 +103,7 @@ def _check_type(name: str, value: Any, source: str) -> Any:
     kind = type(default) if default is not None else None
     if name in ("lr", "warmup_epochs", "head_lr_scale"):
         kind = float
-    elif name in ("arch", "data", "out", "quality_augment"):
+    elif name in ("arch", "data", "out", "quality_augment", "size_schedule"):
         kind = str
     elif name in ("val_split", "jpeg_layer"):
         if isinstance(value, str) and value.strip().lower() in NO_SPLIT:
@@ -109,7 +113,7 @@ def _check_type(name: str, value: Any, source: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         kind = str
-    elif name == "threads":
+    elif name in ("threads", "size"):
         kind = int
     elif name == "milestones":
         kind = list
@@ -244,6 +248,38 @@ def validate(cfg: TrainConfig) -> None:
         from .tables import parse_quality_augment
 
         parse_quality_augment(cfg.quality_augment)
+    if cfg.size is not None and (cfg.size < 16 or cfg.size % 16):
+        raise ConfigError(f"--size must be a positive multiple of 16 (4:2:0 blocks), not {cfg.size}", src)
+    if cfg.size_schedule is not None:
+        parse_size_schedule(cfg.size_schedule)
+
+
+#: Sizes of a progressive-resizing schedule are rounded to multiples of this (4:2:0 MCUs).
+SIZE_STEP = 16
+
+
+def parse_size_schedule(value: str) -> tuple[int, int]:
+    """``--size-schedule LOW:HIGH`` -> (low, high) pixels, both positive multiples of 16;
+    ConfigError otherwise."""
+    parts = str(value).split(":")
+    try:
+        low, high = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--size-schedule must be LOW:HIGH in pixels (e.g. 160:192), not {value!r}",
+                          "config") from None
+    for v in (low, high):
+        if v < SIZE_STEP or v % SIZE_STEP:
+            raise ConfigError(f"--size-schedule sizes must be positive multiples of {SIZE_STEP}, not {v}", "config")
+    return low, high
+
+
+def scheduled_size(schedule: str, epoch: int, epochs: int) -> int:
+    """The crop side of epoch ``epoch`` (0-based) of ``epochs`` under ``schedule`` "LOW:HIGH": linear
+    from LOW at the first epoch to HIGH at the last, rounded to the nearest multiple of 16 (FFCV's
+    progressive resizing; a one-epoch run trains at HIGH)."""
+    low, high = parse_size_schedule(schedule)
+    t = 1.0 if epochs <= 1 else min(max(epoch, 0), epochs - 1) / (epochs - 1)
+    return int(round((low + (high - low) * t) / SIZE_STEP)) * SIZE_STEP
 
 
 def parse_jpeg_init(value: str) -> tuple[str, Optional[float]]:

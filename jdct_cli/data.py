@@ -1,6 +1,7 @@
 """Streaming loader: a jdct store -> shuffled, distributed, resumable batches on a device.
 
-:class:`DCTLoader` reads whole zarr chunks of int16 coefficients with a pool of threads, assembles
+:class:`DCTLoader` reads whole zarr chunks of int16 coefficients (crops layout; the images layout
+is described below) with a pool of threads, assembles
 batches ahead of the consumer (in pinned memory when the device is CUDA), and does everything that
 is arithmetic on the device: int16 -> float, the DCT-domain horizontal flip, dequantization and
 normalization, or the pixel reconstruction for the pixel baselines.
@@ -46,6 +47,28 @@ a fork and several loaders iterating at once in one process are safe (both are t
 object storage is read through obstore, which is not fork-safe: such a loader works in spawned
 processes (torchrun, spawn/forkserver pools; it pickles) but refuses to read in a forked child.
 
+The images layout (:data:`LAYOUTS`; ``jdct convert --layout images``: each image once, as a JPEG)
+-----------------------------------------------------------------------------------------------
+Order, distribution over ranks, padding, flips and resuming are the same (a single view). What a
+batch is made of differs: every sample gets a fresh crop in every epoch.
+
+- Box: :meth:`DCTLoader.crop_boxes`, a pure function of ``(seed, epoch, sample)``: torchvision's
+  RandomResizedCrop (``random_crop``, default on the train split) or the val Resize + CenterCrop,
+  at the loader's ``size`` S (any multiple of 16, :meth:`DCTLoader.set_size` between epochs).
+- Host (the producer thread): the chunks of JPEG bytes, read by the thread pool as the crops
+  layout reads coefficient chunks; per sample its header (sampling factors) and
+  :func:`jdct_cli.transforms.crop_geometry` (decoding scale, MCU rectangle); the batch laid out as
+  a :class:`jdct_cli.jpegmath.augment.HostBatch` in reused memory (pinned on CUDA); then ONE
+  :func:`jdct_cli.jpeg.read_coefficient_rects_batch` call entropy-decodes every sample's
+  rectangle into it on ``threads`` C threads (GIL released, each file decoded only down to its
+  crop's last MCU row, or only its crop's restart segments). A damaged JPEG is a
+  StoreCorruptionError naming the store, the split, the sample and its source file.
+- Device: :func:`~jdct_cli.jpegmath.augment.to_device` ->
+  :func:`~jdct_cli.jpegmath.augment.reencode` at ``quality`` (default 100; the flip is folded into
+  the resize) -> :func:`coefficients_to_inputs` with the IJG tables of that quality and the
+  store's statistics: the same outputs as a crops store of size S and that quality would give.
+  Padding samples are grey (all-zero coefficients), label -1.
+
 Object storage (``s3://``, ``gs://``, ``az://`` stores, :mod:`jdct_cli.store.location`): each chunk is
 one ranged GET per array (the three coefficient arrays of a chunk in flight at once, ``threads``
 chunks at a time), the shard indexes are kept in memory, and with ``cache_dir`` every range read is
@@ -54,6 +77,7 @@ kept on local disk (bounded by ``cache_bytes``, least recently used out) for the
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -65,15 +89,26 @@ from typing import Any, Iterator, Mapping, Optional
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, StorageError, StoreCorruptionError, StoreError
-from .jpegmath.blockdct import FLIP_SIGN, idct_blocks, plane_stats_from_coefficients
-from .jpegmath.chroma import upsample
+from . import jpeg
+from .errors import CheckpointError, ConfigError, JdctError, StorageError, StoreCorruptionError, StoreError
+from .jpegmath.augment import HostBatch, reencode, to_device
+from .jpegmath.blockdct import FLIP_SIGN, coefficient_indices, idct_blocks, plane_stats_from_coefficients
+from .jpegmath.chroma import component_plans, upsample
 from .jpegmath.color import ycbcr_to_rgb
+from .jpegmath.quant import ijg_tables
 from .store import COEFFICIENT_ARRAYS, StoreInfo, array_problem, as_location, read_metadata, storage_error
+from .store.read import quiet_zarr
+from .transforms import DCT_EIGHTHS, DCT_EIGHTHS_VAL, center_crop_box, crop_geometry, random_resized_crop_box
 
 #: Version of the dict returned by :meth:`DCTLoader.state_dict` (kept inside training checkpoints).
 STATE_VERSION = 1
 OUTPUTS = ("dct", "ycbcr", "rgb")
+#: Store layouts the loader reads: fixed crops as coefficients, or whole JPEGs cropped afresh.
+LAYOUTS = ("crops", "images")
+#: Crop side of an images store whose metadata records none (no statistics).
+DEFAULT_SIZE = 224
+# The arrays of an images store the loader reads.
+_IMAGES_READ = ("jpeg", "label", "width", "height", "image")
 #: torchvision's ImageNet statistics of RGB in [0, 1]: used by ``output="rgb", normalize=True``.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -192,6 +227,13 @@ class DCTLoader:
     endpoint otherwise come from the environment); ``cache_dir``: keep every byte range read on
     local disk, at most ``cache_bytes`` (default 32 GiB) for the whole folder.
 
+    Images layout only (a crops store has both fixed: ConfigError when they differ from it):
+    ``size`` S, the crop side in pixels (a multiple of 16; default: the size the store's
+    statistics were computed at, else 224; :meth:`set_size` changes it between epochs);
+    ``quality`` the IJG quality the fresh crops are quantized with (default 100); ``random_crop``
+    (default: train split only): a RandomResizedCrop per sample and epoch, else the val
+    Resize + CenterCrop. See "The images layout" in the module docstring.
+
     Raises SourceNotFoundError / StoreError / IncompleteStoreError / StoreVersionError for an unusable
     store or split, StorageError when an object store fails, ConfigError for bad arguments.
     """
@@ -203,7 +245,8 @@ class DCTLoader:
                  normalize: bool = True, window_chunks: int = 8, prefetch_batches: int = 4,
                  channels_last: Optional[bool] = None, stats: Optional[dict] = None,
                  storage_options: Optional[Mapping[str, Any]] = None, cache_dir=None,
-                 cache_bytes: Optional[int] = None):
+                 cache_bytes: Optional[int] = None, size: Optional[int] = None, quality: Optional[int] = None,
+                 random_crop: Optional[bool] = None):
         self.info: StoreInfo = read_metadata(as_location(store, storage_options))
         self.location = self.info.location
         self.path = self.info.path  # a Path, or the store's URL
@@ -212,7 +255,9 @@ class DCTLoader:
         self.split = split
         self._split_meta = self.info.split(split)  # StoreError naming the store when absent
         self._layout = self.info.layout
+        self.layout = self.info.layout_name
         is_train = split == "train"
+        self.random_crop = is_train if random_crop is None else bool(random_crop)
         self.shuffle = is_train if shuffle is None else bool(shuffle)
         self.drop_last = is_train if drop_last is None else bool(drop_last)
         self.flip = is_train if flip is None else bool(flip)
@@ -230,8 +275,8 @@ class DCTLoader:
         # normalization statistics: the store's own unless given (a model keeps its training store's)
         self.stats = stats
         self._check_args()
+        self._set_size_quality(size, quality)
 
-        self.size = self.info.size
         self.classes = self.info.classes
         self.views = self._split_meta.views
         self.num_store_samples = self._split_meta.num_samples
@@ -252,6 +297,9 @@ class DCTLoader:
             raise StoreCorruptionError(f"{split}/label holds {bad}, not a class index of the store's "
                                        f"{len(self.classes)} classes nor -1 (failed sample)", self.path)
         self._labels = labels.astype(np.int32)  # half the memory of int64 for large stores
+        if self.layout == "images":
+            # per-sample facts the host needs before decoding (int32, a few bytes per sample)
+            self._facts = {name: self._read_whole(name) for name in ("width", "height", "image")}
         self._valid = [np.flatnonzero(labels[v] >= 0) for v in range(self.views)]
         if self.drop_last and any(len(v) < self.world_size * self.batch_size for v in self._valid):
             raise ConfigError(
@@ -269,7 +317,8 @@ class DCTLoader:
 
     # Reused memory and its lock stay with the process: a pickled loader (spawned workers) starts afresh,
     # and opens the store again there.
-    _UNPICKLED = ("_pools_lock", "_idle_pools", "_outputs", "_free_chunks", "_chunk_pid", "_device_consts", "_arrays")
+    _UNPICKLED = ("_pools_lock", "_idle_pools", "_outputs", "_free_chunks", "_chunk_pid", "_device_consts", "_arrays",
+                  "_flat_pools")
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
@@ -286,6 +335,7 @@ class DCTLoader:
         self._outputs = _OutputPool()
         self._free_chunks: list[dict[str, np.ndarray]] = []  # decoded chunks no longer needed
         self._chunk_pid = os.getpid()
+        self._flat_pools: list["_FlatPool"] = []  # host batch buffers of the images layout
 
     # ---------------------------------------------------------------- set-up and validation
     def _check_args(self):
@@ -303,6 +353,50 @@ class DCTLoader:
             raise ConfigError(f"device {self.device} requested but CUDA is not available")
         if self.cache_bytes is not None and int(self.cache_bytes) < 1:
             raise ConfigError(f"cache_bytes must be positive (got {self.cache_bytes})")
+
+    def _set_size_quality(self, size: Optional[int], quality: Optional[int]) -> None:
+        """``self.size`` and ``self.quality``: chosen here for an images store, the store's own for a
+        crops store (ConfigError when asked for others)."""
+        meta = self.info.metadata
+        if self.layout == "images":
+            stats = meta.stats
+            self.quality = 100 if quality is None else int(quality)
+            if not 1 <= self.quality <= 100:
+                raise ConfigError(f"quality must be 1..100 (got {quality})")
+            self.set_size(size if size is not None else (stats.size if stats is not None else DEFAULT_SIZE))
+            return
+        self.size = meta.size
+        self.quality = meta.quality
+        if size is not None and int(size) != meta.size:
+            raise ConfigError(f"this crops-layout store holds crops of {meta.size} px; a size of {size} needs an "
+                              "images-layout store (jdct convert --layout images), or convert again at that --size",
+                              self.path)
+        if quality is not None and int(quality) != meta.quality:
+            raise ConfigError(f"this crops-layout store holds coefficients at quality {meta.quality}; a quality of "
+                              f"{quality} needs an images-layout store (jdct convert --layout images)", self.path)
+
+    def set_size(self, size: int) -> None:
+        """The crop side S (pixels, a positive multiple of 16) of the next iterations: any size on an
+        images store (progressive resizing), only the stored size on a crops store (ConfigError)."""
+        size = int(size)
+        if self.layout != "images":
+            if size != self.info.metadata.size:
+                raise ConfigError(f"this crops-layout store holds crops of {self.info.metadata.size} px, not {size} "
+                                  "(only an images-layout store gives crops of any size)", self.path)
+            return
+        if size < 16 or size % 16:
+            raise ConfigError(f"size must be a positive multiple of 16 (4:2:0 blocks), got {size}")
+        self.size = size
+
+    def _read_whole(self, name: str) -> np.ndarray:
+        """The whole ``[view 0]`` of a per-sample array of an images store, int32."""
+        try:
+            return np.asarray(self._arrays[name][0, :], dtype=np.int32)
+        except Exception as exc:  # zarr raises many types for damaged data
+            mapped = None if self.location.is_local else storage_error(exc, self.location, op="read")
+            if mapped is not None:
+                raise mapped from None
+            raise StoreCorruptionError(f"cannot read {self.split}/{name} ({exc})", self.path) from None
 
     def _zarr_target(self):
         """What zarr opens: the local path, or (object store, or any store with ``cache_dir``) the
@@ -326,9 +420,11 @@ class DCTLoader:
         """(Re)open the split's arrays in this process (zarr objects are not carried across forks)."""
         import zarr
 
+        names = COEFFICIENT_ARRAYS + ("label",) if self.layout == "crops" else _IMAGES_READ
         try:
-            group = zarr.open_group(self._zarr_target(), mode="r", zarr_format=3)
-            self._arrays = {name: group[f"{self.split}/{name}"] for name in COEFFICIENT_ARRAYS + ("label",)}
+            with quiet_zarr():
+                group = zarr.open_group(self._zarr_target(), mode="r", zarr_format=3)
+                self._arrays = {name: group[f"{self.split}/{name}"] for name in names}
         except KeyError as exc:
             raise StoreCorruptionError(f"split {self.split!r} lacks its array {exc}", self.path) from None
         except StorageError:
@@ -397,6 +493,31 @@ class DCTLoader:
                          bounds=bounds, flips=flips, num_samples=share.num_samples,
                          total_samples=share.total_samples)
 
+    def crop_boxes(self, indices, epoch: Optional[int] = None) -> np.ndarray:
+        """float64 ``(n, 4)``: the crop box ``(x, y, w, h)`` (source pixels of the stored JPEG) of each
+        store sample of ``indices`` in ``epoch`` (default: the current one) on an images store.
+
+        ``random_crop``: torchvision's RandomResizedCrop draw
+        (:func:`jdct_cli.transforms.random_resized_crop_box`) from a generator that is a pure
+        function of (seed, epoch, sample): Philox keyed by ``SeedSequence([seed, epoch, 2])``, its
+        counter's second word the sample index; so a sample gets the same box on every rank and on
+        resuming, and a new one every epoch. Else the val Resize + CenterCrop box at ``size``.
+        """
+        epoch = self.epoch if epoch is None else int(epoch)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        width, height = self._facts["width"], self._facts["height"]
+        out = np.empty((len(indices), 4), dtype=np.float64)
+        if not self.random_crop:
+            for i, n in enumerate(indices.tolist()):
+                out[i] = center_crop_box(int(width[n]), int(height[n]), self.size)
+            return out
+        k0, k1 = np.random.SeedSequence([self.seed, epoch, 2]).generate_state(2, np.uint64).tolist()
+        key = k0 | (k1 << 64)
+        for i, n in enumerate(indices.tolist()):
+            rng = np.random.Generator(np.random.Philox(key=key, counter=[0, n, 0, 0]))
+            out[i] = random_resized_crop_box(rng, int(width[n]), int(height[n]))
+        return out
+
     def _share(self, epoch: int) -> RankShare:
         """This rank's part of ``epoch`` (its stream length is known without building the order)."""
         return rank_share(len(self._valid[epoch % self.views]), self.world_size, self.batch_size, self.rank,
@@ -452,10 +573,10 @@ class DCTLoader:
         self._position = start
         if start >= plan.num_batches:
             return
-        run = _EpochRun(self, plan, start)
+        run = self._run(plan, start)
         try:
             for item in run:
-                out = self._finish(*item)
+                out = self._finish_images(*item) if self.layout == "images" else self._finish(*item)
                 self._position += 1
                 yield out
         finally:
@@ -469,9 +590,23 @@ class DCTLoader:
         ``[n]``. The arrays are reused buffers, valid until the next batch is requested. This is the
         CPU work a CUDA run does per batch (it then copies these to the device); it does not
         advance :meth:`state_dict`. Used by ``benchmarks/loader.py``.
+
+        Images layout: ``(host_batch, labels)`` instead, a filled
+        :class:`jdct_cli.jpegmath.augment.HostBatch` (each sample's block rectangle, entropy-decoded;
+        valid until the next batch is requested) and int64 ``[n]`` labels.
         """
         plan = self.plan(self.epoch)
-        run = _EpochRun(self, plan, 0)
+        run = self._run(plan, 0)
+        if self.layout == "images":
+            try:
+                for hb, n, labels, slot in run:
+                    try:
+                        yield hb, labels
+                    finally:
+                        slot.release(None)
+            finally:
+                run.close()
+            return
         try:
             for buf, n, labels, flips in run:
                 try:
@@ -480,6 +615,25 @@ class DCTLoader:
                     buf.release(None)
         finally:
             run.close()
+
+    def _run(self, plan: EpochPlan, start: int) -> "_EpochRun":
+        return (_ImagesEpochRun if self.layout == "images" else _EpochRun)(self, plan, start)
+
+    def _take_flat_pool(self, count: int, pin: bool) -> "_FlatPool":
+        with self._pools_lock:
+            for pool in self._flat_pools:
+                if pool.count == count and pool.pin == pin and pool.pid == os.getpid():
+                    self._flat_pools.remove(pool)
+                    return pool
+            self._flat_pools = [p for p in self._flat_pools if p.pid == os.getpid()]
+        return _FlatPool(count, pin)
+
+    def _give_flat_pool(self, pool: "_FlatPool") -> None:
+        if pool.free.qsize() != pool.count or pool.pid != os.getpid():
+            return
+        with self._pools_lock:
+            if len(self._flat_pools) < 2:
+                self._flat_pools.append(pool)
 
     def _take_pool(self, count: int, shapes, pin: bool) -> "_BufferPool":
         """int16 batch buffers for one iteration: those of a finished iteration when they fit."""
@@ -522,12 +676,38 @@ class DCTLoader:
     # ---------------------------------------------------------------- device side
     def _consts(self):
         """Per-channel scale/shift (dct) or IDCT matrix, quant tables, pixel stats (pixels), on the device."""
-        if self._device_consts is None:
+        if self._device_consts is None or self._device_consts[0] != self.quality:
             meta = self.info.metadata
-            self._device_consts = device_constants(
-                meta.quant_tables.by_plane(), meta.stats.by_plane() if self.stats is None else self.stats,
-                output=self.output, normalize=self.normalize, device=self.device, path=self.path)
-        return self._device_consts
+            stats = self.stats
+            if stats is None and meta.stats is not None:
+                stats = meta.stats.by_plane()
+            if self.layout == "images":
+                luma, chroma = ijg_tables(self.quality)
+                quant = {"y": tuple(luma), "cb": tuple(chroma), "cr": tuple(chroma)}
+            else:
+                quant = meta.quant_tables.by_plane()
+            self._device_consts = (self.quality, device_constants(
+                quant, stats, output=self.output, normalize=self.normalize, device=self.device, path=self.path))
+        return self._device_consts[1]
+
+    def _finish_images(self, hb: HostBatch, n: int, labels: np.ndarray, slot: "_Slot"):
+        """A filled host batch -> (inputs, labels) on the device: the re-encode augmentation
+        (:func:`jdct_cli.jpegmath.augment.reencode`: decode the rectangles, crop + resize + flip,
+        4:2:0, DCT, quantize at ``quality``), then :func:`coefficients_to_inputs` (flips are already
+        in the crops). Hands the host memory back once the device no longer reads it."""
+        consts = self._consts()
+        cuda = self.device.type == "cuda"
+        db = to_device(hb, self.device)
+        planes = reencode(db, quality=self.quality)
+        labels_t = torch.from_numpy(labels)
+        if cuda:
+            labels_t = labels_t.to(self.device, non_blocking=False)
+            slot.release(db.copied)  # reused by the producer once the copies have completed
+        inputs = coefficients_to_inputs(planes, consts, self.output, dtype=self.dtype,
+                                        channels_last=self.channels_last)
+        if not cuda:
+            slot.release(None)  # reencode read the host memory synchronously
+        return inputs, labels_t
 
     def _finish(self, buf: "_Buffer", n: int, labels: np.ndarray, flips: np.ndarray):
         """int16 batch in ``buf`` -> (inputs, labels) on the device; hands ``buf`` back to its pool."""
@@ -839,6 +1019,41 @@ class _EpochRun:
     def _produce(self):
         loader, plan = self.loader, self.plan
         c = loader.chunk_samples
+        for idx, chunk_data in self._schedule():
+            buf = self._take_buffer()
+            if buf is None:
+                return
+            n = len(idx)
+            real = idx >= 0
+            rows = np.flatnonzero(real)
+            chunk_ids = idx[rows] // c
+            flips = np.zeros(n, dtype=bool)
+            flips[rows] = plan.flips[idx[rows]]
+            dst = [buf.arrays[name] for name in COEFFICIENT_ARRAYS]
+            # One copy per sample straight from the chunk into the batch; for a flipped sample the
+            # copy reads the block columns backwards (the flip's reversal costs nothing extra).
+            for i, ch, local, flipped in zip(rows.tolist(), chunk_ids.tolist(),
+                                             (idx[rows] % c).tolist(), flips[rows].tolist()):
+                for out, part in zip(dst, chunk_data[ch][1]):
+                    out[i] = part[local, :, :, ::-1] if flipped else part[local]
+            pads = np.flatnonzero(~real)
+            for name in COEFFICIENT_ARRAYS:
+                buf.arrays[name][pads] = 0
+            labels = np.full(n, -1, dtype=np.int64)
+            labels[rows] = loader._labels[plan.view, idx[rows]]
+            if not self._put((buf, n, labels, flips)):
+                return
+        self._put(_END)
+
+    def _release_chunk(self, result) -> None:
+        self.loader._give_chunk_buffers(result[0])
+
+    def _schedule(self):
+        """``(indices, chunks)`` per batch from ``start``: ``chunks`` {chunk: what :meth:`_read_chunk`
+        returned} for every chunk the batch needs, read ahead on the thread pool (up to
+        ``window_chunks + 2*threads`` chunks in memory); a chunk is released after its last batch."""
+        loader, plan = self.loader, self.plan
+        c = loader.chunk_samples
         batches = [plan.batch(j) for j in range(self.start, plan.num_batches)]
         chunks_of = [np.unique(idx[idx >= 0] // c) for idx in batches]
         first_use: list[int] = []
@@ -859,34 +1074,10 @@ class _EpochRun:
                 ch = first_use[submitted]
                 futures[ch] = self.executor.submit(self._read_chunk, plan.view, ch)
                 submitted += 1
-            buf = self._take_buffer()
-            if buf is None:
-                return
-            n = len(idx)
-            real = idx >= 0
-            rows = np.flatnonzero(real)
-            chunk_ids = idx[rows] // c
-            flips = np.zeros(n, dtype=bool)
-            flips[rows] = plan.flips[idx[rows]]
-            chunk_data = {ch: futures[ch].result()[1] for ch in chunks_of[j].tolist()}
-            dst = [buf.arrays[name] for name in COEFFICIENT_ARRAYS]
-            # One copy per sample straight from the chunk into the batch; for a flipped sample the
-            # copy reads the block columns backwards (the flip's reversal costs nothing extra).
-            for i, ch, local, flipped in zip(rows.tolist(), chunk_ids.tolist(),
-                                             (idx[rows] % c).tolist(), flips[rows].tolist()):
-                for out, part in zip(dst, chunk_data[ch]):
-                    out[i] = part[local, :, :, ::-1] if flipped else part[local]
-            pads = np.flatnonzero(~real)
-            for name in COEFFICIENT_ARRAYS:
-                buf.arrays[name][pads] = 0
-            labels = np.full(n, -1, dtype=np.int64)
-            labels[rows] = loader._labels[plan.view, idx[rows]]
-            if not self._put((buf, n, labels, flips)):
-                return
+            yield idx, {ch: futures[ch].result() for ch in chunks_of[j].tolist()}
             for ch in chunks_of[j].tolist():
                 if last_batch[ch] == j:
-                    loader._give_chunk_buffers(futures.pop(ch).result()[0])
-        self._put(_END)
+                    self._release_chunk(futures.pop(ch).result())
 
     # -- consumer side
     def __iter__(self):
@@ -911,3 +1102,212 @@ class _EpochRun:
         self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loader._give_pool(self.pool)
+
+
+class _Slot:
+    """One int16 host buffer of the images layout (pinned when the device is CUDA), lent to one
+    batch at a time; grown when a batch needs more."""
+
+    def __init__(self, pool: "_FlatPool"):
+        self.pool = pool
+        self.array = np.empty(0, dtype=np.int16)
+        self.event = None
+
+    def take(self, elements: int) -> np.ndarray:
+        """A flat int16 array of ``elements`` (contents undefined)."""
+        if self.array.size < elements:
+            grown = max(elements, int(self.array.size * 1.25))
+            if self.pool.pin:
+                self.array = torch.empty(grown, dtype=torch.int16, pin_memory=True).numpy()
+            else:
+                self.array = np.empty(grown, dtype=np.int16)
+        return self.array[:elements]
+
+    def release(self, event) -> None:
+        self.event = event
+        self.pool.free.put(self)
+
+
+class _FlatPool:
+    def __init__(self, count: int, pin: bool):
+        self.count, self.pin, self.pid = count, pin, os.getpid()
+        self.free: "queue.Queue[_Slot]" = queue.Queue()
+        for _ in range(count):
+            self.free.put(_Slot(self))
+
+
+def _padding_geometry(size: int):
+    """Where a padding sample sits in an images batch: a grey ``size`` x ``size`` grayscale image
+    (zero coefficients, no decoding), whose crop is all-zero coefficients."""
+    return crop_geometry(size, size, [(1, 1)], (0, 0, size, size), size)
+
+
+class _ImagesEpochRun(_EpochRun):
+    """An :class:`_EpochRun` over an images store: the producer reads chunks of JPEG bytes, draws
+    each sample's box, lays the batch out (:meth:`HostBatch.allocate`) in a reused buffer and
+    entropy-decodes every sample's block rectangle into it with ONE
+    :func:`jdct_cli.jpeg.read_coefficient_rects_batch` call on ``threads`` C threads."""
+
+    def __init__(self, loader: DCTLoader, plan: EpochPlan, start: int):
+        self.loader = loader
+        self.plan = plan
+        self.start = start
+        self.size = loader.size  # fixed for the whole iteration (set_size acts on the next one)
+        self.stop = threading.Event()
+        self.out: "queue.Queue" = queue.Queue(maxsize=loader.prefetch_batches)
+        self.pool = loader._take_flat_pool(loader.prefetch_batches + 2, pin=loader.device.type == "cuda")
+        self.arrays = loader._arrays_here()
+        self.remote = not loader.location.is_local
+        self.executor = ThreadPoolExecutor(max_workers=loader.threads, thread_name_prefix="jdct-read")
+        self.io = None
+        self.scalings = DCT_EIGHTHS if loader.random_crop else DCT_EIGHTHS_VAL
+        self.thread = threading.Thread(target=self._produce_guarded, name="jdct-loader", daemon=True)
+        self.thread.start()
+
+    def _read_chunk(self, view: int, chunk: int):
+        c = self.loader.chunk_samples
+        lo, hi = chunk * c, min((chunk + 1) * c, self.loader.num_store_samples)
+        try:
+            with quiet_zarr():
+                return None, self.arrays["jpeg"].get_basic_selection((view, slice(lo, hi)))
+        except StorageError:
+            raise
+        except Exception as exc:  # zarr/numcodecs raise many types for damaged data
+            mapped = None if not self.remote else storage_error(exc, self.loader.location, op="read")
+            if mapped is not None:
+                raise mapped from None
+            raise StoreCorruptionError(f"cannot read the JPEGs of samples {lo}..{hi - 1} of {self.loader.split} "
+                                       f"({type(exc).__name__}: {exc})", self.loader.path) from None
+
+    def _release_chunk(self, result) -> None:
+        pass
+
+    def _take_slot(self) -> Optional[_Slot]:
+        while not self.stop.is_set():
+            try:
+                slot = self.pool.free.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if slot.event is not None:
+                slot.event.synchronize()
+                slot.event = None
+            return slot
+        return None
+
+    def _sample_error(self, n: int, reason) -> StoreCorruptionError:
+        loader = self.loader
+        files = loader._split_meta.files
+        image = int(loader._facts["image"][n])
+        name = files[image] if 0 <= image < len(files) else f"image {image}"
+        return StoreCorruptionError(f"sample {n} of split {loader.split!r} ({name}): its stored JPEG cannot be "
+                                    f"decoded: {reason}", loader.path)
+
+    def _produce(self):
+        loader, plan = self.loader, self.plan
+        c, size = loader.chunk_samples, self.size
+        facts = loader._facts
+        for idx, chunk_data in self._schedule():
+            slot = self._take_slot()
+            if slot is None:
+                return
+            item = None
+            try:
+                item = self._assemble(idx, chunk_data, slot, c, size, facts, plan)
+            finally:
+                if item is None:
+                    slot.release(None)
+            if not self._put(item):
+                return
+        self._put(_END)
+
+    def _assemble(self, idx, chunk_data, slot, c, size, facts, plan):
+        loader = self.loader
+        n = len(idx)
+        real = idx >= 0
+        rows = np.flatnonzero(real)
+        boxes = loader.crop_boxes(idx[rows], plan.epoch)
+        geometries = [None] * n
+        datas = []
+        for j, (i, sample) in enumerate(zip(rows.tolist(), idx[rows].tolist())):
+            data = chunk_data[sample // c][1][sample % c]
+            try:
+                header = jpeg.read_header(data)
+                factors = [(comp["h"], comp["v"]) for comp in header["components"]]
+                geometries[i] = crop_geometry(header["width"], header["height"], factors, boxes[j], size,
+                                              scalings=self.scalings)
+            except (JdctError, ValueError) as exc:
+                raise self._sample_error(sample, exc) from None
+            datas.append(data)
+        if len(rows) < n:
+            pad = _padding_geometry(size)
+            geometries = [pad if g is None else g for g in geometries]
+        flips = np.zeros(n, dtype=bool)
+        flips[rows] = plan.flips[idx[rows]]
+        hb = HostBatch.allocate(geometries, flips)
+        # The decoder writes the top-left k x k coefficients of each block; where the device reads
+        # another subset (libjpeg's 2- and 4-point IDCTs skip some), it decodes all 64 into scratch
+        # space after the batch and the subset is gathered from there.
+        total = hb.coefs.size
+        rects = np.zeros((len(rows), 3, 4), dtype=np.int64)
+        offsets = np.zeros((len(rows), 3), dtype=np.int64)
+        ks = np.full((len(rows), 3), 8, dtype=np.int64)
+        gathers = []
+        extra = 0
+        for j, i in enumerate(rows.tolist()):
+            g = geometries[i]
+            for comp, (picked, k) in enumerate(_coefficients_read(g.scale, g.factors, min(g.width, 65))):
+                r0, r1, c0, c1 = g.blocks(comp)
+                rects[j, comp] = (r0, c0, r1, c1)
+                if k:
+                    ks[j, comp] = k
+                    offsets[j, comp] = hb.offsets[i, comp]
+                else:
+                    offsets[j, comp] = total + extra
+                    gathers.append((i, comp, total + extra, picked))
+                    extra += (r1 - r0) * (c1 - c0) * 64
+        buf = slot.take(total + extra)
+        hb.coefs = buf[:total]
+        if len(rows):
+            result = jpeg.read_coefficient_rects_batch(datas, rects, buf, offsets, ks=ks, threads=loader.threads,
+                                                       strict=True, tolerate=jpeg.HARMLESS_WARNINGS)
+            for j, exc in enumerate(result.errors):
+                if exc is not None:
+                    raise self._sample_error(int(idx[rows[j]]), exc)
+            hb.quant[rows] = result.quant[:, :3]
+        for i, comp, start, picked in gathers:
+            view = hb.component(i, comp)
+            rows_, cols_, _ = view.shape
+            view[...] = buf[start:start + rows_ * cols_ * 64].reshape(rows_, cols_, 64)[..., picked]
+        for i in np.flatnonzero(~real).tolist():
+            hb.component(i, 0)[...] = 0
+        labels = np.full(n, -1, dtype=np.int64)
+        labels[rows] = loader._labels[plan.view, idx[rows]]
+        return hb, n, labels, slot
+
+    def close(self):
+        self.stop.set()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loader._give_flat_pool(self.pool)
+
+
+@functools.lru_cache(maxsize=1024)
+def _coefficients_read(scale: int, factors: tuple, width: int) -> tuple:
+    """Per component ``(indices, k)``: the coefficients the device reads at this decoding scale
+    (:func:`jdct_cli.transforms.CropGeometry.coefficient_indices`) and the side of the top-left
+    square they form (0: not a square). ``width`` matters only below 66 px (libjpeg's fancy
+    upsampling needs more than 2 chroma samples), so callers pass ``min(width, 65)``."""
+    out = []
+    for plan in component_plans(scale, factors, width):
+        picked = coefficient_indices(plan.idct_size)
+        out.append((picked, _square_side(picked)))
+    return tuple(out)
+
+
+def _square_side(indices: np.ndarray) -> int:
+    """k when ``indices`` (natural order) are the top-left k x k coefficients in row-major order, else 0."""
+    k = int(round(len(indices) ** 0.5))
+    if k * k == len(indices) and np.array_equal(indices, (np.arange(k)[:, None] * 8 + np.arange(k)).reshape(-1)):
+        return k
+    return 0

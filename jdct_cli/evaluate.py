@@ -106,8 +106,11 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
         return _evaluate_requantized(checkpoint, payload, model, kind, data, split, requantize, stats,
                                      batch_size=bs, device=dev, threads=threads, amp=amp,
                                      channels_last=channels_last, real_size=real_size, progress=progress)
+    # an images store is cropped at the size the run validated at (its checkpoint's store facts)
+    size = (payload.get("store") or {}).get("size") if info.layout_name == "images" else None
     loader = make_loader(data, split, batch_size=bs, train=False, seed=int(cfg.get("seed", 0)), device=dev,
-                         output=kind, threads=threads, stats=stats, cache_dir=cache_dir, cache_bytes=cache_bytes)
+                         output=kind, threads=threads, stats=stats, cache_dir=cache_dir, cache_bytes=cache_bytes,
+                         size=size)
     if progress is not None:
         progress({"event": "val_start", "total": len(loader)})
     val = run_validation(model, loader, device=dev, amp=amp, channels_last=channels_last, progress=progress)

@@ -77,7 +77,7 @@ def stores(photo_tree, tmp_path_factory):
         if layout not in made:
             opts = ConvertOptions(size=32, views=2, chunk_samples=8, shard_samples=16)
             if layout != "crops":
-                opts = dataclasses.replace(opts, layout=layout)
+                opts = dataclasses.replace(opts, layout=layout, views=1)  # an images store has one
             made[layout] = root / f"{layout}.zarr"
             convert(photo_tree, made[layout], options=opts, workers=1)
         return made[layout]

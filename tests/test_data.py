@@ -5,6 +5,10 @@ scikit-image's photographs made at test time (tests/photos.py), and imagenette-5
 Samples that come out of the loader are identified by their *content*: the delivered coefficients
 (divided back by the quant table) are looked up among the store's int16 arrays read directly with
 zarr, plain and flipped; so every test also checks that the data delivered is the stored data.
+
+The loader's behaviour tests (exactly once across ranks, padding, order, resuming, forks, threads,
+reused memory, pickling) run on both store layouts (``tiny_any``): the images layout's fresh crops
+are identified by the colour code of their image (tests/codedimages.py).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from jdct_cli.errors import (CheckpointError, ConfigError, IncompleteStoreError,
 from photos import make_photo_tree
 from storefixture import crop_rgb, list_images, val_box, write_store
 from storetools import REAL_SOURCES, real_source
+from codedimages import ImagesIdentifier, convert_coded, write_coded_tree
 
 FAILED = [3, 20]
 
@@ -49,6 +54,33 @@ def tiny(tiny_photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "s.zarr"
     return write_store(out, {"train": (tp, tl), "val": (vp, vl)}, names, size=32, views=2, quality=90,
                        chunk_samples=8, shard_samples=16, failed={"train": FAILED})
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """The images-layout twin of ``tiny``: 45 train samples (5 classes x 9, two failed) and 20 val,
+    coded images 40-160 px, crops of 32 px by default, chunks of 8."""
+    root = tmp_path_factory.mktemp("tiny-images")
+    src = write_coded_tree(root / "src", {"train": (5, 9), "val": (5, 4)}, failed={"train": [3, 20]})
+    return convert_coded(src, root / "s.zarr", size=32, chunk_samples=8, shard_samples=16)
+
+
+@pytest.fixture(scope="module", params=["crops", "images"])
+def tiny_any(request):
+    """``tiny`` and ``tiny_images``: the store of each layout the behaviour tests run on."""
+    return request.getfixturevalue("tiny" if request.param == "crops" else "tiny_images")
+
+
+def identifier(store, split):
+    """The content identifier of a store of either layout: :class:`Identifier` (crops) or
+    :class:`codedimages.ImagesIdentifier` (images)."""
+    layout = json.loads((store / "zarr.json").read_text())["attributes"]["jdct"].get("layout", "crops")
+    return ImagesIdentifier(store, split) if layout == "images" else Identifier(store, split)
+
+
+def failed_of(ident) -> list:
+    """Store indices of the failed samples (FAILED for ``tiny``)."""
+    return getattr(ident, "failed", FAILED)
 
 
 def read_split(store, split):
@@ -70,6 +102,7 @@ class Identifier:
         meta = json.loads((store / "zarr.json").read_text())["attributes"]["jdct"]
         self.luma = np.array(meta["quant_tables"]["luma"], dtype=np.float64).reshape(64, 1, 1)
         self.table = {}
+        self.views = self.data["label"].shape[0]
         v_n = self.data["label"].shape
         for v in range(v_n[0]):
             for n in range(v_n[1]):
@@ -79,7 +112,7 @@ class Identifier:
                 self.table.setdefault(y.tobytes(), (v, n, False))
                 self.table.setdefault(np.ascontiguousarray(flip_np(y)).tobytes(), (v, n, True))
 
-    def __call__(self, y_deq: torch.Tensor):
+    def __call__(self, y_deq: torch.Tensor, cb=None, cr=None):
         q = np.rint(y_deq.cpu().double().numpy() / self.luma).astype(np.int16)
         if not q.any():
             return None  # padding sample
@@ -91,16 +124,18 @@ def run(loader, ident):
     out = []
     for (y, cb, cr), labels in loader:
         assert y.dtype == torch.float32 and labels.dtype == torch.int64
-        out.append(([ident(y[i]) for i in range(len(y))], labels.tolist()))
+        out.append(([ident(y[i], cb[i], cr[i]) for i in range(len(y))], labels.tolist()))
     return out
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_exactly_once_across_ranks(tiny, world, drop_last):
-    ident = Identifier(tiny, "train")
+def test_exactly_once_across_ranks(tiny_any, world, drop_last):
+    tiny = tiny_any
+    ident = identifier(tiny, "train")
     labels_store = ident.data["label"]
-    valid = set(np.flatnonzero(labels_store[1] >= 0).tolist())
+    view = 1 % ident.views  # epoch 1 reads view 1 (of 2) of a crops store, the one view of an images store
+    valid = set(np.flatnonzero(labels_store[view] >= 0).tolist())
     assert len(valid) == 45 - len(FAILED)
     b = 4
     seen, lens, per_rank = [], set(), []
@@ -120,7 +155,7 @@ def test_exactly_once_across_ranks(tiny, world, drop_last):
                     assert lab == -1
                     continue
                 v, n, flipped = sid
-                assert v == 1 and not flipped and lab == labels_store[1, n]
+                assert v == view and not flipped and lab == labels_store[view, n]
                 seen.append(n)
                 real += 1
         assert real == ld.num_samples
@@ -136,9 +171,10 @@ def test_exactly_once_across_ranks(tiny, world, drop_last):
         assert max(per_rank) - min(per_rank) <= b
 
 
-def test_padding_when_last_round_is_short(tiny):
+def test_padding_when_last_round_is_short(tiny_any):
     """43 samples, 3 ranks, batch 14: last round has 1 sample, so ranks 1 and 2 end on one padding sample."""
-    ident = Identifier(tiny, "train")
+    tiny = tiny_any
+    ident = identifier(tiny, "train")
     seen, pads = [], 0
     for rank in range(3):
         ld = DCTLoader(tiny, "train", batch_size=14, rank=rank, world_size=3, drop_last=False, flip=False,
@@ -155,8 +191,10 @@ def test_padding_when_last_round_is_short(tiny):
     assert pads == 2 and sorted(seen) == sorted(set(seen)) and len(seen) == 43
 
 
-def test_order_is_a_function_of_seed_and_epoch(tiny):
-    ident = Identifier(tiny, "train")
+def test_order_is_a_function_of_seed_and_epoch(tiny_any):
+    tiny = tiny_any
+    ident = identifier(tiny, "train")
+    views = ident.views
 
     def order(seed, epoch, shuffle=True):
         ld = DCTLoader(tiny, "train", batch_size=5, seed=seed, shuffle=shuffle, drop_last=False, flip=True,
@@ -166,19 +204,20 @@ def test_order_is_a_function_of_seed_and_epoch(tiny):
 
     a = order(3, 2)
     assert a == order(3, 2)
-    assert {s[0] for s in a} == {0}  # epoch 2 reads view 0
+    assert {s[0] for s in a} == {2 % views}  # epoch 2 reads view 0
     b = order(3, 3)
-    assert {s[0] for s in b} == {1}
+    assert {s[0] for s in b} == {3 % views}
     assert [s[1] for s in a] != [s[1] for s in b], "different epochs must give different orders"
     assert [s[1] for s in a] != [s[1] for s in order(4, 2)]
     flips = [s[2] for s in a]
     assert 0 < sum(flips) < len(flips)
     plain = order(3, 2, shuffle=False)
-    assert [s[1] for s in plain] == [n for n in range(45) if n not in FAILED]
+    assert [s[1] for s in plain] == [n for n in range(45) if n not in failed_of(ident)]
 
 
-def test_resume_mid_epoch(tiny):
-    ident = Identifier(tiny, "train")
+def test_resume_mid_epoch(tiny_any):
+    tiny = tiny_any
+    ident = identifier(tiny, "train")
     kw = dict(batch_size=4, seed=11, rank=1, world_size=2, drop_last=False, flip=True, normalize=False)
     full = DCTLoader(tiny, "train", **kw)
     full.set_epoch(5)
@@ -188,8 +227,8 @@ def test_resume_mid_epoch(tiny):
     it = iter(first)
     head = []
     for _ in range(2):
-        (y, _, _), labels = next(it)
-        head.append(([ident(y[i]) for i in range(len(y))], labels.tolist()))
+        (y, cb, cr), labels = next(it)
+        head.append(([ident(y[i], cb[i], cr[i]) for i in range(len(y))], labels.tolist()))
     state = json.loads(json.dumps(first.state_dict()))
     del it
     assert state["epoch"] == 5 and state["batches_done"] == 2
@@ -357,7 +396,8 @@ def _child_iterate(store, q, inherited=None):
         q.put([labels.tolist() for _, labels in inherited])
 
 
-def test_fork_and_concurrent_loaders(tiny):
+def test_fork_and_concurrent_loaders(tiny_any):
+    tiny = tiny_any
     ld = DCTLoader(tiny, "train", batch_size=8, flip=True, seed=2, threads=2, normalize=False)
     expected = [labels.tolist() for _, labels in ld]  # the parent has used zarr before forking
     ctx = mp.get_context("fork")
@@ -383,7 +423,8 @@ def test_fork_and_concurrent_loaders(tiny):
     assert sum(len(x) for x in other) == 20
 
 
-def test_early_break_stops_reader_threads(tiny):
+def test_early_break_stops_reader_threads(tiny_any):
+    tiny = tiny_any
     before = {t.name for t in threading.enumerate()}
     ld = DCTLoader(tiny, "train", batch_size=4, threads=2)
     for _ in ld:
@@ -431,11 +472,12 @@ def test_fixture_store_metadata_matches_the_store_schema(tiny):
     jsonschema.validate(json.loads((tiny / "zarr.json").read_text())["attributes"]["jdct"], schema)
 
 
-def test_reused_output_memory_never_overwrites_a_batch_still_held(tiny):
+def test_reused_output_memory_never_overwrites_a_batch_still_held(tiny_any):
     """The CPU loader reuses the memory of batches the consumer has dropped: a batch still held
     (whole, through a view, or as a numpy array) must keep its values over two more epochs, and the
     values must be the stored samples (identified by content)."""
-    ident = Identifier(tiny, "train")
+    tiny = tiny_any
+    ident = identifier(tiny, "train")
     ld = DCTLoader(tiny, "train", batch_size=4, seed=5, threads=2, normalize=False)
     held, views, arrays, copies = [], [], [], []
     for epoch in range(2):
@@ -455,14 +497,15 @@ def test_reused_output_memory_never_overwrites_a_batch_still_held(tiny):
     assert held and views and arrays
     for k, planes in held:
         assert all(torch.equal(a, b) for a, b in zip(planes, copies[k]))
-        assert all(ident(planes[0][i]) is not None for i in range(len(planes[0])))
+        assert all(ident(planes[0][i], planes[1][i], planes[2][i]) is not None for i in range(len(planes[0])))
     for k, v in views:
         assert torch.equal(v, copies[k][0][1:])
     for k, a in arrays:
         assert np.array_equal(a, copies[k][2].numpy())
 
 
-def test_loader_pickles_and_the_copy_yields_the_same_batches(tiny):
+def test_loader_pickles_and_the_copy_yields_the_same_batches(tiny_any):
+    tiny = tiny_any
     """A loader survives pickling (spawned workers) with its position; its reused memory does not travel."""
     ld = DCTLoader(tiny, "train", batch_size=4, seed=3, threads=2)
     ld.set_epoch(1)

@@ -40,6 +40,18 @@ def converted(request, tmp_path_factory):
     return out, src
 
 
+@pytest.fixture(scope="module", params=["crops", "images"])
+def converted_any(request, converted, tmp_path_factory):
+    """``converted`` and the same source converted to the images layout (crops made by the loader)."""
+    if request.param == "crops":
+        return converted
+    _, src = converted
+    out = tmp_path_factory.mktemp("conv-images") / "s.zarr"
+    convert(src, out, options=ConvertOptions(layout="images", size=SIZE, chunk_samples=4, shard_samples=8),
+            workers=1)
+    return out, src
+
+
 def test_converted_store_exactly_once_skipping_failures(converted):
     store, _ = converted
     ident = Identifier(store, "train")
@@ -65,8 +77,8 @@ def test_converted_store_exactly_once_skipping_failures(converted):
         assert sorted(seen) == sorted(valid)
 
 
-def test_converted_store_val_rgb_matches_pillow(converted):
-    store, src = converted
+def test_converted_store_val_rgb_matches_pillow(converted_any):
+    store, src = converted_any
     ld = DCTLoader(store, "val", batch_size=4, output="rgb", normalize=False)
     images = torch.cat([x for x, _ in ld]).numpy()
     meta = json.loads((store / "zarr.json").read_text())["attributes"]["jdct"]

@@ -315,10 +315,9 @@ class Suite:
         for layout in layouts:
             store = self.work / f"imagenette-{layout}.zarr"
             cmd = [self.py, "-m", "jdct_cli", "convert", self.data, store, "--size", str(self.plan.size),
-                   "--views", str(self.plan.views), "--workers", str(self.plan.convert_workers), "--seed", "0",
-                   *self.plan.convert_chunking]
-            if layout != "crops":
-                cmd += ["--layout", layout]
+                   "--workers", str(self.plan.convert_workers), "--seed", "0", *self.plan.convert_chunking]
+            # views are fixed crops: an images store keeps each image once (fresh crops every epoch)
+            cmd += ["--views", str(self.plan.views)] if layout == "crops" else ["--layout", layout]
             r = self.run(cmd, left())
             steps[f"convert_{layout}"] = _step(r)
             if r.ok:

@@ -20,17 +20,33 @@ from .distributed import Dist, close_dist, init_dist, resumed_partial_sums
 from .loop import Position, Progress, Session, TrainResult, fit
 from .rundir import RunDir
 from .quality import InputStage, QualityAugmenter
-from .runtime import build_model, make_loader, resolve_device, usable_samples
+from .runtime import build_model, eval_size, make_loader, resolve_device, usable_samples
 from .signals import StopFlag
 
 #: Store metadata a checkpoint keeps so that ``predict`` can rebuild the val inputs without the store.
 STORE_KEYS_FOR_PREDICT = ("size", "quality", "subsampling", "quant_tables", "stats", "transform", "coefficient_order")
 
 
-def store_facts(info) -> dict[str, Any]:
-    """The training store's facts a checkpoint keeps (STORE_KEYS_FOR_PREDICT and its absolute path)."""
+def store_facts(info, loader=None, size: Optional[int] = None) -> dict[str, Any]:
+    """The training store's facts a checkpoint keeps (STORE_KEYS_FOR_PREDICT and its absolute path).
+
+    An images store has no fixed crops: its facts are those of the crops the run validated on
+    (``loader``, the val loader, else the train loader: its size and quality, the IJG tables of that
+    quality, the store's statistics and EXIF handling), so that ``jdct predict`` makes the same
+    val crop (:func:`jdct_cli.transforms.convert_image`) the run was measured on; ``size``: that
+    crop side when the loader's own is not it (a run without validation: the schedule's end)."""
     meta = info.metadata.to_dict()
-    facts = {k: meta[k] for k in STORE_KEYS_FOR_PREDICT if k in meta}
+    if info.layout_name == "images":
+        from ..jpegmath.quant import ijg_tables
+
+        luma, chroma = ijg_tables(loader.quality)
+        facts = {"size": int(size or loader.size), "quality": int(loader.quality), "subsampling": "4:2:0",
+                 "quant_tables": {"luma": [int(v) for v in luma], "chroma": [int(v) for v in chroma]},
+                 "transform": {"exif": meta.get("exif", "ignore"), "exact_decode": False}, "layout": "images"}
+        if meta.get("stats") is not None:
+            facts["stats"] = {k: meta["stats"][k] for k in ("y", "cb", "cr")}
+    else:
+        facts = {k: meta[k] for k in STORE_KEYS_FOR_PREDICT if k in meta}
     facts["path"] = absolute_location(os.fspath(info.path))
     return facts
 
@@ -187,12 +203,13 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
     cache = {"cache_dir": store.cache_dir, "cache_bytes": store.cache_bytes}
     train_loader = make_loader(store.location, cfg.train_split, batch_size=cfg.batch_size, train=True,
                                seed=cfg.seed, device=device, output="dct" if augmenter else input_kind, dctx=dctx,
-                               threads=cfg.threads, normalize=augmenter is None, **cache)
+                               threads=cfg.threads, normalize=augmenter is None, size=cfg.size,
+                               size_schedule=cfg.size_schedule, epochs=cfg.epochs, **cache)
     val_loader = None
     if cfg.val_split is not None:
         val_loader = make_loader(store.location, cfg.val_split, batch_size=cfg.batch_size, train=False,
                                  seed=cfg.seed, device=device, output=input_kind, dctx=dctx, threads=cfg.threads,
-                                 **cache)
+                                 size=eval_size(cfg.size, cfg.size_schedule), **cache)
     steps_per_epoch = len(train_loader)
     if payload is None and cfg.head_lr_scale is None:
         cfg.head_lr_scale = default_head_lr_scale(len(classes))
@@ -239,7 +256,10 @@ def _set_up(cfg: TrainConfig, payload: Optional[dict], dctx: Dist, progress: Pro
     session = Session(cfg=cfg, dctx=dctx, device=device, amp=bool(cfg.amp and on_cuda), channels_last=channels_last,
                       model=model, train_model=train_model, input_kind=input_kind, classes=list(classes),
                       optimizer=optimizer, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
-                      steps_per_epoch=steps_per_epoch, store_facts=store_facts(info), run=run, stop=stop,
+                      steps_per_epoch=steps_per_epoch, store_facts=store_facts(
+                          info, val_loader if val_loader is not None else train_loader,
+                          eval_size(cfg.size, cfg.size_schedule)),
+                      run=run, stop=stop,
                       progress=progress, jpeg_optimizer=jpeg_optimizer, augmenter=augmenter,
                       input_stage=input_stage)
     session.emit({"event": "start", "arch": cfg.arch, "input_kind": input_kind, "device": str(device),

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DCTLoader
+from ..config import parse_size_schedule, scheduled_size
 from ..errors import ConfigError
 from ..jpegmath import learned
 from ..models import create_model, get_model_info
@@ -68,21 +69,55 @@ def wrap_jpeg_layer(net, kind: str, *, hardness: float, bits: Optional[int]):
     return learned.JpegLayerModel(net, layer)
 
 
+class ScheduledSizeLoader(DCTLoader):
+    """A :class:`DCTLoader` of an images store whose crop side follows a progressive-resizing
+    schedule: :meth:`set_epoch` also sets the size of that epoch
+    (:func:`jdct_cli.config.scheduled_size`), so resuming mid-epoch gets the same size."""
+
+    def __init__(self, *args, size_schedule: str, epochs: int, **kwargs):
+        self.size_schedule = size_schedule
+        self.epochs = int(epochs)
+        super().__init__(*args, size=scheduled_size(size_schedule, 0, self.epochs), **kwargs)
+        if self.layout != "images":
+            raise ConfigError("--size-schedule needs an images-layout store (jdct convert --layout images): this "
+                              f"crops-layout store holds crops of one size ({self.size} px)", self.path)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.set_size(scheduled_size(self.size_schedule, self.epoch, self.epochs))
+
+
 def make_loader(store, split: str, *, batch_size: int, train: bool, seed: int, device: torch.device,
                 output: str, dctx: Optional[Dist] = None, threads: Optional[int] = None,
                 stats: Optional[dict] = None, normalize: bool = True, cache_dir=None,
-                cache_bytes: Optional[int] = None) -> DCTLoader:
+                cache_bytes: Optional[int] = None, size: Optional[int] = None,
+                size_schedule: Optional[str] = None, epochs: int = 1) -> DCTLoader:
     """The loader of one split: ``train=True`` shuffles, flips and drops the last partial batch
     (every rank the same number of full batches); ``train=False`` reads every sample once in store
     order. ``stats``: normalization statistics other than the store's (a checkpoint's);
     ``normalize=False``: dequantized coefficients (or [0, 1] pixels), not standardized. ``store``:
     a path, a URL or a :class:`~jdct_cli.store.StoreLocation` (with its storage options);
-    ``cache_dir``/``cache_bytes``: the loader's local disk cache (object stores)."""
+    ``cache_dir``/``cache_bytes``: the loader's local disk cache (object stores). Images-layout
+    stores: ``size`` the crop side (None: the store's default; a crops store accepts only its own),
+    ``size_schedule`` "LOW:HIGH" over ``epochs`` epochs (:class:`ScheduledSizeLoader`); ``train``
+    also means fresh RandomResizedCrops, else the val Resize + CenterCrop."""
     dctx = dctx or Dist()
-    return DCTLoader(store, split, batch_size=batch_size, shuffle=train, seed=seed, device=device,
-                     drop_last=train, flip=train, output=output, stats=stats, rank=dctx.rank,
-                     world_size=dctx.world_size, threads=threads, normalize=normalize, cache_dir=cache_dir,
-                     cache_bytes=cache_bytes)
+    kwargs = dict(batch_size=batch_size, shuffle=train, seed=seed, device=device, drop_last=train, flip=train,
+                  random_crop=train, output=output, stats=stats, rank=dctx.rank, world_size=dctx.world_size,
+                  threads=threads, normalize=normalize, cache_dir=cache_dir, cache_bytes=cache_bytes)
+    if size_schedule is not None:
+        return ScheduledSizeLoader(store, split, size_schedule=size_schedule, epochs=epochs, **kwargs)
+    return DCTLoader(store, split, size=size, **kwargs)
+
+
+def eval_size(size: Optional[int], size_schedule: Optional[str]) -> Optional[int]:
+    """The crop side a run validates (and predicts) at: ``size``, else the schedule's last size,
+    else None (the store's default)."""
+    if size is not None:
+        return int(size)
+    if size_schedule is not None:
+        return parse_size_schedule(size_schedule)[1]
+    return None
 
 
 def usable_samples(store, split: str) -> int:
