@@ -88,7 +88,8 @@ def phase_train(args, store: Path) -> None:
     from jdct_cli.config import build_config
     from jdct_cli.train import train
 
-    for name, extra in RUNS.items():
+    for name in args.runs:
+        extra = RUNS[name]
         out = run_dir(args, name)
         metrics = out / "metrics.jsonl"
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= args.epochs:
@@ -332,8 +333,14 @@ def main() -> None:
     p.add_argument("--j4d-lr", type=float, default=0.02)
     p.add_argument("--j4d-hardness", type=float, default=8.0)
     p.add_argument("--j4d-init", default="q50")
+    p.add_argument("--runs", default="base,jpegdl,aug",
+                   help="the training runs of the train phase, in order (of base, jpegdl, aug)")
     p.add_argument("--torch-threads", type=int, default=2)
     args = p.parse_args()
+    args.runs = [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(args.runs) - set(RUNS))
+    if unknown:
+        p.error(f"unknown --runs {', '.join(unknown)} (choose from {', '.join(RUNS)})")
     args.qualities = [int(q) for q in args.qualities.split(",")]
     args.rate_weights = [float(w) for w in args.rate_weights.split(",")]
     import torch
