@@ -369,6 +369,35 @@ def test_encode_with_tables_writes_exactly_libjpegs_quantization_of_those_tables
     assert entropy_coded_bytes(data) < entropy_coded_bytes(plain.getvalue())
 
 
+def test_encode_with_tables_writes_exactly_the_given_tables_with_jdcts_encoder():
+    """Arbitrary (non-IJG) tables with both ends of the baseline range: the file carries exactly
+    them (its DQT segments and jdct's decoder's quant), its coefficients are libjpeg's forward DCT
+    quantized with them, and its scan is byte for byte what Pillow's libjpeg writes for them."""
+    from photos import photo
+
+    rgb = np.ascontiguousarray(photo("coffee")[40:136, 60:188])
+    rng = np.random.default_rng(7)
+    luma, chroma = rng.integers(1, 256, 64), rng.integers(1, 256, 64)
+    luma[[0, 63]], chroma[[0, 63]] = (1, 255), (255, 1)
+    data = encode_with_tables(rgb, luma, chroma)
+    assert data[:2] == b"\xff\xd8" and b"\xff\xc0" in data  # baseline SOF0
+    qt = jpeg.read_quant_tables(data)
+    assert qt[0].tolist() == luma.tolist() and qt[1].tolist() == chroma.tolist()
+    coefs = jpeg.read_coefficients(data)
+    assert coefs.quant[0].tolist() == luma.tolist()
+    assert coefs.quant[1].tolist() == coefs.quant[2].tolist() == chroma.tolist()
+    y, cb, cr, _ = _decoder.forward_dct(rgb, luma.astype(np.uint16), chroma.astype(np.uint16))
+    for ours, ref in zip(coefs.components, (y, cb, cr)):
+        assert np.array_equal(ours, ref)
+    pil = io.BytesIO()
+    Image.fromarray(rgb).save(pil, "JPEG", qtables=[luma.tolist(), chroma.tolist()], subsampling=2, optimize=True)
+    scan = data[data.index(b"\xff\xda"):]
+    assert scan == pil.getvalue()[pil.getvalue().index(b"\xff\xda"):]
+    for bad in (luma * 2, luma[:63], luma - 1, luma + 0.5):
+        with pytest.raises(ValueError, match="luma table must be 64 integers in 1..255"):
+            encode_with_tables(rgb, bad, chroma)
+
+
 def test_entropy_coded_bytes_exclude_headers_and_handle_progressive_files():
     from photos import photo
 
