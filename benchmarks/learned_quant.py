@@ -260,8 +260,12 @@ def phase_report(args) -> dict:
     for key, v in sorted(j4d.items(), key=lambda kv: kv[1]["real_bpp"]):
         need = ijg_bpp_at(ijg_pts, v["top1"]) if ijg_pts else None
         saving = None if need is None else 1 - v["real_bpp"] / need
+        # outside the IJG curve's top-1 range: above its best point, or below its worst
+        where = "within" if need is not None else (
+            "above" if ijg_pts and v["top1"] > max(a for _, a in ijg_pts) else "below")
         rows.append({"rate_weight": float(key), **{k: v[k] for k in ("top1", "real_bpp", "estimated_bpp")},
-                     "ijg_bpp_same_top1": need, "saving": saving, "estimated_quality": v["estimated_quality"]})
+                     "ijg_bpp_same_top1": need, "saving": saving, "top1_vs_ijg_range": where,
+                     "estimated_quality": v["estimated_quality"]})
     results = {"size": args.size, "epochs": args.epochs, "arch": ARCH, "ijg": ijg, "j4d": j4d, "robust": robust,
                "comparison": rows,
                "runs": {k: {"final_val_top1": m[-1]["val_top1"], "best_val_top1": max(e["val_top1"] for e in m),
@@ -302,14 +306,16 @@ def phase_report(args) -> dict:
     fig.tight_layout()
     fig.savefig(OUT / "learned_quant.png", dpi=110)
 
-    print("\n| tables | top-1 | real bpp | estimated bpp |\n|---|---:|---:|---:|")
+    print("\n| tables | top-1 | real bpp | estimated bpp | IJG curve's bpp at this top-1 | saving |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for q, v in sorted(ijg.items(), key=lambda kv: int(kv[0])):
-        print(f"| IJG q{q} | {100 * v['top1']:.1f} % | {v['real_bpp']:.3f} | {v['estimated_bpp']:.3f} |")
+        print(f"| IJG q{q} | {100 * v['top1']:.1f} % | {v['real_bpp']:.3f} | {v['estimated_bpp']:.3f} | | |")
     for r in rows:
-        need = "-" if r["ijg_bpp_same_top1"] is None else f"{r['ijg_bpp_same_top1']:.3f}"
+        need = (f"none ({r['top1_vs_ijg_range']} the curve's top-1 range)" if r["ijg_bpp_same_top1"] is None
+                else f"{r['ijg_bpp_same_top1']:.3f}")
         save_txt = "-" if r["saving"] is None else f"{100 * r['saving']:+.1f} %"
-        print(f"| J4D w={r['rate_weight']:g} | {100 * r['top1']:.1f} % | {r['real_bpp']:.3f} | {r['estimated_bpp']:.3f} "
-              f"| IJG needs {need} bpp, saving {save_txt} |")
+        print(f"| J4D w={r['rate_weight']:g} (~q{r['estimated_quality']['luma']}) | {100 * r['top1']:.1f} % | "
+              f"{r['real_bpp']:.3f} | {r['estimated_bpp']:.3f} | {need} | {save_txt} |")
     if robust:
         runs = [r for r in ("base", "aug", "jpegdl") if any(k.startswith(r + "/") for k in robust)]
         print("\n| quality | " + " | ".join(runs) + " |\n|---:|" + "---:|" * len(runs))
