@@ -266,8 +266,19 @@ def phase_report(args) -> dict:
         rows.append({"rate_weight": float(key), **{k: v[k] for k in ("top1", "real_bpp", "estimated_bpp")},
                      "ijg_bpp_same_top1": need, "saving": saving, "top1_vs_ijg_range": where,
                      "estimated_quality": v["estimated_quality"]})
+    # the rate estimate against the real files on this val split: one point per tables (IJG and J4D)
+    points = [(v["estimated_bpp"], v["real_bpp"]) for v in [*ijg.values(), *j4d.values()]]
+    if len(points) >= 3:
+        from scipy.stats import spearmanr
+
+        rel = [(e - r) / r for e, r in points]
+        estimate = {"points": len(points), "spearman": float(spearmanr(*zip(*points)).statistic),
+                    "mean_relative_error": float(sum(rel) / len(rel)),
+                    "mean_abs_relative_error": float(sum(abs(x) for x in rel) / len(rel))}
+    else:
+        estimate = None
     results = {"size": args.size, "epochs": args.epochs, "arch": ARCH, "ijg": ijg, "j4d": j4d, "robust": robust,
-               "comparison": rows,
+               "comparison": rows, "rate_estimate_val": estimate,
                "runs": {k: {"final_val_top1": m[-1]["val_top1"], "best_val_top1": max(e["val_top1"] for e in m),
                             "epochs": len(m), "val_top1_by_epoch": [e["val_top1"] for e in m],
                             "epoch_time_s": [e["epoch_time_s"] for e in m]} for k, m in metrics.items()}}
@@ -302,7 +313,8 @@ def phase_report(args) -> dict:
     ax.set_ylabel("val top-1 (%)")
     ax.set_title("robustness to JPEG quality", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if robust:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "learned_quant.png", dpi=110)
 
@@ -316,6 +328,10 @@ def phase_report(args) -> dict:
         save_txt = "-" if r["saving"] is None else f"{100 * r['saving']:+.1f} %"
         print(f"| J4D w={r['rate_weight']:g} (~q{r['estimated_quality']['luma']}) | {100 * r['top1']:.1f} % | "
               f"{r['real_bpp']:.3f} | {r['estimated_bpp']:.3f} | {need} | {save_txt} |")
+    if estimate:
+        print(f"\nrate estimate vs real bpp on val, {estimate['points']} tables: Spearman {estimate['spearman']:.4f}, "
+              f"mean relative error {100 * estimate['mean_relative_error']:+.1f} % "
+              f"(abs {100 * estimate['mean_abs_relative_error']:.1f} %)")
     if robust:
         runs = [r for r in ("base", "aug", "jpegdl") if any(k.startswith(r + "/") for k in robust)]
         print("\n| quality | " + " | ".join(runs) + " |\n|---:|" + "---:|" * len(runs))
