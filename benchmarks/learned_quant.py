@@ -308,6 +308,8 @@ def phase_report(args) -> dict:
         if pts:
             label = {"base": "plain training", "aug": "--quality-augment 10:100",
                      "jpegdl": "--jpeg-layer learned"}[run]
+            if run in metrics:
+                label += f" ({len(metrics[run])} epochs)"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
     ax.set_xlabel("IJG quality of the val inputs (requantized)")
     ax.set_ylabel("val top-1 (%)")
