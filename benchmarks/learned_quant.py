@@ -88,7 +88,8 @@ def phase_train(args, store: Path) -> None:
     from jdct_cli.config import build_config
     from jdct_cli.train import train
 
-    for name, extra in RUNS.items():
+    for name in args.runs:
+        extra = RUNS[name]
         out = run_dir(args, name)
         metrics = out / "metrics.jsonl"
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= args.epochs:
@@ -259,10 +260,25 @@ def phase_report(args) -> dict:
     for key, v in sorted(j4d.items(), key=lambda kv: kv[1]["real_bpp"]):
         need = ijg_bpp_at(ijg_pts, v["top1"]) if ijg_pts else None
         saving = None if need is None else 1 - v["real_bpp"] / need
+        # outside the IJG curve's top-1 range: above its best point, or below its worst
+        where = "within" if need is not None else (
+            "above" if ijg_pts and v["top1"] > max(a for _, a in ijg_pts) else "below")
         rows.append({"rate_weight": float(key), **{k: v[k] for k in ("top1", "real_bpp", "estimated_bpp")},
-                     "ijg_bpp_same_top1": need, "saving": saving, "estimated_quality": v["estimated_quality"]})
+                     "ijg_bpp_same_top1": need, "saving": saving, "top1_vs_ijg_range": where,
+                     "estimated_quality": v["estimated_quality"]})
+    # the rate estimate against the real files on this val split: one point per tables (IJG and J4D)
+    points = [(v["estimated_bpp"], v["real_bpp"]) for v in [*ijg.values(), *j4d.values()]]
+    if len(points) >= 3:
+        from scipy.stats import spearmanr
+
+        rel = [(e - r) / r for e, r in points]
+        estimate = {"points": len(points), "spearman": float(spearmanr(*zip(*points)).statistic),
+                    "mean_relative_error": float(sum(rel) / len(rel)),
+                    "mean_abs_relative_error": float(sum(abs(x) for x in rel) / len(rel))}
+    else:
+        estimate = None
     results = {"size": args.size, "epochs": args.epochs, "arch": ARCH, "ijg": ijg, "j4d": j4d, "robust": robust,
-               "comparison": rows,
+               "comparison": rows, "rate_estimate_val": estimate,
                "runs": {k: {"final_val_top1": m[-1]["val_top1"], "best_val_top1": max(e["val_top1"] for e in m),
                             "epochs": len(m), "val_top1_by_epoch": [e["val_top1"] for e in m],
                             "epoch_time_s": [e["epoch_time_s"] for e in m]} for k, m in metrics.items()}}
@@ -292,23 +308,32 @@ def phase_report(args) -> dict:
         if pts:
             label = {"base": "plain training", "aug": "--quality-augment 10:100",
                      "jpegdl": "--jpeg-layer learned"}[run]
+            if run in metrics:
+                label += f" ({len(metrics[run])} epochs)"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
     ax.set_xlabel("IJG quality of the val inputs (requantized)")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title("robustness to JPEG quality", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if robust:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "learned_quant.png", dpi=110)
 
-    print("\n| tables | top-1 | real bpp | estimated bpp |\n|---|---:|---:|---:|")
+    print("\n| tables | top-1 | real bpp | estimated bpp | IJG curve's bpp at this top-1 | saving |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for q, v in sorted(ijg.items(), key=lambda kv: int(kv[0])):
-        print(f"| IJG q{q} | {100 * v['top1']:.1f} % | {v['real_bpp']:.3f} | {v['estimated_bpp']:.3f} |")
+        print(f"| IJG q{q} | {100 * v['top1']:.1f} % | {v['real_bpp']:.3f} | {v['estimated_bpp']:.3f} | | |")
     for r in rows:
-        need = "-" if r["ijg_bpp_same_top1"] is None else f"{r['ijg_bpp_same_top1']:.3f}"
+        need = (f"none ({r['top1_vs_ijg_range']} the curve's top-1 range)" if r["ijg_bpp_same_top1"] is None
+                else f"{r['ijg_bpp_same_top1']:.3f}")
         save_txt = "-" if r["saving"] is None else f"{100 * r['saving']:+.1f} %"
-        print(f"| J4D w={r['rate_weight']:g} | {100 * r['top1']:.1f} % | {r['real_bpp']:.3f} | {r['estimated_bpp']:.3f} "
-              f"| IJG needs {need} bpp, saving {save_txt} |")
+        print(f"| J4D w={r['rate_weight']:g} (~q{r['estimated_quality']['luma']}) | {100 * r['top1']:.1f} % | "
+              f"{r['real_bpp']:.3f} | {r['estimated_bpp']:.3f} | {need} | {save_txt} |")
+    if estimate:
+        print(f"\nrate estimate vs real bpp on val, {estimate['points']} tables: Spearman {estimate['spearman']:.4f}, "
+              f"mean relative error {100 * estimate['mean_relative_error']:+.1f} % "
+              f"(abs {100 * estimate['mean_abs_relative_error']:.1f} %)")
     if robust:
         runs = [r for r in ("base", "aug", "jpegdl") if any(k.startswith(r + "/") for k in robust)]
         print("\n| quality | " + " | ".join(runs) + " |\n|---:|" + "---:|" * len(runs))
@@ -332,8 +357,14 @@ def main() -> None:
     p.add_argument("--j4d-lr", type=float, default=0.02)
     p.add_argument("--j4d-hardness", type=float, default=8.0)
     p.add_argument("--j4d-init", default="q50")
+    p.add_argument("--runs", default="base,jpegdl,aug",
+                   help="the training runs of the train phase, in order (of base, jpegdl, aug)")
     p.add_argument("--torch-threads", type=int, default=2)
     args = p.parse_args()
+    args.runs = [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(args.runs) - set(RUNS))
+    if unknown:
+        p.error(f"unknown --runs {', '.join(unknown)} (choose from {', '.join(RUNS)})")
     args.qualities = [int(q) for q in args.qualities.split(",")]
     args.rate_weights = [float(w) for w in args.rate_weights.split(",")]
     import torch

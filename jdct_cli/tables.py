@@ -11,7 +11,7 @@ run directory, what ``jdct learn-tables`` writes, and what ``jdct eval --requant
      "source": {...}}                                           # optional: how they were made
 
 Real sizes: :func:`encode_with_tables` is the one place JPEG files are written from caller-given
-tables (libjpeg through Pillow: 4:2:0, islow DCT, optimized Huffman tables, baseline), and
+tables (jdct's libjpeg-turbo encoder: 4:2:0, islow DCT, optimized Huffman tables, baseline), and
 :func:`entropy_coded_bytes` counts a file's entropy-coded segments only (headers, tables and
 markers excluded, byte stuffing included), so bits per pixel measure the coefficients' cost.
 
@@ -19,7 +19,6 @@ Importing this module does not import torch (:func:`learn_tables` does, when cal
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -221,19 +220,22 @@ def parse_quality_augment(value: str) -> QualityAugment:
 # ------------------------------------------------------------------------------------------------
 
 
+def _baseline_table(values, name: str) -> list[int]:
+    """64 ints 1..255 from ``values`` (a baseline JPEG's 8-bit steps), or ValueError naming the table."""
+    t = np.asarray(values).reshape(-1)
+    if t.size != 64 or not np.array_equal(t, np.rint(t)) or t.min() < 1 or t.max() > 255:
+        raise ValueError(f"the {name} table must be 64 integers in 1..255 (baseline JPEG), "
+                         f"got {t.size} values in {t.min() if t.size else '-'}..{t.max() if t.size else '-'}")
+    return [int(v) for v in t]
+
+
 def encode_with_tables(rgb: np.ndarray, luma, chroma) -> bytes:
     """A baseline 4:2:0 JPEG of uint8 ``(H, W, 3)`` RGB quantized with the given tables (64 ints
-    1..255 each, natural order), written by libjpeg with optimized Huffman tables (two passes),
-    islow DCT, no restart markers. This is the one function jdct writes files from given tables
-    with (libjpeg through Pillow, whose ``qtables`` are in natural order)."""
-    from PIL import Image
-
-    luma = [int(v) for v in np.asarray(luma).reshape(64)]
-    chroma = [int(v) for v in np.asarray(chroma).reshape(64)]
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(
-        buf, "JPEG", qtables=[luma, chroma], subsampling=2, optimize=True)
-    return buf.getvalue()
+    1..255 each, natural order), written by jdct's libjpeg-turbo encoder (:func:`jdct_cli.jpeg.encode`)
+    with optimized Huffman tables, islow DCT, no restart markers. This is the one function jdct
+    writes files from given tables with. Raises ValueError for a table that is not 64 integers in 1..255."""
+    tables = (_baseline_table(luma, "luma"), _baseline_table(chroma, "chroma"))
+    return jpeg.encode(np.ascontiguousarray(rgb, dtype=np.uint8), subsampling="4:2:0", tables=tables, optimize=True)
 
 
 def entropy_coded_bytes(data: bytes) -> int:

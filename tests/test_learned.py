@@ -19,8 +19,8 @@ from scipy.stats import spearmanr
 
 from jdct_cli import _decoder, jpeg
 from jdct_cli.errors import ConfigError, SourceNotFoundError
-from jdct_cli.jpegmath import learned
-from jdct_cli.jpegmath.quant import estimate_quality, ijg_tables
+from jdct_cli.jpegmath import blockdct, color, learned
+from jdct_cli.jpegmath.quant import dequantize, estimate_quality, ijg_tables, quantize
 from jdct_cli.tables import (encode_with_tables, entropy_coded_bytes, parse_quality_augment, parse_tables,
                              read_tables, table_spec, write_tables)
 
@@ -29,6 +29,11 @@ from conftest import REPO
 GOLDEN_TABLES = Path(__file__).parent / "golden" / "quant-tables.v1.json"
 #: Tables learned by the experiment (benchmarks/learned_quant.py), used beside IJG's when present.
 EXPERIMENT_TABLES = REPO / "benchmarks" / "learned_quant"
+
+
+def _round_half_away(x: torch.Tensor) -> torch.Tensor:
+    """The reference rounding: nearest integer, halves away from zero (libjpeg's; torch.round goes to even)."""
+    return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
 
 
 def _x(seed=0, shape=(3, 64, 4, 5), scale=60.0):
@@ -68,8 +73,8 @@ def test_infinite_hardness_is_rounding():
     frac = (x / q) - torch.floor(x / q)
     x = torch.where((frac - 0.5).abs() < 1e-3, x + 0.01 * q, x)
     out = learned.soft_quantize(x, q, 1e9)
-    assert torch.equal(out, learned.round_half_away(x / q) * q)
-    assert torch.equal(learned.requantize(x, q), out)
+    assert torch.equal(out, _round_half_away(x / q) * q)
+    assert torch.equal(dequantize(quantize(x, q.reshape(64)), q.reshape(64)), out)
 
 
 def test_unit_step_and_large_hardness_is_the_identity_within_half():
@@ -129,31 +134,35 @@ def test_soft_quantizer_refuses_a_bad_hardness():
 
 
 def test_block_dct_then_idct_is_the_identity_and_matches_scipy():
+    """The JPEG layer's block DCT (jpegmath.blockdct, level shift included) against scipy."""
     g = torch.Generator().manual_seed(3)
     pix = torch.rand((2, 1, 16, 24), generator=g, dtype=torch.float64) * 255 - 128
-    coefs = learned.block_dct(pix)
+    coefs = blockdct.dct_blocks(pix[:, 0] + 128.0)
     assert coefs.shape == (2, 64, 2, 3)
-    assert torch.allclose(learned.block_idct(coefs), pix, atol=1e-9)
+    assert torch.allclose(blockdct.idct_blocks(coefs) - 128.0, pix[:, 0], atol=1e-9)
     block = pix[1, 0, 8:16, 16:24].numpy()
     ref = dctn(block, type=2, norm="ortho")  # ref[v, u]: v vertical, u horizontal frequency
     np.testing.assert_allclose(coefs[1, :, 1, 2].numpy(), ref.reshape(64), atol=1e-9)
 
 
-def test_block_idct_equals_the_loaders_idct():
-    from jdct_cli.jpegmath.blockdct import idct_blocks
-
-    coefs = _x(shape=(2, 64, 3, 2)).float()
-    ours = learned.block_idct(coefs) + 128.0
-    theirs = idct_blocks(coefs)[:, None]
-    assert ours.shape == theirs.shape == (2, 1, 24, 16)
-    assert torch.allclose(ours, theirs, atol=1e-3)
+def test_block_idct_equals_the_pixel_layers_idct():
+    """With tables of ones and a very hard quantizer the pixel JPEG layer is the identity on
+    integer-valued DCT coefficients: its IDCT is the loader's (blockdct.idct_blocks) and its DCT inverts it."""
+    coefs = torch.round(_x(shape=(2, 3, 64, 3, 2), scale=20.0)).float()
+    pix = blockdct.idct_blocks(coefs)  # YCbCr 0..255 scale, [2, 3, 24, 16]
+    layer = learned.PixelJpegLayer("ycbcr", hardness=1e6)
+    out = layer(pix / 255.0) * 255.0
+    assert torch.allclose(out, pix, atol=1e-3)
+    kernel = torch.as_tensor(blockdct.idct_matrix(), dtype=torch.float32)  # second form: one matmul per block
+    ref = (kernel @ coefs[0, 0].reshape(64, -1)).reshape(8, 8, 3, 2).permute(2, 0, 3, 1).reshape(24, 16) + 128.0
+    assert torch.allclose(pix[0, 0], ref, atol=1e-3)
 
 
 def test_colour_conversions_invert_each_other_and_match_pillow():
     rgb = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
     t = torch.as_tensor(rgb).permute(0, 3, 1, 2).double()
-    ycc = learned.rgb_to_ycbcr(t)
-    assert torch.allclose(learned.ycbcr_to_rgb(ycc), t, atol=1e-6)
+    ycc = torch.stack(color.rgb_to_ycbcr(*t.unbind(1)), 1)
+    assert torch.allclose(torch.stack(color.ycbcr_to_rgb(*ycc.unbind(1)), 1), t, atol=1e-6)
     pil = np.asarray(Image.fromarray(rgb[0]).convert("YCbCr")).astype(np.float64)
     assert np.abs(ycc[0].permute(1, 2, 0).numpy() - pil).max() <= 1.0  # Pillow rounds to integers
 
@@ -174,8 +183,8 @@ def _empirical_entropy_bits(indices: np.ndarray) -> float:
 def test_rate_estimate_of_hard_indices_is_their_empirical_entropy():
     y, cb, cr = _x(1, (4, 64, 4, 4), 80), _x(2, (4, 64, 2, 2), 30), _x(3, (4, 64, 2, 2), 30)
     luma, chroma = (torch.as_tensor(t.astype(np.float64)) for t in ijg_tables(60))
-    iy = learned.round_half_away(y / luma.view(1, 64, 1, 1)).numpy()
-    ic = learned.round_half_away(torch.cat([cb, cr]) / chroma.view(1, 64, 1, 1)).numpy()
+    iy = _round_half_away(y / luma.view(1, 64, 1, 1)).numpy()
+    ic = _round_half_away(torch.cat([cb, cr]) / chroma.view(1, 64, 1, 1)).numpy()
     expected = _empirical_entropy_bits(iy) + _empirical_entropy_bits(ic)
     assert expected > 100
     hard = float(learned.estimate_bits((y, cb, cr), luma, chroma))
@@ -257,9 +266,9 @@ def test_requantize_per_sample_tables():
     ry, rcb, _ = learned.requantize_planes((y, cb, cr), tables[:, 0], tables[:, 1])
     for i, quality in enumerate((20, 90)):
         luma, chroma = (torch.as_tensor(t.astype(np.float64)) for t in ijg_tables(quality))
-        assert torch.equal(ry[i], learned.round_half_away(y[i] / luma.view(64, 1, 1)) * luma.view(64, 1, 1))
-        assert torch.equal(rcb[i], learned.round_half_away(cb[i] / chroma.view(64, 1, 1)) * chroma.view(64, 1, 1))
-    assert learned.round_half_away(torch.tensor([2.5, -2.5, 0.49])).tolist() == [3.0, -3.0, 0.0]
+        assert torch.equal(ry[i], _round_half_away(y[i] / luma.view(64, 1, 1)) * luma.view(64, 1, 1))
+        assert torch.equal(rcb[i], _round_half_away(cb[i] / chroma.view(64, 1, 1)) * chroma.view(64, 1, 1))
+    assert quantize(torch.tensor([2.5, -2.5, 0.49]).view(3, 1, 1), [1.0, 1.0, 1.0]).flatten().tolist() == [3.0, -3.0, 0.0]
 
 
 def test_requantizing_q100_coefficients_is_close_to_libjpegs_own_quantization():
@@ -272,8 +281,9 @@ def test_requantizing_q100_coefficients_is_close_to_libjpegs_own_quantization():
     for quality in (30, 75):
         luma, chroma = ijg_tables(quality)
         yq, _, _, _ = _decoder.forward_dct(rgb, luma, chroma)
-        req = learned.hard_quantize(torch.as_tensor(y100, dtype=torch.float64),
-                                    torch.as_tensor(luma.astype(np.float64)))
+        req = quantize(torch.as_tensor(np.moveaxis(y100, -1, 0), dtype=torch.float64),
+                       torch.as_tensor(luma.astype(np.float64)))
+        req = req.permute(1, 2, 0)
         same = (req.numpy() == yq).mean()
         assert same > 0.98 and np.abs(req.numpy() - yq).max() <= 1
 
@@ -368,6 +378,35 @@ def test_encode_with_tables_writes_exactly_libjpegs_quantization_of_those_tables
     plain = io.BytesIO()
     Image.fromarray(rgb).save(plain, "JPEG", qtables=[list(tables.luma), list(tables.chroma)], subsampling=2)
     assert entropy_coded_bytes(data) < entropy_coded_bytes(plain.getvalue())
+
+
+def test_encode_with_tables_writes_exactly_the_given_tables_with_jdcts_encoder():
+    """Arbitrary (non-IJG) tables with both ends of the baseline range: the file carries exactly
+    them (its DQT segments and jdct's decoder's quant), its coefficients are libjpeg's forward DCT
+    quantized with them, and its scan is byte for byte what Pillow's libjpeg writes for them."""
+    from photos import photo
+
+    rgb = np.ascontiguousarray(photo("coffee")[40:136, 60:188])
+    rng = np.random.default_rng(7)
+    luma, chroma = rng.integers(1, 256, 64), rng.integers(1, 256, 64)
+    luma[[0, 63]], chroma[[0, 63]] = (1, 255), (255, 1)
+    data = encode_with_tables(rgb, luma, chroma)
+    assert data[:2] == b"\xff\xd8" and b"\xff\xc0" in data  # baseline SOF0
+    qt = jpeg.read_quant_tables(data)
+    assert qt[0].tolist() == luma.tolist() and qt[1].tolist() == chroma.tolist()
+    coefs = jpeg.read_coefficients(data)
+    assert coefs.quant[0].tolist() == luma.tolist()
+    assert coefs.quant[1].tolist() == coefs.quant[2].tolist() == chroma.tolist()
+    y, cb, cr, _ = _decoder.forward_dct(rgb, luma.astype(np.uint16), chroma.astype(np.uint16))
+    for ours, ref in zip(coefs.components, (y, cb, cr)):
+        assert np.array_equal(ours, ref)
+    pil = io.BytesIO()
+    Image.fromarray(rgb).save(pil, "JPEG", qtables=[luma.tolist(), chroma.tolist()], subsampling=2, optimize=True)
+    scan = data[data.index(b"\xff\xda"):]
+    assert scan == pil.getvalue()[pil.getvalue().index(b"\xff\xda"):]
+    for bad in (luma * 2, luma[:63], luma - 1, luma + 0.5):
+        with pytest.raises(ValueError, match="luma table must be 64 integers in 1..255"):
+            encode_with_tables(rgb, bad, chroma)
 
 
 def test_entropy_coded_bytes_exclude_headers_and_handle_progressive_files():

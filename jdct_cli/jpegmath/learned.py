@@ -33,18 +33,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .quant import ijg_tables
+from .blockdct import dct_blocks, idct_blocks
+from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .quant import dequantize, ijg_tables, quantize
 
 __all__ = [
     "WINDOW",
     "DEFAULT_BITS",
     "Q_MIN",
     "Q_MAX",
-    "round_half_away",
-    "hard_quantize",
-    "requantize",
     "soft_quantize",
     "soft_quantize_probs",
     "index_entropy_bits",
@@ -55,11 +53,6 @@ __all__ = [
     "ijg_table_bank",
     "sample_qualities",
     "requantize_planes",
-    "block_dct",
-    "block_idct",
-    "dct_matrix",
-    "rgb_to_ycbcr",
-    "ycbcr_to_rgb",
     "QuantTables",
     "LogQuantTables",
     "CoefficientJpegLayer",
@@ -81,24 +74,6 @@ Q_MAX = 255.0
 # ------------------------------------------------------------------------------------------------
 # quantizers
 # ------------------------------------------------------------------------------------------------
-
-
-def round_half_away(x: torch.Tensor) -> torch.Tensor:
-    """Round to the nearest integer, halves away from zero (libjpeg's quantizer; ``torch.round``
-    rounds halves to even). Same shape and dtype as ``x``."""
-    return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
-
-
-def hard_quantize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Quantization indices ``round(x / q)`` (halves away from zero, as libjpeg), float like ``x``."""
-    return round_half_away(x / q)
-
-
-def requantize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``round(x / q) * q``: dequantized coefficients after quantizing ``x`` with steps ``q``
-    (broadcastable to ``x``). Not differentiable in a useful way (zero gradient almost everywhere);
-    the soft quantizer is its differentiable stand-in."""
-    return round_half_away(x / q) * q
 
 
 def _window_start(x: torch.Tensor, q: torch.Tensor, bits: Optional[int]) -> torch.Tensor:
@@ -198,12 +173,12 @@ def estimate_bits(planes: Sequence[torch.Tensor], luma: torch.Tensor, chroma: to
     groups; Cb and Cr are pooled. Divide by ``B * 64 * H8 * W8`` for bits per pixel.
     """
     y, cb, cr = planes
-    lq = luma.reshape(1, 64, 1, 1).to(y)
-    cq = chroma.reshape(1, 64, 1, 1).to(y)
     chroma_planes = torch.cat([cb, cr], dim=0)
     if hardness is None:
-        return (hard_index_entropy_bits(hard_quantize(y, lq)) +
-                hard_index_entropy_bits(hard_quantize(chroma_planes, cq)))
+        return (hard_index_entropy_bits(quantize(y, luma.detach().reshape(64))) +
+                hard_index_entropy_bits(quantize(chroma_planes, chroma.detach().reshape(64))))
+    lq = luma.reshape(1, 64, 1, 1).to(y)
+    cq = chroma.reshape(1, 64, 1, 1).to(y)
     total = y.new_zeros(())
     for plane, q in ((y, lq), (chroma_planes, cq)):
         probs, start, _ = soft_quantize_probs(plane, q.expand(1, 64, 1, 1), hardness, bits=bits)
@@ -260,63 +235,11 @@ def sample_qualities(seed: int, epoch: int, samples: np.ndarray, low: int, high:
 
 
 def requantize_planes(planes: Sequence[torch.Tensor], luma: torch.Tensor, chroma: torch.Tensor) -> tuple:
-    """Dequantized ``(y, cb, cr)`` requantized: ``round(x/q) q`` with ``luma`` for y and ``chroma``
-    for cb and cr. Tables ``[64]`` (every sample) or ``[B, 64]`` (one per sample)."""
+    """Dequantized ``(y, cb, cr)`` requantized: ``round(x/q) q`` (libjpeg's rounding,
+    :func:`jdct_cli.jpegmath.quant.quantize`) with ``luma`` for y and ``chroma`` for cb and cr.
+    Tables ``[64]`` (every sample) or ``[B, 64]`` (one per sample)."""
     y, cb, cr = planes
-    lq = luma.to(y).reshape(-1, 64, 1, 1)
-    cq = chroma.to(y).reshape(-1, 64, 1, 1)
-    return requantize(y, lq), requantize(cb, cq), requantize(cr, cq)
-
-
-# ------------------------------------------------------------------------------------------------
-# 8x8 block DCT on pixels (the pixel networks' layer)
-# ------------------------------------------------------------------------------------------------
-
-
-def dct_matrix(dtype=torch.float32, device=None) -> torch.Tensor:
-    """``[64, 64]`` orthonormal 2-D DCT-II of an 8x8 block: ``coefficients = D @ pixels``, rows
-    frequencies ``8*v + u``, columns pixel positions ``8*y + x``;
-    ``D[8v+u, 8y+x] = A[v, y] A[u, x]``, ``A[u, x] = c(u)/2 cos((2x+1) u pi/16)``, ``c(0) = 1/sqrt(2)``.
-    Its transpose is the inverse (orthonormal)."""
-    n = np.arange(8)
-    a = np.cos((2 * n[None, :] + 1) * n[:, None] * np.pi / 16) / 2
-    a[0] /= np.sqrt(2)
-    return torch.as_tensor(np.kron(a, a), dtype=dtype, device=device)
-
-
-def block_dct(plane: torch.Tensor, matrix: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``[B, 1, H, W]`` samples (any level: subtract 128 first for JPEG's) -> ``[B, 64, H/8, W/8]``
-    coefficients, H and W multiples of 8."""
-    d = dct_matrix(plane.dtype, plane.device) if matrix is None else matrix
-    blocks = F.pixel_unshuffle(plane, 8)  # [B, 64 (8y+x), H/8, W/8]
-    b, _, h, w = blocks.shape
-    return torch.matmul(d, blocks.reshape(b, 64, h * w)).reshape(b, 64, h, w)
-
-
-def block_idct(coefs: torch.Tensor, matrix: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Inverse of :func:`block_dct`: ``[B, 64, H8, W8]`` -> ``[B, 1, 8*H8, 8*W8]``."""
-    d = dct_matrix(coefs.dtype, coefs.device) if matrix is None else matrix
-    b, _, h, w = coefs.shape
-    pix = torch.matmul(d.transpose(0, 1), coefs.reshape(b, 64, h * w)).reshape(b, 64, h, w)
-    return F.pixel_shuffle(pix, 8)
-
-
-def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
-    """JFIF full-range RGB -> YCbCr, ``[B, 3, H, W]`` 0..255 floats (no rounding, differentiable)."""
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0
-    cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0
-    return torch.cat([y, cb, cr], dim=1)
-
-
-def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_ycbcr` (exact inverse matrix), ``[B, 3, H, W]`` 0..255 floats."""
-    y, cb, cr = ycbcr[:, 0:1], ycbcr[:, 1:2] - 128.0, ycbcr[:, 2:3] - 128.0
-    r = y + 1.402 * cr
-    g = y - 0.344136286 * cb - 0.714136286 * cr
-    b = y + 1.772 * cb
-    return torch.cat([r, g, b], dim=1)
+    return tuple(dequantize(quantize(p, t), t) for p, t in ((y, luma), (cb, chroma), (cr, chroma)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,20 +364,16 @@ class PixelJpegLayer(nn.Module):
         self.bits = bits
         self.register_buffer("mean", torch.zeros(3) if mean is None else torch.as_tensor(mean).float().reshape(3))
         self.register_buffer("std", torch.ones(3) if std is None else torch.as_tensor(std).float().reshape(3))
-        self.register_buffer("matrix", dct_matrix(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self.mean.view(1, 3, 1, 1).to(x), self.std.view(1, 3, 1, 1).to(x)
         pix = (x * std + mean) * 255.0
-        ycc = rgb_to_ycbcr(pix) if self.kind == "rgb" else pix
-        b = ycc.shape[0]
-        # the three channels as one batch of planes: one DCT, one soft quantization, one IDCT
-        coefs = block_dct(ycc.reshape(b * 3, 1, *ycc.shape[-2:]) - 128.0, self.matrix.to(x))
-        coefs = coefs.reshape(b, 3, 64, *coefs.shape[-2:])
+        ycc = torch.stack(rgb_to_ycbcr(*pix.unbind(1)), 1) if self.kind == "rgb" else pix
+        coefs = dct_blocks(ycc)  # [B, 3, 64, H/8, W/8]: the three channels in one batched DCT
         q = torch.stack([self.tables.luma, self.tables.chroma, self.tables.chroma]).view(1, 3, 64, 1, 1).to(x)
         coefs = soft_quantize_probs(coefs, q.expand_as(coefs[:1]), self.hardness, bits=self.bits)[2]
-        ycc = block_idct(coefs.reshape(b * 3, 64, *coefs.shape[-2:]), self.matrix.to(x)).reshape(ycc.shape) + 128.0
-        pix = ycbcr_to_rgb(ycc) if self.kind == "rgb" else ycc
+        ycc = idct_blocks(coefs)
+        pix = torch.stack(ycbcr_to_rgb(*ycc.unbind(1)), 1) if self.kind == "rgb" else ycc
         return (pix / 255.0 - mean) / std
 
 
@@ -516,7 +435,7 @@ class IndexCounts:
         y, cb, cr = planes
         groups = ((y, luma), (torch.cat([cb, cr], dim=0), chroma))
         for g, (plane, q) in enumerate(groups):
-            idx = hard_quantize(plane.detach().double(), q.detach().double().reshape(1, 64, 1, 1))
+            idx = quantize(plane.detach().double(), q.detach().double().reshape(64))
             idx = (idx.clamp(-self.LIMIT, self.LIMIT - 1) + self.LIMIT).long().transpose(0, 1).reshape(64, -1)
             self.counts[g].scatter_add_(1, idx.to(self.counts.device),
                                         torch.ones_like(idx, dtype=torch.float64, device=self.counts.device))

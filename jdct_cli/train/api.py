@@ -353,7 +353,8 @@ def training_abs_mean(cfg: TrainConfig, kind: str, store: Optional["StoreAccess"
     """(luma, chroma) float64 ``[64]``: mean |coefficient| per frequency over the first
     :data:`JPEG_INIT_SAMPLES` samples of the train split (view 0, store order, no flips), in the
     JPEG layer's domain for a network of ``kind``. The same on every process."""
-    from ..jpegmath import learned
+    from ..jpegmath.blockdct import dct_blocks
+    from ..jpegmath.color import rgb_to_ycbcr
 
     where = {"store": cfg.data} if store is None else {"store": store.location, "cache_dir": store.cache_dir,
                                                         "cache_bytes": store.cache_bytes}
@@ -370,10 +371,8 @@ def training_abs_mean(cfg: TrainConfig, kind: str, store: Optional["StoreAccess"
                 groups = (inputs[0][keep], torch.cat([inputs[1][keep], inputs[2][keep]]))
             else:
                 pix = inputs[keep] * 255.0
-                ycc = learned.rgb_to_ycbcr(pix) if kind == "rgb" else pix
-                b = ycc.shape[0]
-                coefs = learned.block_dct(ycc.reshape(b * 3, 1, *ycc.shape[-2:]) - 128.0)
-                coefs = coefs.reshape(b, 3, 64, *coefs.shape[-2:])
+                ycc = torch.stack(rgb_to_ycbcr(*pix.unbind(1)), 1) if kind == "rgb" else pix
+                coefs = dct_blocks(ycc)  # [B, 3, 64, H/8, W/8]
                 groups = (coefs[:, 0], coefs[:, 1:].reshape(-1, 64, *coefs.shape[-2:]))
             for g, x in enumerate(groups):
                 sums[g] += x.double().abs().sum(dim=(0, 2, 3))
