@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from jdct_cli.data import LAYOUTS
 
 GPU = REPO / "benchmarks" / "gpu"
 SECTIONS = ["setup", "cuda_tests", "inference", "predict", "loader", "device_augment", "training"]
@@ -120,7 +121,10 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
     # 3. the loader at every thread count; what cannot run here says why
     rows = sec["loader"]["rows"]
     dct = [r for r in rows if r["mode"] == "dct" and r["output"] == "dct"]
-    assert sorted(r["threads"] for r in dct) == [1, 2]
+    layouts = ["crops", "images"] if "images" in LAYOUTS else ["crops"]
+    for layout in layouts:  # every layout the loader reads, at every thread count
+        assert sorted(r["threads"] for r in dct if r["layout"] == layout) == [1, 2], layout
+    assert sorted({r["layout"] for r in dct}) == layouts
     assert all(_finite_positive(r["per_s"]) and r["samples"] > 0 and r["device"] == "cpu" for r in dct)
     assert any(r["mode"] == "dct" and r["output"] == "rgb" and _finite_positive(r["per_s"]) for r in rows)
     nvjpeg = [r for r in rows if r["mode"] == "nvjpeg"]
@@ -139,7 +143,9 @@ def test_dry_run_reports_every_section_with_valid_numbers(dry_run):
 
     # 5. each network trained its epoch through `jdct train`; the orderings judged
     tr = sec["training"]
-    assert [r["arch"] for r in tr["runs"]] == list(suite.DRY.train_archs)
+    crops_runs = [(a, "crops") for a in suite.DRY.train_archs]
+    images_runs = [(suite.DRY.train_archs[1], "images")] if "images" in LAYOUTS else []
+    assert [(r["arch"], r["layout"]) for r in tr["runs"]] == crops_runs + images_runs
     for r in tr["runs"]:
         assert r["status"] == "ok" and r["epochs_done"] == r["epochs_planned"] == 1
         assert 0.0 <= r["final_val_top1"] <= 1.0 and r["val_samples"] == tr["val_images"] == 16
