@@ -102,12 +102,13 @@ def evaluate(checkpoint: os.PathLike | str, data: Optional[os.PathLike | str] = 
         raise ConfigError(f"batch size must be >= 1, not {bs}", "--batch-size")
     stats = (payload.get("store") or {}).get("stats")
     amp = bool(cfg.get("amp", True) and on_cuda)
+    # an images store is cropped at the size the run validated at (its checkpoint's store facts)
+    size = (payload.get("store") or {}).get("size") if info.layout_name == "images" else None
     if requantize is not None:
         return _evaluate_requantized(checkpoint, payload, model, kind, data, split, requantize, stats,
                                      batch_size=bs, device=dev, threads=threads, amp=amp,
-                                     channels_last=channels_last, real_size=real_size, progress=progress)
-    # an images store is cropped at the size the run validated at (its checkpoint's store facts)
-    size = (payload.get("store") or {}).get("size") if info.layout_name == "images" else None
+                                     channels_last=channels_last, real_size=real_size, progress=progress,
+                                     size=size, cache_dir=cache_dir, cache_bytes=cache_bytes)
     loader = make_loader(data, split, batch_size=bs, train=False, seed=int(cfg.get("seed", 0)), device=dev,
                          output=kind, threads=threads, stats=stats, cache_dir=cache_dir, cache_bytes=cache_bytes,
                          size=size)
@@ -135,7 +136,8 @@ def _eval_document(checkpoint, payload, data, split: str, val: dict, **extra) ->
 
 
 def _evaluate_requantized(checkpoint, payload, model, kind, data, split, requantize, stats, *, batch_size, device,
-                          threads, amp, channels_last, real_size, progress) -> dict[str, Any]:
+                          threads, amp, channels_last, real_size, progress, size=None, cache_dir=None,
+                          cache_bytes=None) -> dict[str, Any]:
     """:func:`evaluate` with ``requantize``: the same metrics on requantized inputs, plus their cost."""
     from .tables import table_spec
     from .train.quality import requantized_eval
@@ -143,7 +145,8 @@ def _evaluate_requantized(checkpoint, payload, model, kind, data, split, requant
     spec = table_spec(requantize)
     val = requantized_eval(model, kind, stats, data, split, spec.luma, spec.chroma, batch_size=batch_size,
                            device=device, threads=threads, real_size=real_size, amp=amp,
-                           channels_last=channels_last, progress=progress)
+                           channels_last=channels_last, progress=progress, size=size, cache_dir=cache_dir,
+                           cache_bytes=cache_bytes)
     cost = spec.to_dict()
     cost.update({"estimated_bpp": val["estimated_bpp"], "real_bpp": val.get("real_bpp"),
                  "real_bpp_min": val.get("real_bpp_min"), "real_bpp_max": val.get("real_bpp_max")})

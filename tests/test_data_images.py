@@ -486,6 +486,14 @@ def test_train_eval_predict_on_an_images_store(coded, tiny_crops_store, tmp_path
     assert doc["samples"] == metrics[-1]["val_samples"] == 4
     assert doc["top1"] == pytest.approx(metrics[-1]["val_top1"]) and doc["loss"] == pytest.approx(
         metrics[-1]["val_loss"], rel=1e-5)
+    # requantizing the quality-100 crops with quality 100's tables changes nothing: the same crops,
+    # at the run's size (48, not the loader's default), give the same validation
+    res = runner.invoke(main, ["eval", "--checkpoint", os.fspath(run / "last.pt"), "--device", "cpu", "--json",
+                               "--requantize", "100", "--no-real-size"])
+    assert res.exit_code == 0, res.output
+    req = json.loads(res.output)
+    assert req["samples"] == 4 and req["top1"] == pytest.approx(doc["top1"])
+    assert req["loss"] == pytest.approx(doc["loss"], rel=1e-4)
     # predict's val transform of a stored file is the loader's val crop (coefficients to 40 dB)
     datas, _ = _stored(coded, "val")
     y, cb, cr, quant = _val_coefficients(bytes(datas[0]), "x.jpg", payload["store"])

@@ -105,8 +105,11 @@ class _MappedLoader:
 
 def requantized_eval(model, kind: str, stats: Optional[dict], data, split: str, luma, chroma, *,
                      batch_size: int, device, threads: Optional[int] = None, real_size: bool = True,
-                     amp: bool = False, channels_last: bool = False, progress: Progress = None) -> dict[str, Any]:
+                     amp: bool = False, channels_last: bool = False, progress: Progress = None,
+                     size: Optional[int] = None, cache_dir=None, cache_bytes: Optional[int] = None) -> dict[str, Any]:
     """Validation of ``model`` on ``split`` of ``data`` requantized with ``luma``/``chroma`` (64 ints).
+    ``size``: the crop size on an images store (None: the loader's default); ``cache_dir``,
+    ``cache_bytes``: the loader's disk cache for a store on object storage.
 
     Returns {"loss", "top1", "top5", "samples"} (as :func:`~jdct_cli.train.runtime.run_validation`)
     plus ``estimated_bpp`` (entropy of the hard indices: per frequency, the split's marginal
@@ -123,7 +126,7 @@ def requantized_eval(model, kind: str, stats: Optional[dict], data, split: str, 
     real: list[float] = []
     pixels = [0]
     loader = make_loader(data, split, batch_size=batch_size, train=False, seed=0, device=device, output="dct",
-                         normalize=False, threads=threads)
+                         normalize=False, threads=threads, size=size, cache_dir=cache_dir, cache_bytes=cache_bytes)
 
     def fn(inputs, labels):
         planes = [x.to(device) for x in inputs]
