@@ -52,7 +52,7 @@ build: $(STAMP)
 	  || $(PY) setup.py -q build_ext --inplace
 
 test: setup
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=25 tests
 
 demo: setup
 	$(PY) examples/demo.py
