@@ -998,7 +998,9 @@ class _EpochRun:
                 continue
         return False
 
-    def _take_buffer(self) -> Optional[_Buffer]:
+    def _take_buffer(self):
+        """The next free buffer of the pool (a :class:`_Buffer`, or a :class:`_Slot` for images
+        stores) once the device has finished reading it; None when the run stops."""
         while not self.stop.is_set():
             try:
                 buf = self.pool.free.get(timeout=_POLL_S)
@@ -1182,18 +1184,6 @@ class _ImagesEpochRun(_EpochRun):
     def _release_chunk(self, result) -> None:
         pass
 
-    def _take_slot(self) -> Optional[_Slot]:
-        while not self.stop.is_set():
-            try:
-                slot = self.pool.free.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-            if slot.event is not None:
-                slot.event.synchronize()
-                slot.event = None
-            return slot
-        return None
-
     def _sample_error(self, n: int, reason) -> StoreCorruptionError:
         loader = self.loader
         files = loader._split_meta.files
@@ -1207,7 +1197,7 @@ class _ImagesEpochRun(_EpochRun):
         c, size = loader.chunk_samples, self.size
         facts = loader._facts
         for idx, chunk_data in self._schedule():
-            slot = self._take_slot()
+            slot = self._take_buffer()
             if slot is None:
                 return
             item = None

@@ -1,6 +1,7 @@
 """Shared test fixtures: where the real data lives, and skipping clearly when it is absent."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,24 @@ def s3_server(tmp_path_factory):
                 _os.environ.pop(k, None)
             else:
                 _os.environ[k] = v
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two shared cores: one intra-op thread is 2-3x faster than two contending ones here (modules
+    that train or predict use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    with torch_threads(1):
+        yield

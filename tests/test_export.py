@@ -21,6 +21,7 @@ from jdct_cli.errors import ConfigError, ExportError
 from jdct_cli.export import export
 from jdct_cli.predict import _direct_coefficients, predict
 
+from conftest import torch_threads
 from inferfixture import make_checkpoint
 from photos import photo_jpeg
 from trainfixture import make_tiny_store
@@ -28,10 +29,8 @@ from trainfixture import make_tiny_store
 
 @pytest.fixture(autouse=True)
 def two_torch_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture(scope="module")

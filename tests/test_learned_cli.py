@@ -46,12 +46,7 @@ def tiny(tmp_path_factory):
     return make_tiny_store(tmp_path_factory.mktemp("tinyq"))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(store, out, **kw):

@@ -36,12 +36,7 @@ RECORD_SCHEMA = json.loads((REPO / "schemas" / "predict-record.v1.schema.json").
 EVAL_SCHEMA = json.loads((REPO / "schemas" / "eval.v1.schema.json").read_text())
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -44,13 +44,7 @@ def tiny(tmp_path_factory):
     return make_tiny_store(tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two shared cores: one intra-op thread is 2-3x faster than two contending ones here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env():

@@ -25,7 +25,7 @@ from jdct_cli.errors import CheckpointError, ConfigError, Interrupted, NoSpaceEr
 from jdct_cli.evaluate import evaluate, predict
 from jdct_cli.train import train
 
-from conftest import REPO
+from conftest import REPO, torch_threads
 from trainfixture import CLASSES, make_tiny_store
 
 
@@ -44,24 +44,12 @@ def train_only(tmp_path_factory):
 def finished_run(tiny, tmp_path_factory):
     """A complete 1-epoch run of late_concat_rfa_thinner on the tiny store (RUN_DIR)."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    with _one_thread():
+    with torch_threads(1):
         train(_cfg(tiny[0], run))
     return run
 
 
-class _one_thread:
-    def __enter__(self):
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    with _one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(store, out, **kw):
