@@ -493,9 +493,10 @@ class DCTLoader:
                          bounds=bounds, flips=flips, num_samples=share.num_samples,
                          total_samples=share.total_samples)
 
-    def crop_boxes(self, indices, epoch: Optional[int] = None) -> np.ndarray:
+    def crop_boxes(self, indices, epoch: Optional[int] = None, size: Optional[int] = None) -> np.ndarray:
         """float64 ``(n, 4)``: the crop box ``(x, y, w, h)`` (source pixels of the stored JPEG) of each
-        store sample of ``indices`` in ``epoch`` (default: the current one) on an images store.
+        store sample of ``indices`` in ``epoch`` (default: the current one) on an images store, for
+        crops of ``size`` (default: the loader's; an iteration passes the size it started with).
 
         ``random_crop``: torchvision's RandomResizedCrop draw
         (:func:`jdct_cli.transforms.random_resized_crop_box`) from a generator that is a pure
@@ -504,12 +505,13 @@ class DCTLoader:
         resuming, and a new one every epoch. Else the val Resize + CenterCrop box at ``size``.
         """
         epoch = self.epoch if epoch is None else int(epoch)
+        size = self.size if size is None else int(size)
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         width, height = self._facts["width"], self._facts["height"]
         out = np.empty((len(indices), 4), dtype=np.float64)
         if not self.random_crop:
             for i, n in enumerate(indices.tolist()):
-                out[i] = center_crop_box(int(width[n]), int(height[n]), self.size)
+                out[i] = center_crop_box(int(width[n]), int(height[n]), size)
             return out
         k0, k1 = np.random.SeedSequence([self.seed, epoch, 2]).generate_state(2, np.uint64).tolist()
         key = k0 | (k1 << 64)
@@ -701,7 +703,8 @@ class DCTLoader:
         planes = reencode(db, quality=self.quality)
         labels_t = torch.from_numpy(labels)
         if cuda:
-            labels_t = labels_t.to(self.device, non_blocking=False)
+            # non-blocking: a blocking copy would wait for the previous training step on the stream
+            labels_t = labels_t.to(self.device, non_blocking=True)
             slot.release(db.copied)  # reused by the producer once the copies have completed
         inputs = coefficients_to_inputs(planes, consts, self.output, dtype=self.dtype,
                                         channels_last=self.channels_last)
@@ -1215,7 +1218,7 @@ class _ImagesEpochRun(_EpochRun):
         n = len(idx)
         real = idx >= 0
         rows = np.flatnonzero(real)
-        boxes = loader.crop_boxes(idx[rows], plan.epoch)
+        boxes = loader.crop_boxes(idx[rows], plan.epoch, size)
         geometries = [None] * n
         datas = []
         for j, (i, sample) in enumerate(zip(rows.tolist(), idx[rows].tolist())):

@@ -558,3 +558,17 @@ def test_images_store_on_object_storage(coded, own_s3, tmp_path):
         assert len(got) == len(want)
         for (a, la), (b, lb) in zip(got, want):
             assert torch.equal(la, lb) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_set_size_during_an_iteration_acts_on_the_next_one(coded):
+    """An iteration keeps the size it started with, for its boxes as for its crops (the val centre
+    box is cut for that size), even when set_size is called while it prefetches."""
+    ref = [b[0][0].clone() for b in DCTLoader(coded, "val", batch_size=1, size=48, threads=1, normalize=False)]
+    ld = DCTLoader(coded, "val", batch_size=1, size=48, threads=1, normalize=False)
+    it = iter(ld)
+    got = [next(it)[0][0].clone()]
+    ld.set_size(64)
+    got += [b[0][0].clone() for b in it]
+    assert len(got) == len(ref) == 4
+    assert all(torch.equal(a, b) for a, b in zip(got, ref))
+    assert next(iter(ld))[0][0].shape[-1] == 64 // 8  # the next iteration takes the new size
