@@ -986,11 +986,15 @@ class _EpochRun:
         except StorageError:
             raise
         except Exception as exc:  # zarr/numcodecs raise many types for damaged data
-            mapped = None if not self.remote else storage_error(exc, self.loader.location, op="read")
-            if mapped is not None:
-                raise mapped from None
-            raise StoreCorruptionError(f"cannot read samples {lo}..{hi - 1} of {self.loader.split} view {view} "
-                                       f"({type(exc).__name__}: {exc})", self.loader.path) from None
+            raise self._read_error(exc, f"samples {lo}..{hi - 1} of {self.loader.split} view {view}") from None
+
+    def _read_error(self, exc: Exception, what: str) -> Exception:
+        """The error a failed chunk read raises: the storage error it maps to on a remote store
+        (network, credentials...), else damage in the store (StoreCorruptionError naming ``what``)."""
+        mapped = None if not self.remote else storage_error(exc, self.loader.location, op="read")
+        if mapped is not None:
+            return mapped
+        return StoreCorruptionError(f"cannot read {what} ({type(exc).__name__}: {exc})", self.loader.path)
 
     def _put(self, item) -> bool:
         while not self.stop.is_set():
@@ -1178,11 +1182,7 @@ class _ImagesEpochRun(_EpochRun):
         except StorageError:
             raise
         except Exception as exc:  # zarr/numcodecs raise many types for damaged data
-            mapped = None if not self.remote else storage_error(exc, self.loader.location, op="read")
-            if mapped is not None:
-                raise mapped from None
-            raise StoreCorruptionError(f"cannot read the JPEGs of samples {lo}..{hi - 1} of {self.loader.split} "
-                                       f"({type(exc).__name__}: {exc})", self.loader.path) from None
+            raise self._read_error(exc, f"the JPEGs of samples {lo}..{hi - 1} of {self.loader.split}") from None
 
     def _release_chunk(self, result) -> None:
         pass
